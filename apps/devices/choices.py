@@ -1,0 +1,24 @@
+from django.db import models
+
+
+class MetricKind(models.TextChoices):
+    """How a metric's values behave, which decides how rollups and derived figures treat them."""
+
+    GAUGE = "gauge", "Gauge (instantaneous value: temperature, power)"
+    COUNTER = "counter", "Counter (monotonic, may reset: pulses, starts)"
+    TOTALIZER = "totalizer", "Totalizer (cumulative register: kWh, m³)"
+    STATE = "state", "State (discrete: on/off, mode)"
+
+
+class UnknownMetricPolicy(models.TextChoices):
+    """What ingest does with a metric the device type does not define."""
+
+    STRICT = "strict", "Strict: reject readings of undefined metrics"
+    LENIENT = "lenient", "Lenient: accept them as new series without range checks"
+
+
+class DeviceStatus(models.TextChoices):
+    ONLINE = "online", "Online"
+    OFFLINE = "offline", "Offline"
+    NEVER_SEEN = "never_seen", "Never seen"
+    INACTIVE = "inactive", "Inactive"

@@ -1,0 +1,239 @@
+import datetime
+import hashlib
+import hmac
+
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.devices.choices import DeviceStatus, MetricKind, UnknownMetricPolicy
+from apps.devices.validators import (
+    validate_external_id,
+    validate_json_schema,
+    validate_metric_key,
+    validate_tags,
+    validate_timezone,
+)
+
+
+class Site(models.Model):
+    """A place where equipment is installed; the unit of access control (users are granted sites)."""
+
+    organization = models.ForeignKey("users.Organization", on_delete=models.PROTECT, related_name="sites")
+    name = models.CharField(max_length=200)
+    timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
+    address = models.CharField(max_length=300, blank=True)
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    emission_factor_kg_per_kwh = models.DecimalField(
+        "CO₂e emission factor (kg/kWh)",
+        max_digits=6,
+        decimal_places=4,
+        default=0.4,
+        help_text="Grid carbon intensity used to turn energy into CO₂e.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["organization", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="site_name_unique_per_organization"),
+            models.CheckConstraint(
+                condition=Q(latitude__isnull=True) | Q(latitude__gte=-90, latitude__lte=90),
+                name="site_latitude_range",
+                violation_error_message="Latitude must be between -90 and 90.",
+            ),
+            models.CheckConstraint(
+                condition=Q(longitude__isnull=True) | Q(longitude__gte=-180, longitude__lte=180),
+                name="site_longitude_range",
+                violation_error_message="Longitude must be between -180 and 180.",
+            ),
+            models.CheckConstraint(
+                condition=Q(emission_factor_kg_per_kwh__gte=0),
+                name="site_emission_factor_not_negative",
+                violation_error_message="The emission factor cannot be negative.",
+            ),
+        ]
+        permissions = [("operate_site", "Can acknowledge alerts and manage alert rules on the site")]
+
+    def __str__(self):
+        return self.name
+
+
+class DeviceType(models.Model):
+    """A model of equipment: which metrics it reports, in which units, and what values are plausible."""
+
+    organization = models.ForeignKey("users.Organization", on_delete=models.PROTECT, related_name="device_types")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    payload_schema = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_json_schema],
+        help_text="Optional JSON Schema the 'values' object of each reading must satisfy.",
+    )
+    unknown_metric_policy = models.CharField(
+        max_length=10, choices=UnknownMetricPolicy.choices, default=UnknownMetricPolicy.STRICT
+    )
+    offline_after = models.DurationField(
+        default=datetime.timedelta(minutes=5),
+        help_text="A device is offline when it has sent nothing for this long.",
+    )
+    raw_retention_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Overrides the platform's raw retention for this type's readings."
+    )
+
+    class Meta:
+        ordering = ["organization", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="device_type_name_unique_per_organization"),
+            models.CheckConstraint(
+                condition=Q(offline_after__gt=datetime.timedelta(0)),
+                name="device_type_offline_after_positive",
+                violation_error_message="The offline timeout must be positive.",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class MetricDefinition(models.Model):
+    """One metric a device type reports, with its unit, kind and plausible range."""
+
+    device_type = models.ForeignKey(DeviceType, on_delete=models.CASCADE, related_name="metrics")
+    key = models.CharField(max_length=63, validators=[validate_metric_key])
+    display_name = models.CharField(max_length=100)
+    unit = models.CharField(max_length=20, blank=True)
+    kind = models.CharField(max_length=10, choices=MetricKind.choices, default=MetricKind.GAUGE)
+    # Plausible range: readings outside it are rejected at ingest (catches Modbus word-order garbage).
+    min_value = models.FloatField(null=True, blank=True)
+    max_value = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["device_type", "key"]
+        constraints = [
+            models.UniqueConstraint(fields=["device_type", "key"], name="metric_key_unique_per_device_type"),
+            models.CheckConstraint(
+                condition=Q(min_value__isnull=True)
+                | Q(max_value__isnull=True)
+                | Q(min_value__lte=models.F("max_value")),
+                name="metric_min_not_above_max",
+                violation_error_message="The plausible minimum cannot be greater than the maximum.",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.key} ({self.unit})" if self.unit else self.key
+
+
+class Gateway(models.Model):
+    """An edge box on a site that forwards readings for many devices under one identity and API key."""
+
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="gateways")
+    uid = models.CharField("gateway id", max_length=128, unique=True, validators=[validate_external_id])
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["site", "name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Device(models.Model):
+    """A piece of equipment that reports readings, identified on the wire by its stable external ``uid``."""
+
+    uid = models.CharField("device id", max_length=128, unique=True, validators=[validate_external_id])
+    name = models.CharField(max_length=200)
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="devices")
+    device_type = models.ForeignKey(DeviceType, on_delete=models.PROTECT, related_name="devices")
+    gateway = models.ForeignKey(Gateway, null=True, blank=True, on_delete=models.SET_NULL, related_name="devices")
+    metadata = models.JSONField(default=dict, blank=True, help_text="Free-form facts: serial number, vendor, ...")
+    tags = ArrayField(models.CharField(max_length=50), default=list, blank=True, validators=[validate_tags])
+    is_active = models.BooleanField(
+        default=True, help_text="Inactive devices keep their history but their new readings are rejected."
+    )
+    # Advanced by the ingest writer once per flush, never per reading.
+    last_seen = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["site", "name"]
+        indexes = [GinIndex(fields=["tags"], name="device_tags_gin")]
+
+    def __str__(self):
+        return f"{self.name} ({self.uid})"
+
+    def clean(self):
+        errors = {}
+        if self.site_id and self.device_type_id and self.device_type.organization_id != self.site.organization_id:
+            errors["device_type"] = "This device type belongs to another organization than the site."
+        if self.gateway_id and self.site_id and self.gateway.site_id != self.site_id:
+            errors["gateway"] = "The gateway is on another site than the device."
+        if self.metadata is not None and not isinstance(self.metadata, dict):
+            errors["metadata"] = "Metadata must be a JSON object."
+        if errors:
+            raise ValidationError(errors)
+
+    def status(self, now: datetime.datetime | None = None) -> DeviceStatus:
+        """Online/offline derived from ``last_seen`` and the type's timeout; nothing stored can go stale."""
+        if not self.is_active:
+            return DeviceStatus.INACTIVE
+        if self.last_seen is None:
+            return DeviceStatus.NEVER_SEEN
+        now = now or timezone.now()
+        return DeviceStatus.ONLINE if now - self.last_seen <= self.device_type.offline_after else DeviceStatus.OFFLINE
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def usable(self, now: datetime.datetime | None = None):
+        now = now or timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+
+class ApiKey(models.Model):
+    """A gateway's credential for the HTTPS API.
+
+    The plaintext (``fwk_<prefix>_<secret>``) is shown once at creation and never stored: the row keeps the
+    prefix, for an indexed lookup, and the SHA-256 of the whole key, compared in constant time. A fast hash is
+    right here because the secret is 192 random bits; slow password hashing would only slow every request.
+    """
+
+    PREFIX_LENGTH = 8
+
+    gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=PREFIX_LENGTH, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    replaces = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaced_by", editable=False
+    )
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"fwk_{self.prefix}… ({self.gateway})"
+
+    @staticmethod
+    def hash_key(plaintext: str) -> str:
+        return hashlib.sha256(plaintext.encode()).hexdigest()
+
+    def matches(self, plaintext: str) -> bool:
+        return hmac.compare_digest(self.key_hash, self.hash_key(plaintext))
+
+    def is_usable(self, now: datetime.datetime | None = None) -> bool:
+        now = now or timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)

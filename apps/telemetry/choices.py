@@ -1,0 +1,25 @@
+from django.db import models
+
+
+class IngestSource(models.TextChoices):
+    MQTT = "mqtt", "MQTT"
+    HTTP = "http", "HTTPS API"
+
+
+class RejectReason(models.TextChoices):
+    """Why ingest refused input. Codes are stable: they appear in API responses, metrics and the dead-letter table."""
+
+    UNPARSEABLE = "unparseable", "Payload is neither valid JSON nor MessagePack"
+    INVALID_SHAPE = "invalid_shape", "Payload does not have a supported shape"
+    TOO_LARGE = "too_large", "Payload exceeds the size bound"
+    TOO_MANY_RECORDS = "too_many_records", "Payload exceeds the record count bound"
+    UNKNOWN_DEVICE = "unknown_device", "Device is not registered"
+    INACTIVE_DEVICE = "inactive_device", "Device is deactivated"
+    WRONG_SITE = "wrong_site", "Device is not on the gateway's site"
+    UNKNOWN_METRIC = "unknown_metric", "Metric is not defined for the device type"
+    INVALID_VALUE = "invalid_value", "Value is not a finite number or boolean"
+    OUT_OF_RANGE = "out_of_range", "Value is outside the metric's plausible range"
+    SCHEMA_VIOLATION = "schema_violation", "Values do not satisfy the device type's JSON Schema"
+    INVALID_TIMESTAMP = "invalid_timestamp", "Timestamp cannot be read"
+    FUTURE_TIMESTAMP = "future_timestamp", "Timestamp is too far in the future"
+    STALE_TIMESTAMP = "stale_timestamp", "Timestamp is older than raw retention"

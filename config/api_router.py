@@ -1,0 +1,11 @@
+"""The versioned REST API: every app registers its viewsets on one router under /api/v1/."""
+
+from django.urls import include, path
+from rest_framework.routers import DefaultRouter
+
+router = DefaultRouter(trailing_slash=False)
+
+app_name = "api"
+urlpatterns = [
+    path("", include(router.urls)),
+]

@@ -1,0 +1,13 @@
+"""The test-suite: real PostgreSQL and Redis, fast password hashing, Celery eager, in-memory channel layer."""
+
+from config.settings.base import *  # noqa: F403
+from config.settings.base import CACHES, STORAGES, env
+
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+# A key prefix of its own per run, so tests never read a cache entry left by the running platform.
+CACHES = {"default": {**CACHES["default"], "KEY_PREFIX": env("CACHE_KEY_PREFIX", "fw-test")}}
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_EAGER_PROPAGATES = True
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
