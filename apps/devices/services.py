@@ -1,8 +1,10 @@
 """Writes on sites, devices, gateways and their API keys."""
 
+import datetime
 import secrets
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.devices.models import ApiKey, Device, Gateway
@@ -44,6 +46,31 @@ def api_key_authenticate(*, plaintext: str) -> ApiKey | None:
     if api_key is None or not api_key.matches(plaintext) or not api_key.is_usable():
         return None
     return api_key
+
+
+def api_key_failure_reason(*, plaintext: str) -> tuple[str, str]:
+    """Why ``plaintext`` did not authenticate, as (code, message) for the 401 answer.
+
+    Expired and revoked are only told to a caller who holds the whole correct key, so the answer reveals
+    nothing to someone guessing.
+    """
+    parts = (plaintext or "").split("_", 2)
+    api_key = None
+    if len(parts) == 3 and parts[0] == "fwk" and len(parts[1]) == ApiKey.PREFIX_LENGTH:
+        api_key = ApiKey.objects.filter(prefix=parts[1]).first()
+    if api_key is None or not api_key.matches(plaintext):
+        return "invalid_api_key", "The API key is not valid."
+    if api_key.revoked_at is not None:
+        return "revoked_api_key", f"The API key was revoked at {api_key.revoked_at.isoformat()}."
+    return "expired_api_key", f"The API key expired at {api_key.expires_at.isoformat()}."
+
+
+def api_key_touch(*, api_key: ApiKey) -> None:
+    """Record use, at most once a minute per key, so a busy gateway does not write a row per request."""
+    now = timezone.now()
+    ApiKey.objects.filter(pk=api_key.pk).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - datetime.timedelta(minutes=1))
+    ).update(last_used_at=now)
 
 
 def api_key_revoke(*, api_key: ApiKey) -> bool:
