@@ -48,7 +48,9 @@ def validate_json_schema(value) -> None:
     if value in (None, {}):
         return
     if not isinstance(value, dict):
-        raise ValidationError("The payload schema must be a JSON object (a JSON Schema document).", code="invalid")
+        raise ValidationError(
+            "The payload schema must be a JSON object (a JSON Schema document).", code="schema_not_an_object"
+        )
     try:
         Draft202012Validator.check_schema(value)
     except SchemaError as error:

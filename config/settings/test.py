@@ -11,3 +11,6 @@ CACHES = {"default": {**CACHES["default"], "KEY_PREFIX": env("CACHE_KEY_PREFIX",
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Tests never run collectstatic; whitenoise serves from the finders instead of warning about a missing root.
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True

@@ -1,0 +1,486 @@
+"""The configuration UI for sites, device types, gateways, devices and API keys.
+
+Admin actions are interfaces: they call the services (``api_key_issue``, ``api_key_revoke``, ``device_purge``)
+and report. Every admin is scoped to the user's organization by ``OrganizationScopedAdminMixin``; related list
+filters are ``RelatedOnlyFieldListFilter`` so they never list another organization's names.
+"""
+
+import functools
+import zoneinfo
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db import transaction
+from django.db.models import F, Func
+from django.db.models.fields import CharField
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+
+from apps.core.admin_mixins import OrganizationScopedAdminMixin, subquery_count
+from apps.devices.models import ApiKey, Device, DeviceType, Gateway, MetricDefinition, Site
+from apps.devices.services import api_key_issue, api_key_revoke, device_purge
+from apps.telemetry.models import Series
+
+RelatedOnly = admin.RelatedOnlyFieldListFilter
+
+
+def _key_label(api_key: ApiKey | None) -> str:
+    """How a key is named everywhere in the UI: its public prefix, never anything derived from the secret."""
+    return f"fwk_{api_key.prefix}…" if api_key else "—"
+
+
+def _announce_plaintext(request, api_key: ApiKey, plaintext: str) -> None:
+    # The one moment the plaintext exists outside the gateway: it goes to the user in a message, never to a column.
+    messages.warning(
+        request,
+        format_html(
+            "New API key for gateway {}: <code>{}</code> — copy it now, it is not stored and will not be shown again.",
+            api_key.gateway,
+            plaintext,
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sites
+# ---------------------------------------------------------------------------------------------------------------------
+@functools.cache
+def _timezone_names() -> tuple[str, ...]:
+    return tuple(sorted(zoneinfo.available_timezones()))
+
+
+class TimezoneInput(forms.TextInput):
+    """A text box that suggests IANA timezone names (an HTML datalist) while typing.
+
+    A text box rather than a select, so a wrong name is rejected by the model's ``validate_timezone`` with its
+    message naming examples, rather than by a generic "Select a valid choice".
+    """
+
+    datalist_id = "iana-timezones"
+
+    def __init__(self, attrs=None):
+        super().__init__({"list": self.datalist_id, "autocomplete": "off", **(attrs or {})})
+
+    def render(self, name, value, attrs=None, renderer=None):
+        options = format_html_join("", '<option value="{}">', ((tz,) for tz in _timezone_names()))
+        return format_html(
+            '{}<datalist id="{}">{}</datalist>', super().render(name, value, attrs, renderer), self.datalist_id, options
+        )
+
+
+class SiteForm(forms.ModelForm):
+    class Meta:
+        model = Site
+        fields = (
+            "organization",
+            "name",
+            "timezone",
+            "address",
+            "latitude",
+            "longitude",
+            "emission_factor_kg_per_kwh",
+        )
+        widgets = {"timezone": TimezoneInput}
+
+
+class GatewayInline(admin.TabularInline):
+    model = Gateway
+    fields = ("uid", "name", "created_at")
+    readonly_fields = ("created_at",)
+    extra = 0
+    show_change_link = True
+
+
+@admin.register(Site)
+class SiteAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
+    organization_path = "organization"
+    form = SiteForm
+    list_display = ("name", "organization", "timezone", "device_count", "gateway_count", "created_at")
+    list_filter = (("organization", RelatedOnly), "timezone")
+    list_select_related = ("organization",)
+    search_fields = ("name", "address")
+    fields = (
+        "organization",
+        "name",
+        "timezone",
+        "address",
+        ("latitude", "longitude"),
+        "emission_factor_kg_per_kwh",
+        "created_at",
+    )
+    readonly_fields = ("created_at",)
+    inlines = [GatewayInline]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                device_count=subquery_count(Device.objects.all(), field="site"),
+                gateway_count=subquery_count(Gateway.objects.all(), field="site"),
+            )
+        )
+
+    @admin.display(description="devices", ordering="device_count")
+    def device_count(self, site):
+        return site.device_count
+
+    @admin.display(description="gateways", ordering="gateway_count")
+    def gateway_count(self, site):
+        return site.gateway_count
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Device types
+# ---------------------------------------------------------------------------------------------------------------------
+class MetricDefinitionInline(admin.TabularInline):
+    model = MetricDefinition
+    fields = ("key", "display_name", "unit", "kind", "min_value", "max_value")
+    extra = 0
+
+
+@admin.register(DeviceType)
+class DeviceTypeAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
+    organization_path = "organization"
+    list_display = ("name", "organization", "unknown_metric_policy", "offline_after", "metric_count", "device_count")
+    list_filter = (("organization", RelatedOnly), "unknown_metric_policy")
+    list_select_related = ("organization",)
+    search_fields = ("name", "description")
+    fields = (
+        "organization",
+        "name",
+        "description",
+        "unknown_metric_policy",
+        "offline_after",
+        "raw_retention_days",
+        "payload_schema",
+    )
+    inlines = [MetricDefinitionInline]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                metric_count=subquery_count(MetricDefinition.objects.all(), field="device_type"),
+                device_count=subquery_count(Device.objects.all(), field="device_type"),
+            )
+        )
+
+    @admin.display(description="metrics", ordering="metric_count")
+    def metric_count(self, device_type):
+        return device_type.metric_count
+
+    @admin.display(description="devices", ordering="device_count")
+    def device_count(self, device_type):
+        return device_type.device_count
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Gateways and API keys
+# ---------------------------------------------------------------------------------------------------------------------
+class ApiKeyInline(admin.TabularInline):
+    """The gateway's keys, read-only: keys are issued and revoked through actions that call the services."""
+
+    model = ApiKey
+    fk_name = "gateway"
+    fields = ("key", "name", "created_at", "expires_at", "last_used_at", "revoked_at", "replaces_key")
+    readonly_fields = fields
+    extra = 0
+    show_change_link = True
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("replaces")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="key")
+    def key(self, api_key):
+        return _key_label(api_key)
+
+    @admin.display(description="replaces")
+    def replaces_key(self, api_key):
+        return _key_label(api_key.replaces)
+
+
+@admin.register(Gateway)
+class GatewayAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
+    organization_path = "site__organization"
+    list_display = ("name", "uid", "site", "device_count", "usable_key_count", "created_at")
+    list_filter = (("site", RelatedOnly),)
+    list_select_related = ("site",)
+    search_fields = ("uid", "name")
+    fields = ("site", "uid", "name", "created_at")
+    readonly_fields = ("created_at",)
+    inlines = [ApiKeyInline]
+    actions = ["issue_api_key"]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                device_count=subquery_count(Device.objects.all(), field="gateway"),
+                usable_key_count=subquery_count(ApiKey.objects.usable(), field="gateway"),
+            )
+        )
+
+    @admin.display(description="devices", ordering="device_count")
+    def device_count(self, gateway):
+        return gateway.device_count
+
+    @admin.display(description="usable API keys", ordering="usable_key_count")
+    def usable_key_count(self, gateway):
+        return gateway.usable_key_count
+
+    def has_issue_api_key_permission(self, request):
+        return request.user.has_perm("devices.add_apikey")
+
+    @admin.action(description="Issue a new API key", permissions=["issue_api_key"])
+    def issue_api_key(self, request, queryset):
+        for gateway in queryset:
+            api_key, plaintext = api_key_issue(gateway=gateway, name=f"Issued in the admin by {request.user}")
+            _announce_plaintext(request, api_key, plaintext)
+
+
+class ApiKeyStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("usable", "Usable"), ("expired", "Expired"), ("revoked", "Revoked")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "usable":
+            return queryset.usable(now)
+        if self.value() == "expired":
+            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+class ApiKeyIssueForm(forms.ModelForm):
+    """What a person chooses when issuing a key; the prefix and hash come from ``api_key_issue``, never a form."""
+
+    class Meta:
+        model = ApiKey
+        fields = ("gateway", "name", "expires_at")
+
+    def clean_expires_at(self):
+        expires_at = self.cleaned_data["expires_at"]
+        if expires_at is not None and expires_at <= timezone.now():
+            raise forms.ValidationError(
+                "The expiry must be in the future (leave it empty for a key that never expires)."
+            )
+        return expires_at
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
+    organization_path = "gateway__site__organization"
+    list_display = (
+        "key",
+        "gateway",
+        "name",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+        "replaced_by_key",
+    )
+    list_filter = (ApiKeyStateFilter, ("gateway__site", RelatedOnly), ("gateway", RelatedOnly))
+    list_select_related = ("gateway", "replaced_by")
+    search_fields = ("prefix", "name", "gateway__uid", "gateway__name")
+    readonly_fields = ("key", "created_at", "last_used_at", "revoked_at", "replaces_key", "replaced_by_key")
+    actions = ["revoke_keys", "rotate_keys"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("gateway", "replaces", "replaced_by")
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiKeyIssueForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("gateway", "name", "expires_at")
+        return (
+            "key",
+            "gateway",
+            "name",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+            "revoked_at",
+            "replaces_key",
+            "replaced_by_key",
+        )
+
+    def get_readonly_fields(self, request, obj=None):
+        # The gateway of an issued key never changes: a key for another gateway is a new key.
+        return (*self.readonly_fields, "gateway") if obj else ()
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        api_key, plaintext = api_key_issue(gateway=obj.gateway, name=obj.name, expires_at=obj.expires_at)
+        # The admin goes on to log the addition and redirect using ``obj``: make it the row the service created.
+        obj.pk = api_key.pk
+        obj.refresh_from_db()
+        obj._state.adding = False
+        _announce_plaintext(request, api_key, plaintext)
+        return None
+
+    @admin.display(description="key", ordering="prefix")
+    def key(self, api_key):
+        return _key_label(api_key)
+
+    @admin.display(description="replaces")
+    def replaces_key(self, api_key):
+        return _key_label(api_key.replaces)
+
+    @admin.display(description="replaced by")
+    def replaced_by_key(self, api_key):
+        return _key_label(getattr(api_key, "replaced_by", None))
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke_keys(self, request, queryset):
+        revoked = [api_key for api_key in queryset if api_key_revoke(api_key=api_key)]
+        if revoked:
+            labels = ", ".join(_key_label(api_key) for api_key in revoked)
+            self.message_user(request, f"Revoked {len(revoked)} key(s): {labels}.", messages.SUCCESS)
+        if skipped := queryset.count() - len(revoked):
+            self.message_user(request, f"{skipped} key(s) were already revoked; left unchanged.", messages.INFO)
+
+    def has_rotate_keys_permission(self, request):
+        return request.user.has_perm("devices.add_apikey")
+
+    @admin.action(description="Rotate selected keys (issue replacements)", permissions=["rotate_keys"])
+    def rotate_keys(self, request, queryset):
+        """Issue a successor for each key; the old one stays usable until revoked, so a gateway can switch over."""
+        for old_key in queryset.filter(replaced_by__isnull=True):
+            api_key, plaintext = api_key_issue(gateway=old_key.gateway, name=old_key.name, replaces=old_key)
+            _announce_plaintext(request, api_key, plaintext)
+        if already := queryset.filter(replaced_by__isnull=False).count():
+            self.message_user(request, f"{already} key(s) already have a replacement; skipped.", messages.INFO)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Devices
+# ---------------------------------------------------------------------------------------------------------------------
+class TagListFilter(admin.SimpleListFilter):
+    """Filter by one tag; the choices are the tags in use on the devices this user can see (one query)."""
+
+    title = "tag"
+    parameter_name = "tag"
+    max_choices = 200
+
+    def lookups(self, request, model_admin):
+        tags = (
+            model_admin.get_queryset(request)
+            .annotate(tag=Func(F("tags"), function="unnest", output_field=CharField()))
+            .values_list("tag", flat=True)
+            .order_by("tag")
+            .distinct()[: self.max_choices]
+        )
+        return [(tag, tag) for tag in tags]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(tags__contains=[self.value()])
+        return queryset
+
+
+@admin.register(Device)
+class DeviceAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
+    organization_path = "site__organization"
+    list_display = ("uid", "name", "site", "device_type", "status", "last_seen", "series_count", "is_active")
+    list_filter = (("site", RelatedOnly), ("device_type", RelatedOnly), "is_active", TagListFilter)
+    list_select_related = ("site", "device_type")
+    search_fields = ("uid", "name")
+    fields = (
+        "uid",
+        "name",
+        "site",
+        "device_type",
+        "gateway",
+        "tags",
+        "metadata",
+        "is_active",
+        "status",
+        "last_seen",
+        "series_count",
+        "created_at",
+    )
+    readonly_fields = ("status", "last_seen", "series_count", "created_at")
+    actions = ["purge_devices"]
+
+    def get_queryset(self, request):
+        # device_type is needed by status() on every row, and on the change page.
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("site", "device_type")
+            .annotate(series_count=subquery_count(Series.objects.all(), field="device"))
+        )
+
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        if protected:
+            # A device with history is protected by its series, which nobody may delete in the admin (that would
+            # orphan readings); say "protected" rather than "you lack permission to delete series". Deletion is
+            # refused either way while anything is protected; the purge action is the way to delete the history.
+            perms_needed = set()
+        return deleted, counts, perms_needed, protected
+
+    @admin.display(description="status")
+    def status(self, device):
+        return device.status().label
+
+    @admin.display(description="series", ordering="series_count")
+    def series_count(self, device):
+        count = getattr(device, "series_count", None)
+        if count is None:  # a device being added
+            return "—"
+        url = reverse("admin:telemetry_series_changelist") + "?" + urlencode({"device__id__exact": device.pk})
+        return format_html('<a href="{}">{}</a>', url, count)
+
+    @admin.action(description="Purge selected devices with all their readings", permissions=["delete"])
+    def purge_devices(self, request, queryset):
+        """Delete devices with their whole history via ``device_purge``, after a confirmation page."""
+        devices = list(queryset)
+        if not request.POST.get("post"):
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Purge devices with all their readings?",
+                "opts": self.model._meta,
+                "devices": devices,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "media": self.media,
+            }
+            return TemplateResponse(request, "admin/devices/device/purge_confirmation.html", context)
+        with transaction.atomic():
+            self.log_deletions(request, devices)
+            readings = sum(device_purge(device=device) for device in devices)
+        uids = ", ".join(device.uid for device in devices)
+        series = sum(device.series_count for device in devices)
+        self.message_user(
+            request,
+            f"Purged {len(devices)} device(s) ({uids}) with {series} series and {readings} readings.",
+            messages.SUCCESS,
+        )
+        return None
