@@ -1,0 +1,157 @@
+"""``manage.py seed_demo``: the demo organization of ``apps/devices/demo.py``, idempotently.
+
+Every row is found by its natural key and brought back to the catalogue's values, so running it again changes
+nothing new. Two things are only ever created, never redone: a user's password (an admin may have changed it) and
+a gateway's API key (its plaintext exists once, in this command's output).
+"""
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from apps.devices import demo
+from apps.devices.models import Device, DeviceType, Gateway, MetricDefinition, Site
+from apps.devices.services import api_key_issue
+from apps.users.models import Organization, User
+from apps.users.services import user_grant_site, user_set_role
+
+ADMIN_URL = "http://127.0.0.1:8000/admin/"
+
+
+class Command(BaseCommand):
+    help = "Create the demo organization, sites, device types, devices, gateways, users and API keys (idempotent)."
+
+    def handle(self, *args, **options):
+        with transaction.atomic():
+            summary, users_created, keys = self._seed()
+        # Printed after the commit, so a plaintext key is never shown for a key that was rolled back.
+        for line in summary:
+            self.stdout.write(line)
+
+        self.stdout.write("")
+        self.stdout.write(self.style.WARNING("Demo logins — for the local demo only; change or delete these users"))
+        self.stdout.write(self.style.WARNING("before this installation is reachable by anyone else:"))
+        for user in demo.USERS:
+            access = f"{user.role.label.split(' (')[0]}, {', '.join(name for name, _ in user.sites) or 'all sites'}"
+            note = "" if user.username in users_created else "(existing user: password left unchanged)"
+            self.stdout.write(f"  {user.username:<6} / {user.password:<18} {access:<18} {note}".rstrip())
+
+        self.stdout.write("")
+        self.stdout.write("Gateway API keys (HTTPS ingest: POST /api/v1/ingest with header 'X-API-Key: <key>'):")
+        for gateway_uid, plaintext, prefix in keys:
+            if plaintext:
+                self.stdout.write(f"  {gateway_uid:<10} {self.style.SUCCESS(plaintext)}")
+            else:
+                self.stdout.write(f"  {gateway_uid:<10} already seeded (fwk_{prefix}…, shown only when it was issued)")
+        if any(plaintext for _, plaintext, _ in keys):
+            self.stdout.write(
+                self.style.WARNING("  Copy the keys now: only their hash is stored, they are not shown again.")
+            )
+
+        self.stdout.write("")
+        self.stdout.write(f"Admin: {ADMIN_URL}   Telemetry: python manage.py simulate")
+
+    def _seed(self):
+        organization, org_created = Organization.objects.get_or_create(
+            slug=demo.ORGANIZATION_SLUG, defaults={"name": demo.ORGANIZATION_NAME}
+        )
+        counts = {"sites": 0, "gateways": 0, "device types": 0, "metrics": 0, "devices": 0, "users": 0}
+
+        def count(kind, created):
+            counts[kind] += created
+
+        sites, gateways = {}, {}
+        for spec in demo.SITES:
+            site, created = Site.objects.update_or_create(
+                organization=organization,
+                name=spec.name,
+                defaults={
+                    "timezone": spec.timezone,
+                    "address": spec.address,
+                    "latitude": spec.latitude,
+                    "longitude": spec.longitude,
+                    "emission_factor_kg_per_kwh": spec.emission_factor_kg_per_kwh,
+                },
+            )
+            count("sites", created)
+            gateway, created = Gateway.objects.update_or_create(
+                uid=spec.gateway_uid, defaults={"site": site, "name": spec.gateway_name}
+            )
+            count("gateways", created)
+            sites[spec.name], gateways[spec.name] = site, gateway
+
+        device_types = {}
+        for spec in demo.DEVICE_TYPES:
+            device_type, created = DeviceType.objects.update_or_create(
+                organization=organization, name=spec.name, defaults={"description": spec.description}
+            )
+            count("device types", created)
+            for metric in spec.metrics:
+                _, created = MetricDefinition.objects.update_or_create(
+                    device_type=device_type,
+                    key=metric.key,
+                    defaults={
+                        "display_name": metric.display_name,
+                        "unit": metric.unit,
+                        "kind": metric.kind,
+                        "min_value": metric.min_value,
+                        "max_value": metric.max_value,
+                    },
+                )
+                count("metrics", created)
+            device_types[spec.name] = device_type
+
+        for spec in demo.DEVICES:
+            _, created = Device.objects.update_or_create(
+                uid=spec.uid,
+                defaults={
+                    "name": spec.name,
+                    "site": sites[spec.site],
+                    "device_type": device_types[spec.device_type],
+                    "gateway": gateways[spec.site] if spec.behind_gateway else None,
+                    "metadata": spec.metadata,
+                    "tags": list(spec.tags),
+                },
+            )
+            count("devices", created)
+
+        users_created = set()
+        for spec in demo.USERS:
+            user, created = User.objects.get_or_create(
+                username=spec.username,
+                defaults={"organization": organization, "first_name": spec.first_name, "email": spec.email},
+            )
+            if user.organization_id != organization.id:
+                raise CommandError(
+                    f"User {spec.username!r} exists outside {organization}; rename or delete it, then run again."
+                )
+            if created:
+                user.set_password(spec.password)
+                user.save(update_fields=["password"])
+                users_created.add(spec.username)
+            count("users", created)
+            user_set_role(user=user, role=spec.role)
+            for site_name, operate in spec.sites:
+                user_grant_site(user=user, site=sites[site_name], operate=operate)
+
+        keys = []  # (gateway uid, plaintext or None, prefix)
+        for gateway in gateways.values():
+            existing = gateway.api_keys.order_by("-created_at").first()
+            if existing is not None:
+                keys.append((gateway.uid, None, existing.prefix))
+                continue
+            api_key, plaintext = api_key_issue(gateway=gateway, name="demo key (seed_demo)")
+            keys.append((gateway.uid, plaintext, api_key.prefix))
+
+        totals = {
+            "sites": len(demo.SITES),
+            "gateways": len(demo.SITES),
+            "device types": len(demo.DEVICE_TYPES),
+            "metrics": sum(len(spec.metrics) for spec in demo.DEVICE_TYPES),
+            "devices": len(demo.DEVICES),
+            "users": len(demo.USERS),
+        }
+        summary = [
+            f"Demo organization {organization.name} ({organization.slug}): {'created' if org_created else 'exists'}"
+        ]
+        summary += [f"  {kind:<13} {totals[kind]:>3}  ({counts[kind]} created)" for kind in totals]
+        return summary, users_created, keys

@@ -1,0 +1,265 @@
+"""``manage.py simulate``: publish realistic telemetry for the active devices over MQTT, until stopped.
+
+A thin loop over ``apps.telemetry.simulation``: load the devices once, then tick at ``--rate`` readings per second
+and publish what each tick returns (QoS 1). paho's network thread reconnects by itself, so a broker outage is
+logged and waited out, never fatal; while it lasts paho queues up to ``MAX_QUEUED`` messages and the rest are
+dropped and counted. SIGINT and SIGTERM stop the loop; open gateway batches are sent and in-flight messages are
+given a few seconds to be acknowledged before the command exits with status 0.
+"""
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.core.probes import mqtt_address
+from apps.devices.models import Device
+from apps.telemetry.simulation import Metric, SimDevice, Simulation, devices_pick
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_EVERY_SECONDS = 10.0
+MAX_QUEUED = 10_000  # about eight minutes at the default rate; beyond that an outage drops readings
+DRAIN_SECONDS = 5.0
+
+
+def positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise ValueError(text)
+    return value
+
+
+class Command(BaseCommand):
+    help = "Publish realistic telemetry (with occasional bad readings) for the active devices over MQTT."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--rate", type=positive, default=20.0, help="Readings per second, all devices together (20)."
+        )
+        parser.add_argument("--devices", type=positive_int, default=None, help="Simulate only this many devices (all).")
+        parser.add_argument("--duration", type=positive, default=None, help="Stop after SECONDS (never).")
+        parser.add_argument(
+            "--bad-fraction", type=fraction, default=0.02, help="Share of readings spoiled on purpose (0.02)."
+        )
+        parser.add_argument(
+            "--gateway-fraction",
+            type=fraction,
+            default=0.3,
+            help="Share of readings of devices behind a gateway sent in the gateway's batches (0.3).",
+        )
+        parser.add_argument(
+            "--spike-probability",
+            type=fraction,
+            default=0.0005,
+            help="Chance per heat pump reading that a 2-5 minute supply temperature spike above 80 °C starts.",
+        )
+        parser.add_argument("--seed", type=int, default=None, help="Seed the randomness for a reproducible run.")
+
+    def handle(self, *args, **options):
+        devices = devices_pick(self._devices_load(), options["devices"])
+        if not devices:
+            raise CommandError("No active devices to simulate: run `python manage.py seed_demo` first.")
+        prefix = settings.MQTT_TOPIC_PREFIX
+        simulation = Simulation(
+            devices,
+            prefix=prefix,
+            seed=options["seed"],
+            bad_fraction=options["bad_fraction"],
+            gateway_fraction=options["gateway_fraction"],
+            spike_probability=options["spike_probability"],
+        )
+        host, port, _ = mqtt_address()
+        logger.info(
+            "Simulating %d devices at %g readings/s to %s:%d under %s/ (bad %.1f %%, via gateways %.0f %%).",
+            len(devices),
+            options["rate"],
+            host,
+            port,
+            prefix,
+            options["bad_fraction"] * 100,
+            options["gateway_fraction"] * 100,
+        )
+
+        stop = threading.Event()
+        previous_handlers = self._signals_catch(stop)
+        publisher = Publisher()
+        publisher.start()
+        try:
+            self._run(simulation, publisher, stop, rate=options["rate"], duration=options["duration"])
+        finally:
+            for message in simulation.flush():
+                publisher.publish(*message)
+            publisher.stop(DRAIN_SECONDS)
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+        logger.info(
+            "Stopped: %d readings, %d messages published, %d acknowledged, %d dropped, %d bad injected.",
+            simulation.readings,
+            publisher.published,
+            publisher.acknowledged,
+            publisher.dropped,
+            sum(simulation.bad.values()),
+        )
+
+    def _devices_load(self) -> list[SimDevice]:
+        """Every active device as plain data, in two queries whatever the fleet's size."""
+        queryset = (
+            Device.objects.filter(is_active=True)
+            .select_related("site", "gateway")
+            .prefetch_related("device_type__metrics")
+            .order_by("uid")
+        )
+        return [
+            SimDevice(
+                uid=device.uid,
+                metrics=tuple(
+                    Metric(metric.key, metric.kind, metric.min_value, metric.max_value, metric.unit)
+                    for metric in device.device_type.metrics.all()
+                ),
+                timezone=device.site.timezone,
+                gateway_uid=device.gateway.uid if device.gateway else None,
+            )
+            for device in queryset
+        ]
+
+    def _signals_catch(self, stop: threading.Event) -> dict:
+        """Make SIGINT/SIGTERM set ``stop``; only the main thread may install handlers (tests run us elsewhere)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, lambda *_: stop.set())
+        return previous
+
+    def _run(self, simulation: Simulation, publisher: "Publisher", stop: threading.Event, *, rate, duration):
+        """Tick on a fixed schedule; after a stall (a slow publish, a suspended laptop) restart it, never burst."""
+        started = time.monotonic()
+        schedule_start, ticks = started, 0
+        next_summary = started + SUMMARY_EVERY_SECONDS
+        last = {"readings": 0, "published": 0, "bad": 0}
+        while not stop.is_set():
+            now = time.monotonic()
+            if duration is not None and now - started >= duration:
+                break
+            due = schedule_start + ticks / rate
+            if due > now:
+                if stop.wait(due - now):
+                    break
+            elif now - due > 1.0:
+                schedule_start, ticks = now, 0
+            ticks += 1
+            for message in simulation.tick(int(time.time() * 1000)):
+                publisher.publish(*message)
+            if time.monotonic() >= next_summary:
+                next_summary += SUMMARY_EVERY_SECONDS
+                bad = sum(simulation.bad.values())
+                logger.info(
+                    "Last %.0f s: %d readings, %d messages published, %d bad injected (totals %d / %d / %d); "
+                    "%d acknowledged, %d dropped; broker %s.",
+                    SUMMARY_EVERY_SECONDS,
+                    simulation.readings - last["readings"],
+                    publisher.published - last["published"],
+                    bad - last["bad"],
+                    simulation.readings,
+                    publisher.published,
+                    bad,
+                    publisher.acknowledged,
+                    publisher.dropped,
+                    "connected" if publisher.connected.is_set() else "DISCONNECTED",
+                )
+                last = {"readings": simulation.readings, "published": publisher.published, "bad": bad}
+
+
+class Publisher:
+    """A paho MQTT 5 client that connects and reconnects in its own thread and counts what happens to messages."""
+
+    def __init__(self):
+        url = urlparse(settings.MQTT_URL)
+        self.host, self.port, tls = mqtt_address()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"fieldwatch-simulate-{socket.gethostname()}-{os.getpid()}",
+            protocol=mqtt.MQTTv5,
+        )
+        if url.username:
+            self.client.username_pw_set(url.username, url.password)
+        if tls:
+            self.client.tls_set()
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.max_queued_messages_set(MAX_QUEUED)
+        self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.connected = threading.Event()
+        self.stopping = False
+        self.published = self.acknowledged = self.dropped = 0
+        self._lock = threading.Lock()  # the counters are written from two threads
+
+    def start(self) -> None:
+        # connect_async + loop_start: even the first connection is retried in the background, so a broker that
+        # is down at start-up is waited for like one that goes away later.
+        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        with self._lock:
+            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                self.dropped += 1
+            else:  # sent now, or queued by paho until the connection is back
+                self.published += 1
+
+    def stop(self, drain_seconds: float) -> None:
+        """Give in-flight messages ``drain_seconds`` to be acknowledged, then disconnect."""
+        deadline = time.monotonic() + drain_seconds
+        while self.connected.is_set() and self.acknowledged < self.published and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.acknowledged < self.published:
+            logger.warning("%d messages were not acknowledged by the broker.", self.published - self.acknowledged)
+        self.stopping = True
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            logger.error("MQTT broker %s:%d refused the connection: %s", self.host, self.port, reason_code)
+            return
+        logger.info("Connected to the MQTT broker at %s:%d.", self.host, self.port)
+        self.connected.set()
+
+    def _on_connect_fail(self, client, userdata):
+        logger.warning("MQTT broker %s:%d not reachable; retrying.", self.host, self.port)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        was_connected = self.connected.is_set()
+        self.connected.clear()
+        if was_connected and not self.stopping:
+            logger.warning("Lost the MQTT broker at %s:%d (%s); reconnecting.", self.host, self.port, reason_code)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        with self._lock:
+            self.acknowledged += 1
