@@ -23,13 +23,11 @@ def probe_host() -> str:
 
 
 def main() -> int:
-    request = urllib.request.Request(
-        URL, headers={"Host": probe_host(), "X-Forwarded-Proto": "https"}
-    )
+    request = urllib.request.Request(URL, headers={"Host": probe_host(), "X-Forwarded-Proto": "https"})
     try:
         with urllib.request.urlopen(request, timeout=4) as response:
             return 0 if response.status == 200 else 1
-    except Exception as exc:  # HTTPError, URLError, timeouts: all unhealthy
+    except Exception as exc:  # noqa: BLE001 - HTTPError, URLError, timeouts: all unhealthy
         print(f"healthcheck failed: {exc}", file=sys.stderr)
         return 1
 
