@@ -7,5 +7,6 @@ router = DefaultRouter(trailing_slash=False)
 
 app_name = "api"
 urlpatterns = [
+    path("", include("apps.telemetry.api.urls")),
     path("", include(router.urls)),
 ]

@@ -69,3 +69,15 @@ def mallory(other_organization, other_site):
 @pytest.fixture
 def superuser(db):
     return UserFactory(username="root", organization=None, is_superuser=True, is_staff=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_ingest_directory(monkeypatch):
+    """Each test gets a device directory loaded from its own data.
+
+    The web process keeps one directory and refreshes it when a commit bumps the catalogue version; tests
+    wrapped in a transaction never commit, so they would otherwise see the previous test's devices.
+    """
+    from apps.telemetry.api import views
+
+    monkeypatch.setattr(views, "_directory", None)

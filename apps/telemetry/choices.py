@@ -14,6 +14,8 @@ class RejectReason(models.TextChoices):
     TOO_LARGE = "too_large", "Payload exceeds the size bound"
     TOO_MANY_RECORDS = "too_many_records", "Payload exceeds the record count bound"
     UNKNOWN_DEVICE = "unknown_device", "Device is not registered"
+    UNKNOWN_GATEWAY = "unknown_gateway", "Gateway is not registered"
+    INVALID_TOPIC = "invalid_topic", "MQTT topic is not a telemetry topic"
     INACTIVE_DEVICE = "inactive_device", "Device is deactivated"
     WRONG_SITE = "wrong_site", "Device is not on the gateway's site"
     UNKNOWN_METRIC = "unknown_metric", "Metric is not defined for the device type"

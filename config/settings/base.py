@@ -160,9 +160,12 @@ MQTT_CLIENT_ID = env("MQTT_CLIENT_ID", "")  # empty: derived from the host name 
 INGEST_MQTT_MAX_BYTES = env_int("INGEST_MQTT_MAX_BYTES", 256 * 1024)
 INGEST_HTTP_MAX_BYTES = env_int("INGEST_HTTP_MAX_BYTES", 5 * 1024 * 1024)
 INGEST_MAX_RECORDS = env_int("INGEST_MAX_RECORDS", 10_000)
+INGEST_HTTP_RATE_PER_MINUTE = env_int("INGEST_HTTP_RATE_PER_MINUTE", 1200)
+INGEST_HTTP_MAX_ERRORS = env_int("INGEST_HTTP_MAX_ERRORS", 100)  # errors listed in one response; all are counted
 INGEST_FUTURE_TOLERANCE_SECONDS = env_int("INGEST_FUTURE_TOLERANCE_SECONDS", 300)
 INGEST_DEAD_LETTER_PAYLOAD_BYTES = env_int("INGEST_DEAD_LETTER_PAYLOAD_BYTES", 4096)
-INGEST_FLUSH_READINGS = env_int("INGEST_FLUSH_READINGS", 5000)
+# The listener flushes when this many messages are buffered or the oldest has waited this long.
+INGEST_FLUSH_MESSAGES = env_int("INGEST_FLUSH_MESSAGES", 2000)
 INGEST_FLUSH_MILLISECONDS = env_int("INGEST_FLUSH_MILLISECONDS", 100)
 
 # Raw readings older than this are neither accepted nor kept (the archive job moves them out first).

@@ -27,3 +27,40 @@ def manage(*args: str, database_url: str | None = None, timeout: float = 300, **
             f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
         )
     return result
+
+
+class ManagedProcess:
+    """A long-running ``manage.py`` command (the listener, a worker) started and stopped by a test."""
+
+    def __init__(self, *args: str, database_url: str | None = None, **env):
+        self.args = args
+        self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "PYTHONUNBUFFERED": "1", **env}
+        if database_url:
+            self.env["DATABASE_URL"] = database_url
+        self.process: subprocess.Popen | None = None
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"fw-{os.getpid()}-{id(self)}.log"
+
+    def start(self) -> "ManagedProcess":
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's lifetime
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", *self.args], cwd=REPO_ROOT, env=self.env, stdout=self.log, stderr=self.log
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush or acknowledge, as when a machine loses power."""
+        self.process.kill()
+        self.process.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def close(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.log_path.unlink(missing_ok=True)

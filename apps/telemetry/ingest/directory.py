@@ -1,0 +1,175 @@
+"""The in-process catalogue ingest validates against: every device's rule by uid, every gateway's site by uid.
+
+Ingest must never query per message, so a listener loads the whole catalogue once (a constant number of queries)
+and keeps it in memory. Changes reach it through a version number in the shared cache: the catalogue signals
+(apps.devices.signals) bump it after commit, and each process compares it with the version it loaded at most every
+``check_interval`` seconds, reloading when it differs. A full reload also happens every ``max_age`` seconds, so a
+bump lost while Redis was down, or a change made with ``QuerySet.update()`` (which sends no signal), is picked up
+eventually rather than never.
+"""
+
+import datetime
+import logging
+import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+from django.core.cache import cache
+from django.db.models import Prefetch
+from jsonschema import Draft202012Validator
+from redis.exceptions import RedisError
+
+from apps.devices.choices import UnknownMetricPolicy
+from apps.devices.models import Device, DeviceType, Gateway, MetricDefinition
+from apps.telemetry.ingest.records import DeviceRule, MetricRule
+
+logger = logging.getLogger(__name__)
+
+CATALOGUE_VERSION_KEY = "ingest:catalogue-version"
+SCHEMA_ERROR_MAX_CHARS = 200
+# What an unreachable or failing Redis raises through Django's RedisCache.
+CACHE_ERRORS = (RedisError, OSError)
+
+
+def catalogue_changed() -> None:
+    """Tell every ingest process that devices, types, metrics or gateways changed, so they reload.
+
+    Never raises: a cache outage must not turn an admin's save into an error. The change is then picked up at the
+    directory's next ``max_age`` reload instead.
+    """
+    try:
+        try:
+            cache.incr(CATALOGUE_VERSION_KEY)
+        except ValueError:  # missing (first change, or evicted): start from a value no process can have loaded
+            if not cache.add(CATALOGUE_VERSION_KEY, time.time_ns(), timeout=None):
+                cache.incr(CATALOGUE_VERSION_KEY)  # another process added it in between
+    except CACHE_ERRORS:
+        logger.warning("Could not bump the ingest catalogue version; ingest picks the change up later", exc_info=True)
+
+
+def catalogue_version() -> int | None:
+    """The current catalogue version, None when it is not set. Raises when the cache is unreachable."""
+    return cache.get(CATALOGUE_VERSION_KEY)
+
+
+def schema_checker(schema: dict) -> Callable[[dict], str | None] | None:
+    """A function returning the first JSON Schema error of a ``values`` object (truncated), or None if it is valid.
+
+    None when there is no schema. The validator is built once here and shared by every device of the type.
+    """
+    if not schema:
+        return None
+    validator = Draft202012Validator(schema)
+
+    def check_schema(values: dict) -> str | None:
+        error = next(validator.iter_errors(values), None)
+        return None if error is None else error.message[:SCHEMA_ERROR_MAX_CHARS]
+
+    return check_schema
+
+
+class DeviceDirectory:
+    """uid -> DeviceRule for every device and gateway uid -> site id, held in-process and refreshed on change.
+
+    Queries per (re)load, whatever the fleet size: devices, device types, their metric definitions (one prefetch),
+    gateways. Types are read on their own rather than joined to every device row so that each payload schema is
+    decoded and compiled once per type, not once per device.
+    """
+
+    def __init__(
+        self, *, check_interval: float = 1.0, max_age: float = 300.0, clock: Callable[[], float] | None = None
+    ):
+        self.check_interval = check_interval
+        self.max_age = max_age
+        self._clock = clock or time.monotonic
+        self._rules: Mapping[str, DeviceRule] = MappingProxyType({})
+        self._gateway_sites: dict[str, int] = {}
+        self._version: int | None = None
+        self._loaded_at: float | None = None
+        self._checked_at = 0.0
+
+    # -- reads ----------------------------------------------------------------------------------------------------
+
+    def rules(self) -> Mapping[str, DeviceRule]:
+        """Every device's rule by uid (read-only). Loads on first use and refreshes when stale."""
+        self.refresh_if_stale()
+        return self._rules
+
+    def gateway_site_id(self, gateway_uid: str) -> int | None:
+        """The site of the gateway, or None when no gateway has this uid."""
+        self.refresh_if_stale()
+        return self._gateway_sites.get(gateway_uid)
+
+    # -- freshness ------------------------------------------------------------------------------------------------
+
+    def refresh_if_stale(self) -> bool:
+        """Reload if the catalogue version changed (checked at most every ``check_interval`` s); True if reloaded.
+
+        Cheap enough to call per message: between checks it is one clock read.
+        """
+        now = self._clock()
+        if self._loaded_at is None or now - self._loaded_at >= self.max_age:
+            self.load()
+            return True
+        if now - self._checked_at < self.check_interval:
+            return False
+        self._checked_at = now
+        try:
+            version = catalogue_version()
+        except CACHE_ERRORS:
+            logger.warning("Could not read the ingest catalogue version; keeping the loaded catalogue", exc_info=True)
+            return False
+        if version == self._version:
+            return False
+        self.load()
+        return True
+
+    def load(self) -> None:
+        """Load the whole catalogue now, replacing what is held in one assignment per mapping."""
+        # Read the version *before* the rows: a change committed after this read bumps the version again, so the
+        # worst case is one needless reload, never a missed change.
+        try:
+            version = catalogue_version()
+        except CACHE_ERRORS:
+            logger.warning("Could not read the ingest catalogue version; loading anyway", exc_info=True)
+            version = None
+        started = time.monotonic()
+
+        # Devices before types: a device's type is PROTECTed, so every type referenced here still exists below.
+        devices = list(Device.objects.values_list("id", "uid", "site_id", "is_active", "device_type_id"))
+        metric_defs = MetricDefinition.objects.only("device_type_id", "key", "min_value", "max_value")
+        types = DeviceType.objects.only(
+            "id", "unknown_metric_policy", "payload_schema", "raw_retention_days"
+        ).prefetch_related(Prefetch("metrics", queryset=metric_defs))
+        # What devices of one type share: the metrics dict and the compiled schema are one object per type.
+        type_parts = {}
+        for device_type in types:
+            retention = device_type.raw_retention_days
+            type_parts[device_type.id] = {
+                "strict": device_type.unknown_metric_policy == UnknownMetricPolicy.STRICT,
+                "metrics": {m.key: MetricRule(m.key, m.min_value, m.max_value) for m in device_type.metrics.all()},
+                "check_schema": schema_checker(device_type.payload_schema),
+                "raw_retention": datetime.timedelta(days=retention) if retention is not None else None,
+            }
+
+        rules = {}
+        for device_id, uid, site_id, is_active, type_id in devices:
+            parts = type_parts.get(type_id)
+            if parts is None:  # device deleted and its type with it between the two queries
+                continue
+            rules[uid] = DeviceRule(device_id=device_id, uid=uid, site_id=site_id, is_active=is_active, **parts)
+
+        gateway_sites = dict(Gateway.objects.values_list("uid", "site_id"))
+
+        self._rules = MappingProxyType(rules)
+        self._gateway_sites = gateway_sites
+        self._version = version
+        self._loaded_at = self._checked_at = self._clock()
+        logger.info(
+            "Loaded the ingest catalogue: %d devices, %d device types, %d gateways (version %s) in %.0f ms",
+            len(rules),
+            len(type_parts),
+            len(gateway_sites),
+            version,
+            (time.monotonic() - started) * 1000,
+        )

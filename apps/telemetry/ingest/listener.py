@@ -1,0 +1,224 @@
+"""The MQTT listener: subscribe, buffer, write in batches, acknowledge only what is committed.
+
+Delivery is at-least-once end to end. Messages arrive with QoS 1 on a persistent session (clean_start=False,
+a session expiry) through an MQTT 5 shared subscription, so several listeners split the stream. paho's
+automatic PUBACK is off (manual_ack): a message is acknowledged only after the transaction holding its readings
+committed. If this process dies before that, the broker redelivers the message to the session (or, with the
+session gone, to another member of the group) and the (series, ts) primary key turns the repeat into a counted
+duplicate instead of a second row. If the database is down, flushes are retried with backoff and nothing is
+acknowledged; the broker stops sending once the receive window is full and keeps the rest queued.
+"""
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, close_old_connections
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from apps.telemetry.choices import IngestSource
+from apps.telemetry.ingest import metrics
+from apps.telemetry.ingest.directory import DeviceDirectory
+from apps.telemetry.ingest.topics import parse_topic, subscriptions
+from apps.telemetry.services import IngestMessage, telemetry_ingest
+
+logger = logging.getLogger("fieldwatch.listener")
+
+SESSION_EXPIRY_SECONDS = 7 * 24 * 3600
+# How many unacknowledged QoS 1 messages the broker may have in flight to us: the batch size ceiling.
+RECEIVE_MAXIMUM = 65535
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A received message waiting for its flush: the mid to acknowledge and what to ingest."""
+
+    mid: int
+    qos: int
+    message: IngestMessage
+    arrived: float
+
+
+class MqttListener:
+    def __init__(
+        self,
+        *,
+        url: str,
+        prefix: str,
+        shared_group: str | None,
+        client_id: str,
+        flush_messages: int,
+        flush_interval: float,
+    ):
+        self.url = urlparse(url)
+        self.prefix = prefix
+        self.shared_group = shared_group
+        self.client_id = client_id
+        self.flush_messages = max(1, flush_messages)
+        self.flush_interval = flush_interval
+        self.inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+        self.stopping = threading.Event()
+        self.directory = DeviceDirectory()
+        self.client = self._make_client()
+        self.connected = threading.Event()
+
+    # --- MQTT side (paho's network thread) --------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if self.url.username:
+            client.username_pw_set(self.url.username, self.url.password)
+        if self.url.scheme in {"mqtts", "ssl"}:
+            client.tls_set()
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            logger.error("broker refused the connection: %s", reason_code)
+            return
+        logger.info("connected to %s (session present: %s)", self.url.netloc, flags.session_present)
+        # Subscribing again on a resumed session is harmless and covers a broker that lost its state.
+        client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in subscriptions(self.prefix, self.shared_group)])
+        self.connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        if refused:
+            logger.error("broker refused the subscriptions: %s", ", ".join(refused))
+        else:
+            logger.info("subscribed")
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.connected.clear()
+        if not self.stopping.is_set():
+            logger.warning("disconnected from the broker (%s); reconnecting", reason_code)
+
+    def _on_message(self, client, userdata, message: mqtt.MQTTMessage):
+        received_at = time.time()
+        topic = message.topic
+        target = parse_topic(topic, self.prefix)
+        ingest = IngestMessage(
+            source=IngestSource.MQTT,
+            payload=message.payload,
+            received_at=_utc(received_at),
+            origin=topic,
+            device_uid=target.device_uid if target else None,
+            gateway_uid=target.gateway_uid if target else None,
+        )
+        self.inbox.put(Delivery(message.mid, message.qos, ingest, received_at))
+
+    # --- flushing (main thread) -------------------------------------------------------------------------------------
+    def run(self) -> None:
+        host = self.url.hostname or "127.0.0.1"
+        port = self.url.port or (8883 if self.url.scheme in {"mqtts", "ssl"} else 1883)
+        connect_properties = Properties(PacketTypes.CONNECT)
+        connect_properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
+        connect_properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        self.client.connect_async(host, port, keepalive=30, clean_start=False, properties=connect_properties)
+        self.client.loop_start()
+        logger.info("listening on %s as %s", ", ".join(subscriptions(self.prefix, self.shared_group)), self.client_id)
+        try:
+            while not self.stopping.is_set():
+                batch = self._collect()
+                if batch:
+                    self._flush(batch)
+            # Drain: whatever arrived before the stop is written and acknowledged, then we leave.
+            batch = self._collect(drain=True)
+            if batch:
+                self._flush(batch)
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
+            logger.info("listener stopped")
+
+    def stop(self, *_args) -> None:
+        self.stopping.set()
+
+    def _collect(self, drain: bool = False) -> list[Delivery]:
+        """Take messages until the batch is full or the flush interval since its first message has passed."""
+        batch: list[Delivery] = []
+        deadline = None
+        while len(batch) < self.flush_messages:
+            if drain:
+                timeout = 0.2
+            elif deadline is None:
+                timeout = 0.25  # wake up regularly to notice a stop request
+            else:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+            try:
+                batch.append(self.inbox.get(timeout=timeout))
+            except queue.Empty:
+                if batch or drain or self.stopping.is_set():
+                    break
+                continue
+            if deadline is None:
+                deadline = time.monotonic() + self.flush_interval
+        return batch
+
+    def _flush(self, batch: list[Delivery]) -> None:
+        """Write the batch, retrying with backoff until it commits; then acknowledge every message of it."""
+        delay = 0.5
+        while True:
+            started = time.perf_counter()
+            try:
+                result = telemetry_ingest(messages=[delivery.message for delivery in batch], directory=self.directory)
+                break
+            except (DatabaseError, InterfaceError) as error:
+                metrics.FLUSH_FAILURES.inc()
+                close_old_connections()
+                _close_connection()
+                if self.stopping.is_set():
+                    # Unacknowledged, so nothing is lost: the broker redelivers these to the next listener.
+                    logger.warning("stopping with %d unacknowledged messages (database: %s)", len(batch), error)
+                    return
+                logger.error("flush of %d messages failed, retrying in %.1f s: %s", len(batch), delay, error)
+                self.stopping.wait(delay)  # a stop request cuts the wait short for one last attempt
+                delay = min(delay * 2, 30)
+        elapsed = time.perf_counter() - started
+        for delivery in batch:
+            if delivery.qos:
+                self.client.ack(delivery.mid, delivery.qos)
+        metrics.FLUSH_SIZE.observe(result.inserted + result.duplicates)
+        metrics.FLUSH_SECONDS.observe(elapsed)
+        metrics.LISTENER_LAG.set(time.time() - batch[0].arrived)
+
+
+def _utc(epoch: float):
+    import datetime
+
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+
+
+def _close_connection() -> None:
+    from django.db import connection
+
+    try:
+        connection.close()
+    except Exception:  # noqa: BLE001 - a dead connection may fail to close; it is discarded either way
+        logger.debug("closing the broken database connection failed", exc_info=True)
+
+
+def default_client_id() -> str:
+    """Stable across restarts on one host (the broker keeps the session for it); distinct per instance."""
+    instance = os.environ.get("FIELDWATCH_LISTENER_INSTANCE", "0")
+    return settings.MQTT_CLIENT_ID or f"fieldwatch-listener-{socket.gethostname()}-{instance}"

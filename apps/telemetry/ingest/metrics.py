@@ -1,0 +1,24 @@
+"""Prometheus counters of ingest. Each process (web, listener) exposes its own; Prometheus sums them by job."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECEIVED = Counter("fieldwatch_ingest_messages_received_total", "Messages and HTTP bodies received", ["source"])
+ACCEPTED = Counter("fieldwatch_ingest_readings_accepted_total", "Readings stored", ["source"])
+REJECTED = Counter(
+    "fieldwatch_ingest_rejected_total", "Records, values or whole payloads refused, by reason", ["source", "reason"]
+)
+DUPLICATES = Counter("fieldwatch_ingest_readings_duplicate_total", "Readings already stored (idempotent)", ["source"])
+FLUSH_SIZE = Histogram(
+    "fieldwatch_ingest_flush_readings",
+    "Readings written per flush",
+    buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 25000),
+)
+FLUSH_SECONDS = Histogram(
+    "fieldwatch_ingest_flush_seconds",
+    "Time to write and commit one flush",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+LISTENER_LAG = Gauge(
+    "fieldwatch_ingest_listener_lag_seconds", "Age of the oldest message of the last flush when it was committed"
+)
+FLUSH_FAILURES = Counter("fieldwatch_ingest_flush_failures_total", "Flushes that failed and were retried")

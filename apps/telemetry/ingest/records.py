@@ -1,0 +1,85 @@
+"""The values that travel through ingest, from bytes to committed rows. Plain data: no ORM, no I/O.
+
+parsing     bytes -> document -> RawRecord*          (shape errors become RecordError, whole-payload ones Rejection)
+validation  RawRecord* x DeviceRule -> ValidReading* (every refusal a RecordError with a RejectReason code)
+writer      ValidReading* -> rows in telemetry_reading, LatestValue and Device.last_seen, in one transaction
+"""
+
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from apps.telemetry.choices import RejectReason
+
+
+class Rejection(Exception):
+    """The whole payload is refused (it does not parse, is too large, has no usable shape)."""
+
+    def __init__(self, reason: RejectReason, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class RecordError:
+    """One refused record, or one refused value of a record (``metric`` set): the neighbours still go through."""
+
+    index: int
+    device_uid: str
+    reason: RejectReason
+    detail: str
+    metric: str = ""
+
+    def as_dict(self) -> dict:
+        data = {"index": self.index, "device": self.device_uid, "reason": self.reason.value, "detail": self.detail}
+        if self.metric:
+            data["metric"] = self.metric
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One device's values at one instant, as sent. ``ts`` is already a UTC datetime (receipt time if absent)."""
+
+    index: int
+    device_uid: str
+    ts: datetime.datetime
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRule:
+    key: str
+    min_value: float | None
+    max_value: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRule:
+    """What validation needs to know of a device, cached in-process by uid (see ingest.directory)."""
+
+    device_id: int
+    uid: str
+    site_id: int
+    is_active: bool
+    strict: bool
+    metrics: dict[str, MetricRule]
+    # Validates the ``values`` object against the type's JSON Schema; returns an error message or None.
+    check_schema: Callable[[dict], str | None] | None = None
+    raw_retention: datetime.timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ValidReading:
+    device_id: int
+    metric_key: str
+    ts: datetime.datetime
+    value: float
+
+
+@dataclass(slots=True)
+class ParsedPayload:
+    records: list[RawRecord] = field(default_factory=list)
+    errors: list[RecordError] = field(default_factory=list)

@@ -1,0 +1,323 @@
+"""Validated readings -> telemetry_reading, LatestValue and Device.last_seen, one transaction per flush.
+
+This is the hot path, so nothing here runs per reading except building a COPY row:
+
+1. series ids come from an in-process cache; misses are fetched or created together in at most three statements;
+2. the batch is COPYed (binary) into a session-temporary staging table;
+3. one statement with data-modifying CTEs inserts the new readings (a repeated (series, ts) is skipped, so a
+   redelivered message is idempotent), advances LatestValue and Device.last_seen, and returns the inserted rows;
+4. refused input (dead letters) is COPYed in the same transaction;
+5. after the commit, the inserted readings go to the subscribers of ``hooks.readings_committed``.
+
+Database errors propagate: the caller retries the same batch with backoff and acknowledges only after success,
+which the idempotent insert makes safe.
+"""
+
+import datetime
+import functools
+import logging
+import time
+import weakref
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import psycopg
+from django.db import connection, transaction
+
+from apps.telemetry.ingest import hooks
+from apps.telemetry.ingest.hooks import CommittedReading
+from apps.telemetry.ingest.records import ValidReading
+
+logger = logging.getLogger(__name__)
+
+SeriesKey = tuple[int, str]  # (device_id, metric_key)
+
+
+@dataclass(slots=True)
+class DeadLetterRow:
+    """One refused input for telemetry_deadletter. ``payload`` is already truncated by the caller."""
+
+    received_at: datetime.datetime
+    source: str
+    origin: str
+    device_uid: str
+    reason: str
+    detail: str
+    payload: bytes
+    payload_size: int
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What a flush did: readings inserted, readings skipped as already stored, and the inserted ones."""
+
+    inserted: int
+    duplicates: int
+    committed: list[CommittedReading] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Statements on the raw connection
+# ---------------------------------------------------------------------------------------------------------------------
+# The writer talks to psycopg directly, on Django's connection and inside Django's transaction (atomic), because
+# Django's cursor binds parameters client-side and reads results as text, and its text timestamptz loader is pure
+# Python: reading back a flush's timestamps through it cost more than the whole database side of the flush. Binary
+# results use psycopg's C loaders, and server-side parameters let psycopg prepare the flush statement after a few
+# executions. Statements are still logged in Django's query log (tests count them) and raise Django's exceptions.
+
+
+def _cursor() -> psycopg.Cursor:
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)  # not the connection's cursor_factory: Django sets ClientCursor
+
+
+@contextmanager
+def _statement(sql: str):
+    started = time.monotonic()
+    try:
+        with connection.wrap_database_errors:
+            yield
+    finally:
+        if connection.queries_logged:
+            connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+
+
+def _execute(cursor: psycopg.Cursor, sql: str, params: Sequence | None = None) -> None:
+    with _statement(sql):
+        cursor.execute(sql, params, binary=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Series resolution
+# ---------------------------------------------------------------------------------------------------------------------
+
+_SERIES_SELECT = """
+    SELECT s.id, s.device_id, s.metric_key
+    FROM telemetry_series s
+    JOIN unnest(%s::bigint[], %s::text[]) AS wanted (device_id, metric_key)
+      ON s.device_id = wanted.device_id AND s.metric_key = wanted.metric_key
+"""
+
+# Only pairs found missing by a SELECT first: ON CONFLICT still draws a sequence value for every conflicting row,
+# and the id is an int4, so re-inserting known series at every process start would burn the id space.
+# Sorted, so two processes creating overlapping series lock the unique-index entries in the same order (no
+# deadlock). The join skips devices deleted since the directory loaded, instead of failing the flush at commit.
+_SERIES_CREATE = """
+    INSERT INTO telemetry_series (device_id, metric_key, created_at)
+    SELECT wanted.device_id, wanted.metric_key, now()
+    FROM unnest(%s::bigint[], %s::text[]) AS wanted (device_id, metric_key)
+    JOIN devices_device d ON d.id = wanted.device_id
+    ORDER BY wanted.device_id, wanted.metric_key
+    ON CONFLICT (device_id, metric_key) DO NOTHING
+    RETURNING id, device_id, metric_key
+"""
+
+
+class SeriesResolver:
+    """(device_id, metric_key) -> series id, cached in-process; misses are created set-wise, never one by one.
+
+    Safe with several ingest processes creating the same series at once: INSERT ... ON CONFLICT DO NOTHING waits
+    for the other transaction and then skips, and the follow-up SELECT (a new statement, so a new snapshot under
+    READ COMMITTED) sees the row the other process committed.
+
+    Ids enter the cache only once the transaction that found or created them has committed (``on_commit``), so an
+    id from a rolled-back transaction, which may not exist, is never reused. Readings have no foreign key: such an
+    id would silently store readings under a series that does not exist.
+    """
+
+    def __init__(self):
+        self._ids: dict[SeriesKey, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def clear(self) -> None:
+        self._ids.clear()
+
+    def resolve(self, pairs: Iterable[SeriesKey]) -> dict[SeriesKey, int]:
+        """Series id of each pair, creating missing series. Pairs whose device no longer exists are left out."""
+        cached = self._ids
+        found = {}
+        missing = []
+        for pair in pairs:
+            series_id = cached.get(pair)
+            if series_id is None:
+                missing.append(pair)
+            else:
+                found[pair] = series_id
+        if not missing:
+            return found
+
+        fetched = self._fetch_or_create(sorted(missing))
+        found.update(fetched)
+        if connection.in_atomic_block:
+            transaction.on_commit(functools.partial(cached.update, fetched))
+        else:  # autocommit: the rows are already committed
+            cached.update(fetched)
+        return found
+
+    @staticmethod
+    def _fetch_or_create(pairs: list[SeriesKey]) -> dict[SeriesKey, int]:
+        fetched: dict[SeriesKey, int] = {}
+
+        def collect(rows):
+            for series_id, device_id, metric_key in rows:
+                fetched[device_id, metric_key] = series_id
+
+        def still_missing():
+            rest = [pair for pair in pairs if pair not in fetched]
+            return [pair[0] for pair in rest], [pair[1] for pair in rest]
+
+        with _cursor() as cursor:
+            _execute(cursor, _SERIES_SELECT, still_missing())
+            collect(cursor.fetchall())
+            if len(fetched) < len(pairs):
+                _execute(cursor, _SERIES_CREATE, still_missing())
+                collect(cursor.fetchall())
+            if len(fetched) < len(pairs):  # created concurrently by another process (or the device is gone)
+                _execute(cursor, _SERIES_SELECT, still_missing())
+                collect(cursor.fetchall())
+        if len(fetched) < len(pairs):
+            gone = sorted({device_id for device_id, _ in pairs} - {device_id for device_id, _ in fetched})
+            logger.warning("Dropping readings of devices that no longer exist: %s", gone)
+        return fetched
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Staging table
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Temporary, so it is private to the session and never WAL-logged; ON COMMIT DELETE ROWS empties it by truncation
+# at each commit. Created once per database connection (Django may reconnect, hence the weak set of connections).
+# Needs session-level connections: not for use behind a transaction-pooling PgBouncer.
+_STAGING_CREATE = """
+    CREATE TEMP TABLE IF NOT EXISTS ingest_staging (series_id int4, ts timestamptz, value float8) ON COMMIT DELETE ROWS
+"""
+_STAGING_COPY = "COPY ingest_staging (series_id, ts, value) FROM STDIN (FORMAT BINARY)"
+_STAGING_TYPES = ("int4", "timestamptz", "float8")
+_staging_ready: "weakref.WeakSet" = weakref.WeakSet()
+
+# One round trip for the whole batch. Sub-statements of one statement see the same snapshot, so LatestValue and
+# last_seen are computed from the RETURNING of the insert, not from the table. Rows are inserted in key order so
+# two processes inserting overlapping readings take their index locks in the same order. Within the batch the
+# first of two equal (series, ts) wins, as against a stored one (ctid is the COPY order in a fresh temp table).
+_FLUSH = """
+    WITH inserted AS (
+        INSERT INTO telemetry_reading (series_id, ts, value)
+        SELECT series_id, ts, value FROM ingest_staging ORDER BY series_id, ts, ctid
+        ON CONFLICT (series_id, ts) DO NOTHING
+        RETURNING series_id, ts, value
+    ),
+    latest AS (
+        INSERT INTO telemetry_latestvalue (series_id, ts, value)
+        SELECT DISTINCT ON (series_id) series_id, ts, value FROM inserted ORDER BY series_id, ts DESC
+        ON CONFLICT (series_id) DO UPDATE SET ts = EXCLUDED.ts, value = EXCLUDED.value
+        WHERE telemetry_latestvalue.ts < EXCLUDED.ts
+    ),
+    seen AS (
+        UPDATE devices_device SET last_seen = GREATEST(COALESCE(last_seen, '-infinity'), %s)
+        WHERE id = ANY(%s::bigint[])
+    )
+    SELECT series_id, ts, value FROM inserted
+"""
+
+_DEAD_LETTER_COPY = (
+    "COPY telemetry_deadletter (received_at, source, origin, device_uid, reason, detail, payload, payload_size) "
+    "FROM STDIN"
+)
+
+
+def _text(value: str, max_length: int) -> str:
+    # Dead letters hold whatever arrived: PostgreSQL text cannot contain NUL, and an over-long value would fail the
+    # whole flush (and its retries), taking the good readings down with the bad input.
+    return value.replace("\x00", "\ufffd")[:max_length]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The flush
+# ---------------------------------------------------------------------------------------------------------------------
+
+_default_resolver = SeriesResolver()
+
+
+def readings_write(
+    readings: Sequence[ValidReading],
+    *,
+    received_at: datetime.datetime,
+    dead_letters: Sequence[DeadLetterRow] = (),
+    resolver: SeriesResolver | None = None,
+) -> WriteResult:
+    """Store a batch of validated readings and dead letters in one transaction; see the module docstring.
+
+    ``duplicates`` counts readings not inserted because their (series, ts) was stored already or repeated within
+    the batch. ``hooks.readings_committed`` runs after the commit (of the outermost transaction, when called
+    inside one) with exactly the inserted readings. ``resolver`` defaults to the process-wide series cache.
+    """
+    resolver = resolver or _default_resolver
+    if not readings and not dead_letters:
+        return WriteResult(inserted=0, duplicates=0)
+
+    outermost = not connection.in_atomic_block
+    committed: list[CommittedReading] = []
+    staged = False
+    with transaction.atomic(), _cursor() as cursor:
+        if readings:
+            staged, committed = _readings_insert(cursor, readings, received_at, resolver, outermost)
+        if dead_letters:
+            _dead_letters_insert(cursor, dead_letters)
+        if committed:
+            transaction.on_commit(functools.partial(hooks.readings_committed, committed))
+    if outermost and staged:
+        _staging_ready.add(connection.connection)  # the staging table survived a real commit
+    return WriteResult(inserted=len(committed), duplicates=len(readings) - len(committed), committed=committed)
+
+
+def _readings_insert(cursor, readings, received_at, resolver, outermost) -> tuple[bool, list[CommittedReading]]:
+    series_ids = resolver.resolve({(r.device_id, r.metric_key) for r in readings})
+    if not series_ids:
+        return False, []
+
+    if connection.connection not in _staging_ready or not outermost:
+        # Inside an outer transaction (tests, a caller's atomic) the table may be rolled back with it, and rows
+        # of an earlier call in the same transaction are still there: ON COMMIT has not happened yet.
+        _execute(cursor, _STAGING_CREATE)
+        if not outermost:
+            _execute(cursor, "DELETE FROM ingest_staging")
+
+    with _statement(_STAGING_COPY), cursor.copy(_STAGING_COPY) as copy:
+        copy.set_types(_STAGING_TYPES)
+        write_row = copy.write_row
+        get_series_id = series_ids.get
+        for reading in readings:
+            series_id = get_series_id((reading.device_id, reading.metric_key))
+            if series_id is not None:
+                write_row((series_id, reading.ts, reading.value))
+
+    # Every device of the batch was seen, also one that only repeated readings already stored.
+    device_ids = sorted({device_id for device_id, _ in series_ids})
+    _execute(cursor, _FLUSH, [received_at, device_ids])
+    rows = cursor.fetchall()
+
+    keys = {series_id: key for key, series_id in series_ids.items()}
+    return True, [
+        CommittedReading(series_id, *keys[series_id], ts, value)  # (series_id, device_id, metric_key, ts, value)
+        for series_id, ts, value in rows
+    ]
+
+
+def _dead_letters_insert(cursor, dead_letters: Sequence[DeadLetterRow]) -> None:
+    with _statement(_DEAD_LETTER_COPY), cursor.copy(_DEAD_LETTER_COPY) as copy:
+        for row in dead_letters:
+            copy.write_row(
+                (
+                    row.received_at,
+                    _text(row.source, 8),
+                    _text(row.origin, 300),
+                    _text(row.device_uid, 128),
+                    _text(row.reason, 32),
+                    _text(row.detail, 500),
+                    bytes(row.payload),
+                    row.payload_size,
+                )
+            )

@@ -1,0 +1,41 @@
+"""``manage.py mqtt_listen``: the MQTT ingest listener (a thin command over apps.telemetry.ingest.listener)."""
+
+import signal
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from prometheus_client import start_http_server
+
+from apps.telemetry.ingest.listener import MqttListener, default_client_id
+
+
+class Command(BaseCommand):
+    help = "Subscribe to device and gateway telemetry topics and store readings (at-least-once, batched)."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--client-id", default=None, help="MQTT client id; stable so the session survives restarts."
+        )
+        parser.add_argument(
+            "--group", default=settings.MQTT_SHARED_GROUP, help="Shared subscription group ('' for none)."
+        )
+        parser.add_argument("--flush-messages", type=int, default=settings.INGEST_FLUSH_MESSAGES)
+        parser.add_argument("--flush-ms", type=int, default=settings.INGEST_FLUSH_MILLISECONDS)
+        parser.add_argument(
+            "--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port (0 or unset: off)."
+        )
+
+    def handle(self, *args, client_id=None, group=None, flush_messages=None, flush_ms=None, metrics_port=None, **opts):
+        if metrics_port:
+            start_http_server(metrics_port, addr="127.0.0.1")
+        listener = MqttListener(
+            url=settings.MQTT_URL,
+            prefix=settings.MQTT_TOPIC_PREFIX,
+            shared_group=group or None,
+            client_id=client_id or default_client_id(),
+            flush_messages=flush_messages,
+            flush_interval=flush_ms / 1000,
+        )
+        signal.signal(signal.SIGTERM, listener.stop)
+        signal.signal(signal.SIGINT, listener.stop)
+        listener.run()

@@ -1,0 +1,139 @@
+"""Ingest: the one service both the MQTT listener and the HTTPS endpoint end in.
+
+A batch of messages is parsed and validated in memory (pure functions), then written in one transaction
+together with the dead letters of whatever was refused. The caller acknowledges (MQTT PUBACK, HTTP 202) only
+after this returns, i.e. after the commit; if the database fails, this raises and nothing was acknowledged.
+"""
+
+import datetime
+from collections import Counter
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from apps.telemetry.choices import IngestSource, RejectReason
+from apps.telemetry.ingest import metrics
+from apps.telemetry.ingest.directory import DeviceDirectory
+from apps.telemetry.ingest.parsing import (
+    decode_payload,
+    parse_device_payload,
+    parse_gateway_payload,
+    parse_http_payload,
+)
+from apps.telemetry.ingest.records import ParsedPayload, RecordError, Rejection, ValidReading
+from apps.telemetry.ingest.validation import validate_records
+from apps.telemetry.ingest.writer import DeadLetterRow, readings_write
+
+
+@dataclass(slots=True)
+class IngestMessage:
+    """One MQTT message or HTTP body, with what its transport says about its sender."""
+
+    source: IngestSource
+    payload: bytes
+    received_at: datetime.datetime
+    origin: str = ""  # the MQTT topic, or the API key prefix and client address
+    device_uid: str | None = None  # MQTT device topic
+    gateway_uid: str | None = None  # MQTT gateway topic
+    gateway_site_id: int | None = None  # HTTP: the site of the authenticated gateway key
+    max_bytes: int = 0
+
+
+@dataclass(slots=True)
+class IngestOutcome:
+    """What became of one message. ``rejection`` is set when the payload as a whole was refused."""
+
+    accepted: int = 0
+    rejected: int = 0
+    errors: list[RecordError] = field(default_factory=list)
+    rejection: Rejection | None = None
+
+
+@dataclass(slots=True)
+class IngestBatchResult:
+    outcomes: list[IngestOutcome]
+    inserted: int
+    duplicates: int
+
+
+def _parse(message: IngestMessage, directory: DeviceDirectory) -> tuple[ParsedPayload, int | None]:
+    """Bytes to raw records, and the site the sender is bound to (gateways may only send for their site)."""
+    limit = message.max_bytes or (
+        settings.INGEST_HTTP_MAX_BYTES if message.source == IngestSource.HTTP else settings.INGEST_MQTT_MAX_BYTES
+    )
+    document = decode_payload(message.payload, max_bytes=limit)
+    bounds = {"received_at": message.received_at, "max_records": settings.INGEST_MAX_RECORDS}
+    if message.source == IngestSource.HTTP:
+        return parse_http_payload(document, **bounds), message.gateway_site_id
+    if message.gateway_uid is not None:
+        site_id = directory.gateway_site_id(message.gateway_uid)
+        if site_id is None:
+            raise Rejection(RejectReason.UNKNOWN_GATEWAY, f"no gateway {message.gateway_uid!r} is registered")
+        return parse_gateway_payload(document, **bounds), site_id
+    return parse_device_payload(document, device_uid=message.device_uid, **bounds), None
+
+
+def _dead_letter(message: IngestMessage, reason: RejectReason, detail: str, device_uid: str = "") -> DeadLetterRow:
+    return DeadLetterRow(
+        received_at=message.received_at,
+        source=message.source,
+        origin=message.origin[:300],
+        device_uid=device_uid[:128],
+        reason=reason,
+        detail=detail[:500],
+        payload=message.payload[: settings.INGEST_DEAD_LETTER_PAYLOAD_BYTES],
+        payload_size=len(message.payload),
+    )
+
+
+def telemetry_ingest(*, messages: list[IngestMessage], directory: DeviceDirectory) -> IngestBatchResult:
+    """Validate and store a batch of messages; return what happened to each. Raises on database failure."""
+    directory.refresh_if_stale()
+    devices = directory.rules()
+    now = datetime.datetime.now(datetime.UTC)
+    future_tolerance = datetime.timedelta(seconds=settings.INGEST_FUTURE_TOLERANCE_SECONDS)
+    retention = datetime.timedelta(days=settings.RAW_RETENTION_DAYS)
+
+    readings: list[ValidReading] = []
+    dead_letters: list[DeadLetterRow] = []
+    outcomes: list[IngestOutcome] = []
+    rejected_by_reason: Counter = Counter()
+    for message in messages:
+        outcome = IngestOutcome()
+        outcomes.append(outcome)
+        try:
+            parsed, site_id = _parse(message, directory)
+        except Rejection as rejection:
+            outcome.rejection = rejection
+            outcome.rejected = 1
+            rejected_by_reason[(message.source, rejection.reason)] += 1
+            dead_letters.append(_dead_letter(message, rejection.reason, rejection.detail, message.device_uid or ""))
+            continue
+        valid, errors = validate_records(
+            parsed.records,
+            devices=devices,
+            gateway_site_id=site_id,
+            now=now,
+            future_tolerance=future_tolerance,
+            retention=retention,
+        )
+        errors = parsed.errors + errors
+        readings.extend(valid)
+        outcome.accepted = len(valid)
+        outcome.rejected = len(errors)
+        outcome.errors = errors
+        for error in errors:
+            rejected_by_reason[(message.source, error.reason)] += 1
+            detail = f"record {error.index}: {error.metric + ': ' if error.metric else ''}{error.detail}"
+            dead_letters.append(_dead_letter(message, error.reason, detail, error.device_uid))
+
+    result = readings_write(readings, received_at=now, dead_letters=dead_letters)
+
+    # Counted only after the commit: a retried batch must not be counted twice.
+    for (source, reason), count in rejected_by_reason.items():
+        metrics.REJECTED.labels(source, reason).inc(count)
+    source = messages[0].source if messages else IngestSource.MQTT
+    metrics.RECEIVED.labels(source).inc(len(messages))
+    metrics.ACCEPTED.labels(source).inc(result.inserted)
+    metrics.DUPLICATES.labels(source).inc(result.duplicates)
+    return IngestBatchResult(outcomes=outcomes, inserted=result.inserted, duplicates=result.duplicates)

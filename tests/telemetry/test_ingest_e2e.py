@@ -1,0 +1,241 @@
+"""End to end over the real listener process, a real Mosquitto (project config) and PostgreSQL."""
+
+import json
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+from django.db import connection
+
+from apps.devices.choices import UnknownMetricPolicy
+from apps.telemetry.models import DeadLetter, Reading
+from tests.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
+from tests.support.broker import Broker
+from tests.support.pgcluster import TestCluster
+from tests.support.processes import ManagedProcess, manage
+
+pytestmark = pytest.mark.e2e
+
+EPOCH_MS = int(time.time() * 1000) - 3_600_000  # an hour ago: inside retention, never "in the future"
+
+
+@pytest.fixture(scope="module")
+def broker():
+    broker = Broker()
+    broker.start()
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def fleet(transactional_db, site_a, site_b):
+    """A strict heat-pump type, two devices on site A behind a gateway, one device on site B."""
+    heat_pump = DeviceTypeFactory(organization=site_a.organization, unknown_metric_policy=UnknownMetricPolicy.STRICT)
+    MetricDefinitionFactory(device_type=heat_pump, key="supply_temp", min_value=-50, max_value=150)
+    MetricDefinitionFactory(device_type=heat_pump, key="cop", unit="", min_value=0.5, max_value=10)
+    gateway = GatewayFactory(site=site_a, uid="gw-a")
+    return {
+        "hp1": DeviceFactory(uid="hp-1", site=site_a, device_type=heat_pump, gateway=gateway),
+        "hp2": DeviceFactory(uid="hp-2", site=site_a, device_type=heat_pump, gateway=gateway),
+        "hpb": DeviceFactory(uid="hp-b", site=site_b, device_type=heat_pump),
+        "gateway": gateway,
+    }
+
+
+def _database_url() -> str:
+    settings = connection.settings_dict
+    return f"postgres://{settings['HOST'] or ''}/{settings['NAME']}"
+
+
+def listener(broker_url: str, prefix: str, database_url: str, client_id: str | None = None) -> ManagedProcess:
+    """The listener as `make run` starts it; ``start()`` returns once it has subscribed."""
+    return ListenerProcess(
+        "mqtt_listen",
+        "--client-id",
+        client_id or f"test-listener-{uuid.uuid4().hex[:8]}",
+        "--flush-ms",
+        "50",
+        database_url=database_url,
+        MQTT_URL=broker_url,
+        MQTT_TOPIC_PREFIX=prefix,
+    )
+
+
+class ListenerProcess(ManagedProcess):
+    def start(self) -> "ListenerProcess":
+        super().start()
+        subscribed_before = self.output().count("subscribed")
+        if not wait_until(lambda: self.output().count("subscribed") > subscribed_before, timeout=20):
+            raise AssertionError(f"the listener did not subscribe:\n{self.output()}")
+        return self
+
+
+class Publisher:
+    """A QoS 1 MQTT 5 publisher that waits until the broker has every message."""
+
+    def __init__(self, broker: Broker):
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.max_inflight_messages_set(1000)
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+        self.pending = []
+
+    def publish(self, topic: str, payload) -> None:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.pending.append(self.client.publish(topic, data, qos=1))
+
+    def flush(self, timeout: float = 30) -> None:
+        for info in self.pending:
+            info.wait_for_publish(timeout)
+        self.pending.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def wait_until(predicate, timeout: float = 30, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def test_mixed_stream_stores_exactly_the_valid_readings_and_dead_letters_the_rest(broker, fleet):
+    prefix = f"fw{uuid.uuid4().hex[:6]}"
+    process = listener(broker.url, prefix, _database_url()).start()
+    publisher = Publisher(broker)
+    try:
+        device_topic = f"{prefix}/devices/hp-1/telemetry"
+        publisher.publish(device_topic, {"ts": EPOCH_MS, "values": {"supply_temp": 45.5, "cop": 3.9}})
+        publisher.publish(device_topic, {"ts": EPOCH_MS, "values": {"supply_temp": 45.5, "cop": 3.9}})  # repeat
+        publisher.publish(device_topic, {"ts": EPOCH_MS + 1000, "values": {"supply_temp": 46.0, "cop": 3.9e-35}})
+        publisher.publish(device_topic, b"\x00not a payload")
+        publisher.publish(f"{prefix}/devices/nobody/telemetry", {"ts": EPOCH_MS, "values": {"supply_temp": 1}})
+        publisher.publish(
+            f"{prefix}/gateways/gw-a/telemetry",
+            {
+                "hp-2": [{"ts": EPOCH_MS + i * 1000, "values": {"supply_temp": 40 + i}} for i in range(3)],
+                "hp-b": [{"ts": EPOCH_MS, "values": {"supply_temp": 40}}],  # not on the gateway's site
+            },
+        )
+        publisher.flush()
+
+        expected_readings = 2 + 1 + 3  # hp-1 first message, hp-1 supply_temp of the third, hp-2 x3
+        assert wait_until(lambda: Reading.objects.count() >= expected_readings and DeadLetter.objects.count() >= 4)
+        time.sleep(0.5)  # anything wrongly stored late would show now
+    finally:
+        publisher.close()
+        process.terminate()
+        process.close()
+
+    assert Reading.objects.count() == expected_readings
+    reasons = sorted(DeadLetter.objects.values_list("reason", flat=True))
+    assert reasons == ["out_of_range", "unknown_device", "unparseable", "wrong_site"]
+    garbage = DeadLetter.objects.get(reason="out_of_range")
+    assert garbage.device_uid == "hp-1" and "cop" in garbage.detail
+    fleet["hp1"].refresh_from_db()
+    assert fleet["hp1"].last_seen is not None
+
+
+def test_listener_killed_mid_stream_loses_and_doubles_nothing(broker, fleet):
+    prefix = f"fw{uuid.uuid4().hex[:6]}"
+    client_id = f"test-listener-{uuid.uuid4().hex[:8]}"
+    first = listener(broker.url, prefix, _database_url(), client_id).start()
+    publisher = Publisher(broker)
+    total = 3000
+    try:
+        for i in range(total):
+            publisher.publish(f"{prefix}/devices/hp-1/telemetry", {"ts": EPOCH_MS + i, "values": {"supply_temp": 20}})
+            if i == total // 3:
+                publisher.flush()
+                wait_until(lambda: Reading.objects.exists(), timeout=10)
+                first.kill()
+        publisher.flush()
+        second = listener(broker.url, prefix, _database_url(), client_id).start()
+        try:
+            assert wait_until(lambda: Reading.objects.count() >= total, timeout=60)
+            time.sleep(0.5)
+        finally:
+            assert second.terminate() == 0, second.output()
+            second.close()
+    finally:
+        publisher.close()
+        first.close()
+
+    assert Reading.objects.count() == total
+    assert Reading.objects.values("ts").distinct().count() == total
+
+
+def test_sigterm_flushes_acknowledges_and_exits_zero(broker, fleet):
+    prefix = f"fw{uuid.uuid4().hex[:6]}"
+    process = listener(broker.url, prefix, _database_url()).start()
+    publisher = Publisher(broker)
+    try:
+        for i in range(200):
+            publisher.publish(f"{prefix}/devices/hp-2/telemetry", {"ts": EPOCH_MS + i, "values": {"cop": 4}})
+        publisher.flush()
+        assert wait_until(lambda: Reading.objects.count() == 200, timeout=20)
+        assert process.terminate() == 0, process.output()
+    finally:
+        publisher.close()
+        process.close()
+
+
+SETUP_FLEET = """
+from tests.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory, SiteFactory
+site = SiteFactory()
+heat_pump = DeviceTypeFactory(organization=site.organization)
+MetricDefinitionFactory(device_type=heat_pump, key="supply_temp", min_value=-50, max_value=150)
+DeviceFactory(uid="hp-outage", site=site, device_type=heat_pump)
+"""
+
+
+def test_database_outage_loses_nothing(broker, tmp_path):
+    cluster = TestCluster()
+    cluster.start()
+    cluster.create_database()
+    prefix = f"fw{uuid.uuid4().hex[:6]}"
+    process = None
+    publisher = Publisher(broker)
+    total = 600
+
+    def stored() -> int:
+        import psycopg
+
+        try:
+            with psycopg.connect(cluster.url, connect_timeout=2) as conn:
+                return conn.execute("SELECT count(*) FROM telemetry_reading").fetchone()[0]
+        except psycopg.OperationalError:
+            return -1
+
+    try:
+        manage("migrate", "--noinput", database_url=cluster.url)
+        manage("shell", "-c", SETUP_FLEET, database_url=cluster.url)
+        process = listener(broker.url, prefix, cluster.url).start()
+        topic = f"{prefix}/devices/hp-outage/telemetry"
+        for i in range(total // 3):
+            publisher.publish(topic, {"ts": EPOCH_MS + i, "values": {"supply_temp": 21}})
+        publisher.flush()
+        assert wait_until(lambda: stored() == total // 3, timeout=20)
+
+        cluster.stop()
+        for i in range(total // 3, total):
+            publisher.publish(topic, {"ts": EPOCH_MS + i, "values": {"supply_temp": 22}})
+        publisher.flush()
+        time.sleep(2)  # the listener fails its flushes and retries meanwhile
+        cluster.start()
+
+        assert wait_until(lambda: stored() == total, timeout=60), process.output()[-3000:]
+        assert process.process.poll() is None, "the listener must survive the outage"
+    finally:
+        publisher.close()
+        if process:
+            process.terminate()
+            process.close()
+        cluster.close()
