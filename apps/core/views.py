@@ -1,5 +1,9 @@
+import ipaddress
+
+from django.conf import settings
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 
 def healthz(request):
@@ -10,3 +14,15 @@ def healthz(request):
     except Exception as error:  # noqa: BLE001 - any failure means "not healthy", reported to the prober
         return JsonResponse({"status": "unavailable", "database": str(error)}, status=503)
     return JsonResponse({"status": "ok"})
+
+
+def metrics(request):
+    """Prometheus metrics of this web process (HTTP ingest counters). The listener serves its own on a port.
+
+    Only scrapers from METRICS_ALLOWED_NETWORKS may read them: counters by reason and device are operational
+    detail a stranger has no business seeing.
+    """
+    address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", "0.0.0.0"))
+    if not any(address in ipaddress.ip_network(network) for network in settings.METRICS_ALLOWED_NETWORKS):
+        return HttpResponse("Metrics are only served to the monitoring network.\n", status=403)
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

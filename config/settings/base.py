@@ -168,6 +168,9 @@ INGEST_DEAD_LETTER_PAYLOAD_BYTES = env_int("INGEST_DEAD_LETTER_PAYLOAD_BYTES", 4
 INGEST_FLUSH_MESSAGES = env_int("INGEST_FLUSH_MESSAGES", 2000)
 INGEST_FLUSH_MILLISECONDS = env_int("INGEST_FLUSH_MILLISECONDS", 100)
 
+# Who may scrape /metrics (Prometheus): loopback by default; add the monitoring network in production.
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+
 # Raw readings older than this are neither accepted nor kept (the archive job moves them out first).
 RAW_RETENTION_DAYS = env_int("RAW_RETENTION_DAYS", 90)
 
