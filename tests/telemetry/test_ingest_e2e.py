@@ -239,3 +239,31 @@ def test_database_outage_loses_nothing(broker, tmp_path):
             process.terminate()
             process.close()
         cluster.close()
+
+
+def test_listener_reconnects_by_itself_after_a_broker_restart(fleet):
+    broker = Broker()
+    broker.start()
+    prefix = f"fw{uuid.uuid4().hex[:6]}"
+    process = listener(broker.url, prefix, _database_url()).start()
+    try:
+        publisher = Publisher(broker)
+        publisher.publish(f"{prefix}/devices/hp-1/telemetry", {"ts": EPOCH_MS, "values": {"cop": 4}})
+        publisher.close()
+        assert wait_until(lambda: Reading.objects.count() == 1)
+
+        broker.stop()
+        time.sleep(1)
+        broker.start()
+        # The listener re-subscribes on reconnect (Mosquitto 2.0 does not restore shared subscriptions).
+        assert wait_until(lambda: process.output().count("subscribed") >= 2, timeout=45), process.output()
+
+        publisher = Publisher(broker)
+        publisher.publish(f"{prefix}/devices/hp-1/telemetry", {"ts": EPOCH_MS + 1, "values": {"cop": 4}})
+        publisher.close()
+        assert wait_until(lambda: Reading.objects.count() == 2)
+        assert process.process.poll() is None
+    finally:
+        process.terminate()
+        process.close()
+        broker.close()
