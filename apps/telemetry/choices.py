@@ -25,3 +25,25 @@ class RejectReason(models.TextChoices):
     INVALID_TIMESTAMP = "invalid_timestamp", "Timestamp cannot be read"
     FUTURE_TIMESTAMP = "future_timestamp", "Timestamp is too far in the future"
     STALE_TIMESTAMP = "stale_timestamp", "Timestamp is older than raw retention"
+
+
+class Resolution(models.TextChoices):
+    """Rollup resolutions, finest first. Each is built from the one before it (rollups are mergeable)."""
+
+    MINUTE = "1m", "1 minute"
+    FIVE_MINUTES = "5m", "5 minutes"
+    HOUR = "1h", "1 hour"
+    DAY = "1d", "1 day"
+
+
+class ExportStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class ExportFormat(models.TextChoices):
+    CSV = "csv", "CSV"
+    JSON = "json", "JSON"
+    MSGPACK = "msgpack", "MessagePack"

@@ -1,8 +1,11 @@
+import uuid
+
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from timescale.db.models.fields import TimescaleDateTimeField
 
-from apps.telemetry.choices import IngestSource, RejectReason
+from apps.telemetry.choices import ExportFormat, ExportStatus, IngestSource, RejectReason, Resolution
 
 
 class Series(models.Model):
@@ -83,3 +86,138 @@ class DeadLetter(models.Model):
 
     def __str__(self):
         return f"{self.get_reason_display()} from {self.origin or self.source}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Rollups: per series and bucket, the mergeable aggregates a chart or a statistic needs. Coarser buckets are merged
+# from finer ones (count and sums add, min/max fold, first/last pick by timestamp), so a year of 50 series is read
+# from a few thousand rows instead of 26 million readings.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class RollupBase(models.Model):
+    """Aggregates of one series over one UTC bucket ``[bucket, bucket + resolution)``."""
+
+    pk = models.CompositePrimaryKey("series", "bucket")
+    series = models.ForeignKey(
+        Series, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
+    bucket = models.DateTimeField()
+    count = models.IntegerField()
+    sum = models.FloatField()
+    sum_sq = models.FloatField(help_text="Sum of squares, for the standard deviation.")
+    min = models.FloatField()
+    max = models.FloatField()
+    first_ts = models.DateTimeField()
+    first_value = models.FloatField()
+    last_ts = models.DateTimeField()
+    last_value = models.FloatField()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self):
+        return f"{self.series_id}@{self.bucket.isoformat()}: n={self.count}"
+
+
+class Rollup1m(RollupBase):
+    class Meta:
+        db_table = "telemetry_rollup_1m"
+        verbose_name = "1-minute rollup"
+
+
+class Rollup5m(RollupBase):
+    class Meta:
+        db_table = "telemetry_rollup_5m"
+        verbose_name = "5-minute rollup"
+
+
+class Rollup1h(RollupBase):
+    class Meta:
+        db_table = "telemetry_rollup_1h"
+        verbose_name = "1-hour rollup"
+
+
+class Rollup1d(RollupBase):
+    class Meta:
+        db_table = "telemetry_rollup_1d"
+        verbose_name = "1-day rollup"
+
+
+class RollupWatermark(models.Model):
+    """Buckets of this resolution that end at or before ``rolled_until`` are rolled up (closed and computed)."""
+
+    resolution = models.CharField(max_length=2, choices=Resolution.choices, primary_key=True)
+    rolled_until = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.resolution} rolled up until {self.rolled_until.isoformat()}"
+
+
+class RollupDirtyBucket(models.Model):
+    """A 1-minute bucket behind the watermark that received late readings; the next rollup run recomputes it
+    (and, from it, the coarser buckets that contain it) and deletes this row."""
+
+    pk = models.CompositePrimaryKey("series", "bucket")
+    series = models.ForeignKey(
+        Series, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
+    bucket = models.DateTimeField()
+    marked_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.series_id}@{self.bucket.isoformat()} (dirty)"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Exports and the cold archive
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class ExportJob(models.Model):
+    """An asynchronous export of series over a range, written to Django storage by a Celery worker."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="exports")
+    status = models.CharField(max_length=10, choices=ExportStatus.choices, default=ExportStatus.PENDING)
+    progress = models.PositiveSmallIntegerField(default=0, help_text="Percent done.")
+    # What to export, as validated by the API: series ids, range, interval, aggregates, format.
+    parameters = models.JSONField()
+    format = models.CharField(max_length=10, choices=ExportFormat.choices)
+    file_name = models.CharField(max_length=300, blank=True, help_text="Path in the default storage.")
+    file_size = models.BigIntegerField(null=True, blank=True)
+    rows = models.BigIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "expires_at"], name="export_status_expiry")]
+
+    def __str__(self):
+        return f"export {self.id} ({self.status})"
+
+
+class ArchivedDay(models.Model):
+    """The manifest entry of one site's raw readings of one UTC day, written to storage before they are dropped."""
+
+    site = models.ForeignKey("devices.Site", on_delete=models.PROTECT, related_name="archived_days")
+    day = models.DateField()
+    file_name = models.CharField(max_length=300)
+    rows = models.BigIntegerField()
+    file_size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    restored_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-day", "site"]
+        constraints = [models.UniqueConstraint(fields=["site", "day"], name="archived_day_unique_per_site")]
+
+    def __str__(self):
+        return f"{self.site} {self.day.isoformat()} ({self.rows} readings)"

@@ -174,6 +174,23 @@ METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", 
 # Raw readings older than this are neither accepted nor kept (the archive job moves them out first).
 RAW_RETENTION_DAYS = env_int("RAW_RETENTION_DAYS", 90)
 
+# Retention per resolution in days (None: kept forever); DeviceType.raw_retention_days overrides the raw one.
+ROLLUP_RETENTION_DAYS = {
+    "1m": env_int("ROLLUP_1M_RETENTION_DAYS", 30),
+    "5m": env_int("ROLLUP_5M_RETENTION_DAYS", 365),
+    "1h": None,
+    "1d": None,
+}
+# Exports are deleted this long after they finish; queries beyond this many raw rows answer 413.
+EXPORT_EXPIRY_DAYS = env_int("EXPORT_EXPIRY_DAYS", 7)
+QUERY_MAX_RAW_ROWS = env_int("QUERY_MAX_RAW_ROWS", 200_000)
+QUERY_MAX_SERIES = 50
+QUERY_DEFAULT_MAX_POINTS = 1000
+# Energy: gaps between power readings longer than this are not bridged by the trapezoidal rule.
+ENERGY_MAX_GAP_SECONDS = env_int("ENERGY_MAX_GAP_SECONDS", 900)
+# Where raw days are archived before retention drops them (a path in the default storage).
+ARCHIVE_PREFIX = env("ARCHIVE_PREFIX", "archive/readings")
+
 # The readings hypertable's chunk size and the age after which chunks are compressed (TimescaleDB only).
 TIMESCALE_CHUNK_INTERVAL = "1 day"
 TIMESCALE_COMPRESS_AFTER = env("TIMESCALE_COMPRESS_AFTER", "7 days")
