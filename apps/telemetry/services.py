@@ -86,28 +86,38 @@ def _dead_letter(message: IngestMessage, reason: RejectReason, detail: str, devi
     )
 
 
-def telemetry_ingest(*, messages: list[IngestMessage], directory: DeviceDirectory) -> IngestBatchResult:
-    """Validate and store a batch of messages; return what happened to each. Raises on database failure."""
-    directory.refresh_if_stale()
+@dataclass(slots=True)
+class PreparedIngest:
+    """A batch parsed and validated in memory, ready to be written: what ``ingest_commit`` needs."""
+
+    messages: list[IngestMessage]
+    outcomes: list[IngestOutcome]
+    readings: list[ValidReading]
+    dead_letters: list[DeadLetterRow]
+    rejected_by_reason: Counter
+    received_at: datetime.datetime
+
+
+def ingest_prepare(*, messages: list[IngestMessage], directory: DeviceDirectory) -> PreparedIngest:
+    """Parse and validate a batch (no writes). May query the database only to reload the device directory."""
     devices = directory.rules()
     now = datetime.datetime.now(datetime.UTC)
     future_tolerance = datetime.timedelta(seconds=settings.INGEST_FUTURE_TOLERANCE_SECONDS)
     retention = datetime.timedelta(days=settings.RAW_RETENTION_DAYS)
 
-    readings: list[ValidReading] = []
-    dead_letters: list[DeadLetterRow] = []
-    outcomes: list[IngestOutcome] = []
-    rejected_by_reason: Counter = Counter()
+    prepared = PreparedIngest(messages, [], [], [], Counter(), now)
     for message in messages:
         outcome = IngestOutcome()
-        outcomes.append(outcome)
+        prepared.outcomes.append(outcome)
         try:
             parsed, site_id = _parse(message, directory)
         except Rejection as rejection:
             outcome.rejection = rejection
             outcome.rejected = 1
-            rejected_by_reason[(message.source, rejection.reason)] += 1
-            dead_letters.append(_dead_letter(message, rejection.reason, rejection.detail, message.device_uid or ""))
+            prepared.rejected_by_reason[(message.source, rejection.reason)] += 1
+            prepared.dead_letters.append(
+                _dead_letter(message, rejection.reason, rejection.detail, message.device_uid or "")
+            )
             continue
         valid, errors = validate_records(
             parsed.records,
@@ -118,22 +128,31 @@ def telemetry_ingest(*, messages: list[IngestMessage], directory: DeviceDirector
             retention=retention,
         )
         errors = parsed.errors + errors
-        readings.extend(valid)
+        prepared.readings.extend(valid)
         outcome.accepted = len(valid)
         outcome.rejected = len(errors)
         outcome.errors = errors
         for error in errors:
-            rejected_by_reason[(message.source, error.reason)] += 1
+            prepared.rejected_by_reason[(message.source, error.reason)] += 1
             detail = f"record {error.index}: {error.metric + ': ' if error.metric else ''}{error.detail}"
-            dead_letters.append(_dead_letter(message, error.reason, detail, error.device_uid))
+            prepared.dead_letters.append(_dead_letter(message, error.reason, detail, error.device_uid))
+    return prepared
 
-    result = readings_write(readings, received_at=now, dead_letters=dead_letters)
+
+def ingest_commit(prepared: PreparedIngest) -> IngestBatchResult:
+    """Write a prepared batch in one transaction; raises on database failure (nothing is then stored)."""
+    result = readings_write(prepared.readings, received_at=prepared.received_at, dead_letters=prepared.dead_letters)
 
     # Counted only after the commit: a retried batch must not be counted twice.
-    for (source, reason), count in rejected_by_reason.items():
+    for (source, reason), count in prepared.rejected_by_reason.items():
         metrics.REJECTED.labels(source, reason).inc(count)
-    source = messages[0].source if messages else IngestSource.MQTT
-    metrics.RECEIVED.labels(source).inc(len(messages))
+    source = prepared.messages[0].source if prepared.messages else IngestSource.MQTT
+    metrics.RECEIVED.labels(source).inc(len(prepared.messages))
     metrics.ACCEPTED.labels(source).inc(result.inserted)
     metrics.DUPLICATES.labels(source).inc(result.duplicates)
-    return IngestBatchResult(outcomes=outcomes, inserted=result.inserted, duplicates=result.duplicates)
+    return IngestBatchResult(outcomes=prepared.outcomes, inserted=result.inserted, duplicates=result.duplicates)
+
+
+def telemetry_ingest(*, messages: list[IngestMessage], directory: DeviceDirectory) -> IngestBatchResult:
+    """Validate and store a batch of messages; return what happened to each. Raises on database failure."""
+    return ingest_commit(ingest_prepare(messages=messages, directory=directory))

@@ -10,14 +10,14 @@ them. One that raises is logged and skipped: it never affects ingest or the othe
 import datetime
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class CommittedReading:
-    """A reading that is now durably stored (inserted by this flush, not a duplicate)."""
+class CommittedReading(NamedTuple):
+    """A reading that is now durably stored (inserted by this flush, not a duplicate). A tuple for speed, as
+    ValidReading."""
 
     series_id: int
     device_id: int

@@ -8,7 +8,7 @@ writer      ValidReading* -> rows in telemetry_reading, LatestValue and Device.l
 import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from apps.telemetry.choices import RejectReason
 
@@ -71,8 +71,10 @@ class DeviceRule:
     raw_retention: datetime.timedelta | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ValidReading:
+class ValidReading(NamedTuple):
+    """A reading that passed validation. A tuple, not a dataclass: ingest creates one per value, 10^5 a second,
+    and a frozen dataclass costs about four times as much to construct."""
+
     device_id: int
     metric_key: str
     ts: datetime.datetime

@@ -202,6 +202,8 @@ _staging_ready: "weakref.WeakSet" = weakref.WeakSet()
 # last_seen are computed from the RETURNING of the insert, not from the table. Rows are inserted in key order so
 # two processes inserting overlapping readings take their index locks in the same order. Within the batch the
 # first of two equal (series, ts) wins, as against a stored one (ctid is the COPY order in a fresh temp table).
+# It returns the keys that were NOT inserted (duplicates: usually none) rather than the inserted rows: reading
+# back every row of a 50,000-reading flush cost more than the insert, and the caller already holds the rows.
 _FLUSH = """
     WITH inserted AS (
         INSERT INTO telemetry_reading (series_id, ts, value)
@@ -218,8 +220,19 @@ _FLUSH = """
     seen AS (
         UPDATE devices_device SET last_seen = GREATEST(COALESCE(last_seen, '-infinity'), %s)
         WHERE id = ANY(%s::bigint[])
+    ),
+    dirty AS (
+        -- A reading behind the 1m rollup watermark marks its 1-minute bucket for the next rollup run (see
+        -- apps.telemetry.rollups); in key order, so two flushes marking the same buckets cannot deadlock.
+        INSERT INTO telemetry_rollupdirtybucket (series_id, bucket, marked_at)
+        SELECT DISTINCT series_id, date_bin('1 minute', ts, '2000-01-01T00:00:00Z'), now() FROM inserted
+        WHERE ts < (SELECT rolled_until FROM telemetry_rollupwatermark WHERE resolution = '1m')
+        ORDER BY 1, 2
+        ON CONFLICT DO NOTHING
     )
-    SELECT series_id, ts, value FROM inserted
+    SELECT series_id, ts FROM ingest_staging
+    EXCEPT
+    SELECT series_id, ts FROM inserted
 """
 
 _DEAD_LETTER_COPY = (
@@ -297,13 +310,23 @@ def _readings_insert(cursor, readings, received_at, resolver, outermost) -> tupl
     # Every device of the batch was seen, also one that only repeated readings already stored.
     device_ids = sorted({device_id for device_id, _ in series_ids})
     _execute(cursor, _FLUSH, [received_at, device_ids])
-    rows = cursor.fetchall()
+    stored_before = set(cursor.fetchall())
 
-    keys = {series_id: key for key, series_id in series_ids.items()}
-    return True, [
-        CommittedReading(series_id, *keys[series_id], ts, value)  # (series_id, device_id, metric_key, ts, value)
-        for series_id, ts, value in rows
-    ]
+    # The inserted readings are the staged ones minus those stored before, and minus repeats within the batch
+    # (of equal keys the first one staged was inserted, see _FLUSH).
+    committed = []
+    append = committed.append
+    seen = set()
+    for reading in readings:
+        series_id = get_series_id((reading.device_id, reading.metric_key))
+        if series_id is None:
+            continue
+        key = (series_id, reading.ts)
+        if key in stored_before or key in seen:
+            continue
+        seen.add(key)
+        append(CommittedReading(series_id, reading.device_id, reading.metric_key, reading.ts, reading.value))
+    return True, committed
 
 
 def _dead_letters_insert(cursor, dead_letters: Sequence[DeadLetterRow]) -> None:

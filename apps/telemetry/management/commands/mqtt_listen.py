@@ -10,6 +10,8 @@ from apps.telemetry.ingest.listener import MqttListener, default_client_id
 
 
 class Command(BaseCommand):
+    # URL and admin checks say nothing about ingest and cost start-up time; `migrate` and the web process run them.
+    requires_system_checks = []
     help = "Subscribe to device and gateway telemetry topics and store readings (at-least-once, batched)."
 
     def add_arguments(self, parser):
