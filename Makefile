@@ -32,6 +32,7 @@ services: $(VENV)/.installed-base
 setup: services node_modules/.package-lock.json
 	$(MANAGE) ensure_database
 	$(MANAGE) migrate --noinput
+	$(MANAGE) install_schedules
 	$(MANAGE) seed_demo
 	$(MANAGE) collectstatic --noinput --verbosity 0
 

@@ -8,5 +8,7 @@ router = DefaultRouter(trailing_slash=False)
 app_name = "api"
 urlpatterns = [
     path("", include("apps.telemetry.api.urls")),
+    path("", include("apps.telemetry.api.query_urls")),
+    path("", include("apps.telemetry.api.export_urls")),
     path("", include(router.urls)),
 ]

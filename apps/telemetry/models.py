@@ -149,6 +149,9 @@ class RollupWatermark(models.Model):
 
     resolution = models.CharField(max_length=2, choices=Resolution.choices, primary_key=True)
     rolled_until = models.DateTimeField()
+    # 1m only: where the run in progress is closing to. Ingest marks readings older than this dirty; it is
+    # published (and in-flight flushes waited for) before the range is computed, so no late reading slips between.
+    closing_until = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self):

@@ -4,6 +4,7 @@
 set -o errexit -o nounset -o pipefail
 
 python manage.py migrate --noinput
+python manage.py install_schedules
 
 exec uvicorn config.asgi:application \
     --host 0.0.0.0 \

@@ -75,3 +75,9 @@ def compression_policy_active(cursor, table: str) -> bool:
         [table],
     )
     return cursor.fetchone() is not None
+
+
+def drop_chunks(cursor, *, table: str, older_than) -> int:
+    """Drop the chunks of ``table`` whose whole time range is before ``older_than``; return how many were dropped."""
+    cursor.execute("SELECT count(*) FROM drop_chunks(%s::regclass, older_than => %s::timestamptz)", [table, older_than])
+    return cursor.fetchone()[0]

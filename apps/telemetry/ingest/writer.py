@@ -226,7 +226,10 @@ _FLUSH = """
         -- apps.telemetry.rollups); in key order, so two flushes marking the same buckets cannot deadlock.
         INSERT INTO telemetry_rollupdirtybucket (series_id, bucket, marked_at)
         SELECT DISTINCT series_id, date_bin('1 minute', ts, '2000-01-01T00:00:00Z'), now() FROM inserted
-        WHERE ts < (SELECT rolled_until FROM telemetry_rollupwatermark WHERE resolution = '1m')
+        WHERE ts < (
+            SELECT COALESCE(closing_until, rolled_until) FROM telemetry_rollupwatermark WHERE resolution = '1m'
+            FOR SHARE
+        )
         ORDER BY 1, 2
         ON CONFLICT DO NOTHING
     )

@@ -1,0 +1,108 @@
+"""Request and response shapes of the export and derived-metric endpoints."""
+
+import datetime
+
+from django.conf import settings
+from django.utils.dateparse import parse_datetime
+from rest_framework import serializers
+
+from apps.telemetry.choices import ExportFormat
+from apps.telemetry.exports import EXPORT_AGGREGATES, EXPORT_TABLES, RAW
+
+
+def parse_instant(value, *, field: str) -> datetime.datetime:
+    """An instant given as epoch milliseconds or ISO-8601 (naive means UTC), as the series API accepts them."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.datetime.fromtimestamp(value / 1000, tz=datetime.UTC)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            return datetime.datetime.fromtimestamp(int(text) / 1000, tz=datetime.UTC)
+        try:
+            parsed = parse_datetime(text.replace(" ", "+") if "T" in text else text)
+        except ValueError:
+            parsed = None
+        if parsed is not None:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+    raise serializers.ValidationError({field: f"{value!r} is not an instant: use epoch milliseconds or ISO-8601."})
+
+
+def parse_series_pairs(value) -> list[tuple[str, str]]:
+    """``["<uid>:<metric>", ...]`` or ``{"device": uid, "metrics": [...]}`` -> ordered, de-duplicated pairs."""
+    if isinstance(value, dict):
+        device, metrics = value.get("device"), value.get("metrics")
+        if not isinstance(device, str) or not device:
+            raise serializers.ValidationError({"series": 'The object form needs "device": "<uid>".'})
+        if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) and m for m in metrics):
+            raise serializers.ValidationError({"series": 'The object form needs "metrics": ["<metric>", ...].'})
+        pairs = [(device, metric) for metric in metrics]
+    elif isinstance(value, list) and value:
+        pairs = []
+        for item in value:
+            uid, _, metric = item.rpartition(":") if isinstance(item, str) else ("", "", "")
+            if not uid or not metric:
+                raise serializers.ValidationError({"series": f'{item!r} is not "<device uid>:<metric>".'})
+            pairs.append((uid, metric))
+    else:
+        raise serializers.ValidationError(
+            {"series": 'Give ["<device uid>:<metric>", ...] or {"device": "<uid>", "metrics": [...]}.'}
+        )
+    pairs = list(dict.fromkeys(pairs))
+    if len(pairs) > settings.QUERY_MAX_SERIES:
+        raise serializers.ValidationError(
+            {"series": f"{len(pairs)} series asked; an export takes at most {settings.QUERY_MAX_SERIES}."}
+        )
+    return pairs
+
+
+class ExportCreateSerializer(serializers.Serializer):
+    """Validates the body of ``POST /api/v1/exports``; series are resolved against the user's scope by the view."""
+
+    series = serializers.JSONField(help_text='["<uid>:<metric>", ...] (at most 50) or {"device", "metrics"}')
+    start = serializers.JSONField(help_text="Epoch milliseconds or ISO-8601, inclusive")
+    end = serializers.JSONField(help_text="Epoch milliseconds or ISO-8601, exclusive")
+    interval = serializers.ChoiceField(choices=list(EXPORT_TABLES), default=RAW)
+    agg = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(EXPORT_AGGREGATES)), required=False, allow_empty=False
+    )
+    format = serializers.ChoiceField(choices=ExportFormat.choices, default=ExportFormat.CSV)
+
+    def validate(self, attrs):
+        attrs["pairs"] = parse_series_pairs(attrs["series"])
+        attrs["start"] = parse_instant(attrs["start"], field="start")
+        attrs["end"] = parse_instant(attrs["end"], field="end")
+        if attrs["start"] >= attrs["end"]:
+            raise serializers.ValidationError({"end": "end must be after start."})
+        if attrs["interval"] == RAW and attrs.get("agg"):
+            raise serializers.ValidationError(
+                {"agg": "Aggregates apply to rollup intervals (1m, 5m, 1h, 1d), not raw."}
+            )
+        if attrs.get("agg"):
+            attrs["agg"] = list(dict.fromkeys(attrs["agg"]))
+        return attrs
+
+
+class ExportJobSerializer(serializers.Serializer):
+    """What ``GET /api/v1/exports/<id>`` reports."""
+
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+    progress = serializers.IntegerField()
+    format = serializers.CharField()
+    parameters = serializers.JSONField()
+    rows = serializers.IntegerField(allow_null=True)
+    file_size = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField()
+    attempts = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    expires_at = serializers.DateTimeField(allow_null=True)
+    url = serializers.SerializerMethodField()
+    download_url = serializers.SerializerMethodField()
+
+    def get_url(self, job) -> str:
+        return f"/api/v1/exports/{job.id}"
+
+    def get_download_url(self, job) -> str | None:
+        return f"/api/v1/exports/{job.id}/download" if job.status == "done" else None

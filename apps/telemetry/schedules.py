@@ -1,0 +1,11 @@
+"""Periodic jobs of the telemetry app, installed into django-celery-beat by ``manage.py install_schedules``."""
+
+PERIODIC_TASKS = [
+    {"name": "Roll up telemetry", "task": "apps.telemetry.tasks.rollups_advance_task", "every_seconds": 30},
+    {
+        "name": "Archive and expire old telemetry",
+        "task": "apps.telemetry.tasks.retention_enforce_task",
+        "every_seconds": 3600,
+    },
+    {"name": "Delete expired exports", "task": "apps.telemetry.tasks.exports_expire_task", "every_seconds": 3600},
+]
