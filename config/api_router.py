@@ -10,5 +10,8 @@ urlpatterns = [
     path("", include("apps.telemetry.api.urls")),
     path("", include("apps.telemetry.api.query_urls")),
     path("", include("apps.telemetry.api.export_urls")),
+    path("", include("apps.alerts.api.urls")),
+    path("", include("apps.users.api.urls")),
+    path("", include("apps.devices.api.urls")),
     path("", include(router.urls)),
 ]

@@ -1,6 +1,9 @@
 """Shared fixtures: the role matrix users of STYLE.md (alice admin, bob operator on A, carol viewer on B)."""
 
+import importlib
+
 import pytest
+from django.contrib.auth.models import Group, Permission
 
 from apps.users.choices import Role
 from apps.users.services import user_grant_site, user_set_role
@@ -30,6 +33,36 @@ def other_organization(db):
 @pytest.fixture
 def other_site(other_organization):
     return SiteFactory(organization=other_organization, name="Other Site")
+
+
+@pytest.fixture(autouse=True)
+def role_groups(request):
+    """The role groups and the admin role's permissions, as the data migrations create them, in every test that
+    uses the database.
+
+    A transactional test ends with a flush that empties every table (permissions come back through post_migrate,
+    groups do not), so a later test would otherwise find no roles.
+    """
+    names = set(request.fixturenames)
+    if "transactional_db" in names:
+        request.getfixturevalue("transactional_db")
+    elif "db" in names:
+        request.getfixturevalue("db")
+    elif not request.node.get_closest_marker("django_db"):
+        return
+    if Group.objects.filter(name__in=Role.values).count() == len(Role.values):
+        return
+    users_migration = importlib.import_module("apps.users.migrations.0002_role_groups")
+    alerts_migration = importlib.import_module("apps.alerts.migrations.0002_admin_group_permissions")
+    for role in Role.values:
+        Group.objects.get_or_create(name=role)
+    admin = Group.objects.get(name=Role.ADMIN)
+    for app_label, models in users_migration.ADMIN_PERMISSIONS.items():
+        for model, actions in models.items():
+            codenames = [f"{action}_{model}" if action != "operate" else "operate_site" for action in actions]
+            admin.permissions.add(*Permission.objects.filter(content_type__app_label=app_label, codename__in=codenames))
+    codenames = [f"{a}_{m}" for m in alerts_migration.ALERTS_MODELS for a in ("add", "change", "delete", "view")]
+    admin.permissions.add(*Permission.objects.filter(content_type__app_label="alerts", codename__in=codenames))
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db import transaction
-from django.db.models import F, Func
+from django.db.models import F, Func, Q
 from django.db.models.fields import CharField
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -21,7 +21,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from apps.core.admin_mixins import OrganizationScopedAdminMixin, subquery_count
-from apps.devices.models import ApiKey, Device, DeviceType, Gateway, MetricDefinition, Site
+from apps.devices.broker_auth import mqtt_credential_issue, mqtt_credential_revoke
+from apps.devices.key_rotation import KeyNotRotatable, api_key_rotate
+from apps.devices.models import ApiKey, Device, DeviceType, Gateway, MetricDefinition, MqttCredential, Site
 from apps.devices.services import api_key_issue, api_key_revoke, device_purge
 from apps.telemetry.models import Series
 
@@ -43,6 +45,35 @@ def _announce_plaintext(request, api_key: ApiKey, plaintext: str) -> None:
             plaintext,
         ),
     )
+
+
+class MqttCredentialIssueMixin:
+    """Adds "Issue broker (MQTT) credentials" to the device and gateway lists; set ``mqtt_owner_kind``."""
+
+    mqtt_owner_kind: str
+
+    def has_issue_mqtt_credentials_permission(self, request):
+        return request.user.has_perm("devices.add_mqttcredential")
+
+    @admin.action(description="Issue broker (MQTT) credentials", permissions=["issue_mqtt_credentials"])
+    def issue_mqtt_credentials(self, request, queryset):
+        """Issue (or replace) each selected owner's broker login; each password is shown once, here."""
+        for owner in queryset:
+            try:
+                credential, password = mqtt_credential_issue(**{self.mqtt_owner_kind: owner})
+            except ValueError as error:
+                self.message_user(request, str(error), messages.ERROR)
+                continue
+            messages.warning(
+                request,
+                format_html(
+                    "Broker login for {}: username <code>{}</code>, password <code>{}</code> — copy it now, it is "
+                    "not stored and will not be shown again. It works after the next broker sync.",
+                    owner,
+                    credential.username,
+                    password,
+                ),
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -215,7 +246,8 @@ class ApiKeyInline(admin.TabularInline):
 
 
 @admin.register(Gateway)
-class GatewayAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
+class GatewayAdmin(MqttCredentialIssueMixin, OrganizationScopedAdminMixin, admin.ModelAdmin):
+    mqtt_owner_kind = "gateway"
     organization_path = "site__organization"
     list_display = ("name", "uid", "site", "device_count", "usable_key_count", "created_at")
     list_filter = (("site", RelatedOnly),)
@@ -224,7 +256,7 @@ class GatewayAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     fields = ("site", "uid", "name", "created_at")
     readonly_fields = ("created_at",)
     inlines = [ApiKeyInline]
-    actions = ["issue_api_key"]
+    actions = ["issue_api_key", "issue_mqtt_credentials"]
 
     def get_queryset(self, request):
         return (
@@ -371,9 +403,13 @@ class ApiKeyAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Rotate selected keys (issue replacements)", permissions=["rotate_keys"])
     def rotate_keys(self, request, queryset):
-        """Issue a successor for each key; the old one stays usable until revoked, so a gateway can switch over."""
+        """Issue a successor for each key; the old one works for the grace period, so a gateway can switch over."""
         for old_key in queryset.filter(replaced_by__isnull=True):
-            api_key, plaintext = api_key_issue(gateway=old_key.gateway, name=old_key.name, replaces=old_key)
+            try:
+                api_key, plaintext = api_key_rotate(api_key=old_key)
+            except KeyNotRotatable as error:
+                self.message_user(request, str(error), messages.WARNING)
+                continue
             _announce_plaintext(request, api_key, plaintext)
         if already := queryset.filter(replaced_by__isnull=False).count():
             self.message_user(request, f"{already} key(s) already have a replacement; skipped.", messages.INFO)
@@ -406,7 +442,8 @@ class TagListFilter(admin.SimpleListFilter):
 
 
 @admin.register(Device)
-class DeviceAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
+class DeviceAdmin(MqttCredentialIssueMixin, OrganizationScopedAdminMixin, admin.ModelAdmin):
+    mqtt_owner_kind = "device"
     organization_path = "site__organization"
     list_display = ("uid", "name", "site", "device_type", "status", "last_seen", "series_count", "is_active")
     list_filter = (("site", RelatedOnly), ("device_type", RelatedOnly), "is_active", TagListFilter)
@@ -427,7 +464,7 @@ class DeviceAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
         "created_at",
     )
     readonly_fields = ("status", "last_seen", "series_count", "created_at")
-    actions = ["purge_devices"]
+    actions = ["purge_devices", "issue_mqtt_credentials"]
 
     def get_queryset(self, request):
         # device_type is needed by status() on every row, and on the change page.
@@ -484,3 +521,32 @@ class DeviceAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
             messages.SUCCESS,
         )
         return None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Broker (MQTT) credentials
+# ---------------------------------------------------------------------------------------------------------------------
+@admin.register(MqttCredential)
+class MqttCredentialAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
+    """Read-only: credentials are issued from the device and gateway lists and revoked here, through services."""
+
+    list_display = ("username", "device", "gateway", "created_at", "revoked_at")
+    list_filter = (("device__site", RelatedOnly), ("gateway__site", RelatedOnly))
+    list_select_related = ("device", "gateway")
+    search_fields = ("username",)
+    fields = ("username", "device", "gateway", "created_at", "revoked_at")
+    readonly_fields = fields
+    actions = ["revoke_credentials"]
+
+    def scope_queryset(self, queryset, organization_id):
+        return queryset.filter(
+            Q(device__site__organization_id=organization_id) | Q(gateway__site__organization_id=organization_id)
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Revoke selected broker credentials", permissions=["change"])
+    def revoke_credentials(self, request, queryset):
+        revoked = sum(mqtt_credential_revoke(credential=credential) for credential in queryset)
+        self.message_user(request, f"Revoked {revoked} credential(s); effective at the next broker sync.")

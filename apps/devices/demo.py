@@ -4,6 +4,7 @@ Kept apart from the command so tests and the simulator can read the same facts. 
 site name, device type name, metric key, gateway and device uid, username) are what makes seeding idempotent.
 """
 
+import datetime
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -169,4 +170,27 @@ USERS = (
     UserSpec("alice", "fieldwatch-alice", "Alice", Role.ADMIN),
     UserSpec("bob", "fieldwatch-bob", "Bob", Role.OPERATOR, sites=(("Site A", True),)),
     UserSpec("carol", "fieldwatch-carol", "Carol", Role.VIEWER, sites=(("Site B", False),)),
+)
+
+
+# Alert rules seeded per site for the heat pumps: the simulator's spikes (84-88 °C, 2-5 minutes) each open one
+# alert that clears when the temperature falls back under the hysteresis bound; a silent heat pump raises another.
+ALERT_RULES = (
+    {
+        "name": "Supply temperature too high",
+        "device_type": "Heat pump",
+        "fields": {
+            "kind": "threshold",
+            "severity": "major",
+            "metric_key": "supply_temp",
+            "operator": "gt",
+            "threshold": 80.0,
+            "clear_threshold": 75.0,
+        },
+    },
+    {
+        "name": "Heat pump silent",
+        "device_type": "Heat pump",
+        "fields": {"kind": "no_data", "severity": "major", "metric_key": "", "silence": datetime.timedelta(minutes=5)},
+    },
 )

@@ -1,6 +1,4 @@
 import datetime
-import hashlib
-import hmac
 
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
@@ -9,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.core.credentials import SecretCredential
 from apps.devices.choices import DeviceStatus, MetricKind, UnknownMetricPolicy
 from apps.devices.validators import (
     validate_external_id,
@@ -190,50 +189,64 @@ class Device(models.Model):
         return DeviceStatus.ONLINE if now - self.last_seen <= self.device_type.offline_after else DeviceStatus.OFFLINE
 
 
-class ApiKeyQuerySet(models.QuerySet):
-    def usable(self, now: datetime.datetime | None = None):
-        now = now or timezone.now()
-        return self.filter(revoked_at__isnull=True).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+class ApiKey(SecretCredential):
+    """A gateway's credential for the HTTPS API (``X-API-Key: fwk_<prefix>_<secret>``), shown once, stored hashed
+    (see apps.core.credentials)."""
 
-
-class ApiKey(models.Model):
-    """A gateway's credential for the HTTPS API.
-
-    The plaintext (``fwk_<prefix>_<secret>``) is shown once at creation and never stored: the row keeps the
-    prefix, for an indexed lookup, and the SHA-256 of the whole key, compared in constant time. A fast hash is
-    right here because the secret is 192 random bits; slow password hashing would only slow every request.
-    """
-
-    PREFIX_LENGTH = 8
+    TAG = "fwk"
 
     gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100, blank=True)
-    prefix = models.CharField(max_length=PREFIX_LENGTH, unique=True, editable=False)
-    key_hash = models.CharField(max_length=64, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    expires_at = models.DateTimeField(null=True, blank=True)
-    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     replaces = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaced_by", editable=False
     )
-
-    objects = ApiKeyQuerySet.as_manager()
+    # Set by the rotation job when the key passed its age and the organization's admins were told to rotate it;
+    # the job never issues the successor itself, since nobody could read the plaintext (apps/devices/key_rotation).
+    rotation_due_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = "API key"
         ordering = ["-created_at"]
 
     def __str__(self):
-        return f"fwk_{self.prefix}… ({self.gateway})"
+        return f"{self.masked} ({self.gateway})"
 
-    @staticmethod
-    def hash_key(plaintext: str) -> str:
-        return hashlib.sha256(plaintext.encode()).hexdigest()
 
-    def matches(self, plaintext: str) -> bool:
-        return hmac.compare_digest(self.key_hash, self.hash_key(plaintext))
+class MqttCredential(models.Model):
+    """A device's or a gateway's login at the MQTT broker (Mosquitto), rendered into its password and ACL files.
 
-    def is_usable(self, now: datetime.datetime | None = None) -> bool:
-        now = now or timezone.now()
-        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+    The username is the device or gateway uid, so the ACL can bind it to its own topic. The password is kept only
+    as Mosquitto's own PBKDF2-SHA512 line (``$7$<iterations>$<salt>$<hash>``), written verbatim into the password
+    file by ``manage.py broker_sync``; the plaintext is shown once at issue. One active credential per username.
+    """
+
+    device = models.ForeignKey(Device, null=True, blank=True, on_delete=models.CASCADE, related_name="mqtt_credentials")
+    gateway = models.ForeignKey(
+        Gateway, null=True, blank=True, on_delete=models.CASCADE, related_name="mqtt_credentials"
+    )
+    username = models.CharField(max_length=128, editable=False)
+    password_hash = models.CharField(max_length=255, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "MQTT credential"
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(device__isnull=False, gateway__isnull=True) | Q(device__isnull=True, gateway__isnull=False),
+                name="mqtt_credential_device_xor_gateway",
+                violation_error_message="A broker credential belongs to exactly one device or one gateway.",
+            ),
+            # The password file is keyed by username: two active lines for one name would make Mosquitto pick one.
+            models.UniqueConstraint(
+                fields=["username"], condition=Q(revoked_at__isnull=True), name="mqtt_credential_username_unique_active"
+            ),
+        ]
+
+    def __str__(self):
+        return self.username
+
+    @property
+    def owner(self):
+        return self.device or self.gateway

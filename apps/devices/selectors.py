@@ -8,7 +8,7 @@ through a group); a user without an organization sees nothing.
 from django.db.models import QuerySet
 from guardian.shortcuts import get_objects_for_user
 
-from apps.devices.models import Device, DeviceType, Gateway, Site
+from apps.devices.models import ApiKey, Device, DeviceType, Gateway, Site
 from apps.users.choices import Role
 
 
@@ -58,3 +58,13 @@ def device_type_list_for_user(*, user) -> QuerySet[DeviceType]:
     if user.is_superuser:
         return DeviceType.objects.all()
     return DeviceType.objects.filter(organization_id=user.organization_id)
+
+
+def api_key_list_for_user(*, user) -> QuerySet[ApiKey]:
+    """Gateway API keys of the sites the user sees; only organization admins may act on them (see the API)."""
+    return ApiKey.objects.filter(gateway__site__in=site_list_for_user(user=user)).select_related("gateway__site")
+
+
+def user_manages_api_keys(*, user) -> bool:
+    """Issuing, rotating and revoking gateway keys is organization configuration: admins and superusers only."""
+    return user.is_superuser or (user.organization_id is not None and user.groups.filter(name=Role.ADMIN).exists())

@@ -1,6 +1,7 @@
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 
+from apps.core.credentials import SecretCredential
 from apps.users.choices import Role
 
 
@@ -32,3 +33,20 @@ class User(AbstractUser):
     @property
     def is_org_admin(self) -> bool:
         return self.organization_id is not None and self.has_role(Role.ADMIN)
+
+
+class ApiToken(SecretCredential):
+    """A user's personal token for scripts calling the API as that user (``Authorization: Bearer fwt_...``), shown
+    once, stored hashed (see apps.core.credentials)."""
+
+    TAG = "fwt"
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, help_text="What the token is for, e.g. 'nightly export script'.")
+
+    class Meta:
+        verbose_name = "API token"
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.masked} ({self.user})"

@@ -1,11 +1,16 @@
-"""Writes on users: roles and site grants."""
+"""Writes on users: roles, site grants and personal API tokens."""
+
+import datetime
 
 from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
 from apps.devices.models import Site
 from apps.users.choices import Role
+from apps.users.models import ApiToken
 
 
 @transaction.atomic
@@ -33,3 +38,43 @@ def user_grant_site(*, user, site: Site, operate: bool) -> None:
 def user_revoke_site(*, user, site: Site) -> None:
     remove_perm("devices.view_site", user, site)
     remove_perm("devices.operate_site", user, site)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Personal API tokens
+# ---------------------------------------------------------------------------------------------------------------------
+def api_token_create(*, user, name: str, expires_at: datetime.datetime | None = None) -> tuple[ApiToken, str]:
+    """Create a token acting as ``user``; return ``(token, plaintext)``. The plaintext exists only in this return."""
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValueError("The expiry must be in the future.")
+    prefix, plaintext = ApiToken.new_plaintext()
+    token = ApiToken.objects.create(
+        user=user, name=name, prefix=prefix, key_hash=ApiToken.hash_secret(plaintext), expires_at=expires_at
+    )
+    return token, plaintext
+
+
+def api_token_authenticate(*, plaintext: str) -> tuple[ApiToken | None, str]:
+    """``(token, "")`` for a usable token of an active user, else ``(None, why)``."""
+    token = ApiToken.find(plaintext, ApiToken.objects.select_related("user"))
+    if token is None:
+        return None, "The API token is not valid."
+    if reason := token.unusable_reason():
+        return None, reason
+    if not token.user.is_active:
+        return None, "The API token's user is inactive."
+    return token, ""
+
+
+def api_token_touch(*, token: ApiToken) -> None:
+    token.touch()
+
+
+def api_token_revoke(*, token: ApiToken, by) -> bool:
+    """Revoke ``token`` on behalf of ``by`` (its owner or a superuser); False when it already was revoked.
+
+    Takes effect on the next request: every request reads the token row, nothing is cached.
+    """
+    if token.user_id != by.pk and not by.is_superuser:
+        raise PermissionDenied("Only the owner may revoke a personal API token.")
+    return token.revoke()

@@ -148,6 +148,22 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Task modules besides each app's tasks.py (which autodiscovery finds by itself).
+CELERY_IMPORTS = ("apps.alerts.notification_tasks",)
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Notifications: email through any SMTP server; links in notifications point at FIELDWATCH_BASE_URL.
+# ---------------------------------------------------------------------------------------------------------------------
+EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Fieldwatch <fieldwatch@localhost>")
+FIELDWATCH_BASE_URL = env("FIELDWATCH_BASE_URL", "http://127.0.0.1:8000")
+# Attempts per notification before it is given up (and recorded so); retries back off exponentially.
+ALERT_DELIVERY_MAX_ATTEMPTS = env_int("ALERT_DELIVERY_MAX_ATTEMPTS", 5)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # MQTT and ingest
@@ -167,6 +183,21 @@ INGEST_DEAD_LETTER_PAYLOAD_BYTES = env_int("INGEST_DEAD_LETTER_PAYLOAD_BYTES", 4
 # The listener flushes when this many messages are buffered or the oldest has waited this long.
 INGEST_FLUSH_MESSAGES = env_int("INGEST_FLUSH_MESSAGES", 2000)
 INGEST_FLUSH_MILLISECONDS = env_int("INGEST_FLUSH_MILLISECONDS", 100)
+
+# Gateway API keys: older ones are flagged for rotation (admins notified); a replaced key works this many more days.
+API_KEY_ROTATE_AFTER_DAYS = env_int("API_KEY_ROTATE_AFTER_DAYS", 90)
+API_KEY_ROTATION_GRACE_DAYS = env_int("API_KEY_ROTATION_GRACE_DAYS", 7)
+# Broker auth (apps/devices/broker_auth.py): with BROKER_AUTH_SYNC, a beat job renders Mosquitto's password and ACL
+# files every minute and reloads it. Off by default: a development broker with anonymous access is left alone.
+# (Paths, not the ``*_FILE`` secret convention of config.env.)
+BROKER_AUTH_SYNC = env_bool("BROKER_AUTH_SYNC", False)
+BROKER_PASSWD_PATH = env("BROKER_PASSWD_PATH", "")
+BROKER_ACL_PATH = env("BROKER_ACL_PATH", "")
+BROKER_PID_PATH = env("BROKER_PID_PATH", "")
+BROKER_RELOAD_COMMAND = env("BROKER_RELOAD_COMMAND", "")
+# The listener's own broker login (read-all ACL); MQTT_URL must carry the same user and password.
+MQTT_LISTENER_USERNAME = env("MQTT_LISTENER_USERNAME", "")
+MQTT_LISTENER_PASSWORD = env("MQTT_LISTENER_PASSWORD", "")
 
 # Who may scrape /metrics (Prometheus): loopback by default; add the monitoring network in production.
 METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
@@ -199,12 +230,17 @@ TIMESCALE_COMPRESS_AFTER = env("TIMESCALE_COMPRESS_AFTER", "7 days")
 # REST API
 # ---------------------------------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "apps.users.authentication.ApiTokenAuthentication",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": ["apps.users.authentication.ApiTokenRateThrottle"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
 }
+API_TOKEN_RATE_PER_MINUTE = env_int("API_TOKEN_RATE_PER_MINUTE", 600)  # per personal token, all processes together
 SPECTACULAR_SETTINGS = {
     "TITLE": "Fieldwatch API",
     "DESCRIPTION": "Telemetry ingest, queries and configuration for fleets of field equipment.",

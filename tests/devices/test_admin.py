@@ -20,7 +20,9 @@ from django_celery_beat.models import (
     SolarSchedule,
 )
 
-from apps.devices.models import ApiKey, Device, DeviceType, Gateway, MetricDefinition, Site
+from apps.alerts.models import Alert, AlertRule, Delivery, EscalationPolicy, NotificationChannel
+from apps.devices.broker_auth import mqtt_credential_issue
+from apps.devices.models import ApiKey, Device, DeviceType, Gateway, MetricDefinition, MqttCredential, Site
 from apps.devices.services import api_key_authenticate, api_key_issue, api_key_revoke
 from apps.telemetry.choices import IngestSource, RejectReason
 from apps.telemetry.models import DeadLetter, LatestValue, Reading, Series
@@ -122,7 +124,37 @@ def _one_of_each(site):
     gateway = GatewayFactory(site=site)
     api_key, _ = api_key_issue(gateway=gateway, name="primary")
     interval = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.SECONDS)
+    policy = EscalationPolicy.objects.create(organization=site.organization, name="On call")
+    channel = NotificationChannel.objects.create(
+        organization=site.organization, name="Ops mail", kind="email", email_to="ops@example.com"
+    )
+    rule = AlertRule.objects.create(
+        organization=site.organization,
+        name="Too hot",
+        kind="threshold",
+        site=site,
+        metric_key="supply_temp",
+        operator="gt",
+        threshold=80,
+        escalation_policy=policy,
+    )
+    alert = Alert.objects.create(
+        rule=rule,
+        device=device,
+        metric_key="supply_temp",
+        severity="major",
+        message="Too hot",
+        opened_at=NOW,
+        last_triggered_at=NOW,
+        first_value=85,
+        last_value=85,
+    )
     return {
+        AlertRule: rule,
+        Alert: alert,
+        EscalationPolicy: policy,
+        NotificationChannel: channel,
+        Delivery: Delivery.objects.create(alert=alert, channel=channel, kind="email", target="ops@example.com"),
         Organization: site.organization,
         User: User.objects.create_user("dave", organization=site.organization),
         Group: Group.objects.get(name="admin"),
@@ -132,6 +164,7 @@ def _one_of_each(site):
         Gateway: gateway,
         Device: device,
         ApiKey: api_key,
+        MqttCredential: mqtt_credential_issue(gateway=gateway)[0],
         Series: series,
         LatestValue: series.latest,
         DeadLetter: make_dead_letter(device.uid, payload=b"\x81\xa1t\x01"),
@@ -293,7 +326,7 @@ def test_changelist_query_count_does_not_grow_with_rows(client, superuser, alice
 # ---------------------------------------------------------------------------------------------------------------------
 def _assert_only_hash_stored(plaintext):
     api_key = ApiKey.objects.get(prefix=plaintext.split("_")[1])
-    assert api_key.key_hash == ApiKey.hash_key(plaintext)
+    assert api_key.key_hash == ApiKey.hash_secret(plaintext)
     for row in ApiKey.objects.values_list():
         assert not any(plaintext in str(value) for value in row)
     assert not LogEntry.objects.filter(change_message__contains=plaintext).exists()

@@ -33,7 +33,7 @@ def test_plaintext_is_never_stored(issued):
     api_key, plaintext = issued
     secret = plaintext.split("_", 2)[2]
     assert api_key.key_hash != plaintext
-    assert api_key.key_hash == ApiKey.hash_key(plaintext)
+    assert api_key.key_hash == ApiKey.hash_secret(plaintext)
     for row in ApiKey.objects.values_list():
         for value in row:
             assert plaintext not in str(value)
@@ -68,7 +68,7 @@ def test_authenticate_compares_hashes_in_constant_time(issued, monkeypatch):
     monkeypatch.setattr(hmac, "compare_digest", spy)
 
     assert api_key_authenticate(plaintext=plaintext) == api_key
-    assert calls == [(api_key.key_hash, ApiKey.hash_key(plaintext))]
+    assert calls == [(api_key.key_hash, ApiKey.hash_secret(plaintext))]
 
 
 def test_authenticated_key_comes_with_its_gateway_and_site(issued, django_assert_num_queries):

@@ -36,7 +36,7 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 class Broker:
     """A mosquitto process with the project config; ``stop()``/``start()`` keep its port and persistence."""
 
-    def __init__(self):
+    def __init__(self, auth_dir: Path | None = None):
         self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="fw-mosquitto-"))
         # Started as root, mosquitto drops to its own user, which must still write its persistence file.
@@ -45,6 +45,11 @@ class Broker:
         config = re.sub(r"(?m)^listener \d+.*$", f"listener {self.port} 127.0.0.1", config)
         config = re.sub(r"(?m)^persistence_location .*$", f"persistence_location {self.directory}/", config)
         config = re.sub(r"(?m)^log_dest .*$", f"log_dest file {self.directory}/mosquitto.log", config)
+        if auth_dir is not None:
+            # Broker auth: password and ACL files in ``auth_dir`` (rendered by broker_sync), no anonymous access.
+            config = re.sub(r"(?m)^#?password_file .*$", f"password_file {auth_dir}/passwd", config)
+            config = re.sub(r"(?m)^#?acl_file .*$", f"acl_file {auth_dir}/acl", config)
+            config = re.sub(r"(?m)^allow_anonymous .*$", "allow_anonymous false", config)
         self.config_path = self.directory / "mosquitto.conf"
         self.config_path.write_text(config)
         self.process: subprocess.Popen | None = None

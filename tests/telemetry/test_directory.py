@@ -6,8 +6,8 @@ import pytest
 from django.core.cache import cache
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from apps.core import versioned
 from apps.devices.choices import UnknownMetricPolicy
-from apps.telemetry.ingest import directory as directory_module
 from apps.telemetry.ingest.directory import CATALOGUE_VERSION_KEY, DeviceDirectory, catalogue_changed
 from apps.telemetry.ingest.records import MetricRule
 from tests.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory, SiteFactory
@@ -196,8 +196,8 @@ def test_a_cache_outage_neither_fails_a_change_nor_the_directory(
     def down(*args, **kwargs):
         raise RedisConnectionError("Connection refused")
 
-    monkeypatch.setattr(directory_module.cache, "incr", down)
-    monkeypatch.setattr(directory_module.cache, "get", down)
+    monkeypatch.setattr(versioned.cache, "incr", down)
+    monkeypatch.setattr(versioned.cache, "get", down)
 
     catalogue_changed()
     assert directory.rules()["hp-1"].is_active  # still served from memory

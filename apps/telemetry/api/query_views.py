@@ -20,7 +20,7 @@ from apps.telemetry.api.query_serializers import (
     SeriesResponseSerializer,
     TooManyRowsSerializer,
 )
-from apps.telemetry.api.renderers import CSVRenderer, MessagePackRenderer, csv_rows
+from apps.telemetry.api.renderers import CSVRenderer, FastJSONRenderer, MessagePackRenderer, csv_rows
 from apps.telemetry.queries import CACHE_TTL_SECONDS, TooManyRows
 from apps.telemetry.selectors import DeviceNotFound, MetricNotFound, latest_values_for_device, series_query_for_user
 
@@ -68,7 +68,7 @@ def _series_example():
 class SeriesQueryView(APIView):
     """Series data for charts and analysis."""
 
-    renderer_classes = [JSONRenderer, MessagePackRenderer, CSVRenderer]
+    renderer_classes = [FastJSONRenderer, MessagePackRenderer, CSVRenderer]
 
     @extend_schema(
         operation_id="series_query",
@@ -139,7 +139,7 @@ class SeriesQueryView(APIView):
 class DeviceLatestView(APIView):
     """The current value of every metric of a device."""
 
-    renderer_classes = [JSONRenderer, MessagePackRenderer]
+    renderer_classes = [FastJSONRenderer, MessagePackRenderer]
 
     @extend_schema(
         operation_id="device_latest_values",

@@ -10,46 +10,25 @@ eventually rather than never.
 
 import datetime
 import logging
-import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from django.core.cache import cache
 from django.db.models import Prefetch
 from jsonschema import Draft202012Validator
-from redis.exceptions import RedisError
 
+from apps.core.versioned import VersionedSnapshot, VersionKey
 from apps.devices.choices import UnknownMetricPolicy
 from apps.devices.models import Device, DeviceType, Gateway, MetricDefinition
 from apps.telemetry.ingest.records import DeviceRule, MetricRule
 
 logger = logging.getLogger(__name__)
 
-CATALOGUE_VERSION_KEY = "ingest:catalogue-version"
 SCHEMA_ERROR_MAX_CHARS = 200
-# What an unreachable or failing Redis raises through Django's RedisCache.
-CACHE_ERRORS = (RedisError, OSError)
 
-
-def catalogue_changed() -> None:
-    """Tell every ingest process that devices, types, metrics or gateways changed, so they reload.
-
-    Never raises: a cache outage must not turn an admin's save into an error. The change is then picked up at the
-    directory's next ``max_age`` reload instead.
-    """
-    try:
-        try:
-            cache.incr(CATALOGUE_VERSION_KEY)
-        except ValueError:  # missing (first change, or evicted): start from a value no process can have loaded
-            if not cache.add(CATALOGUE_VERSION_KEY, time.time_ns(), timeout=None):
-                cache.incr(CATALOGUE_VERSION_KEY)  # another process added it in between
-    except CACHE_ERRORS:
-        logger.warning("Could not bump the ingest catalogue version; ingest picks the change up later", exc_info=True)
-
-
-def catalogue_version() -> int | None:
-    """The current catalogue version, None when it is not set. Raises when the cache is unreachable."""
-    return cache.get(CATALOGUE_VERSION_KEY)
+# Bumped (on commit) by apps/devices/signals.py when devices, types, metrics or gateways change.
+CATALOGUE_VERSION = VersionKey("ingest:catalogue-version", "ingest catalogue")
+CATALOGUE_VERSION_KEY = CATALOGUE_VERSION.key
+catalogue_changed = CATALOGUE_VERSION.bump
 
 
 def schema_checker(schema: dict) -> Callable[[dict], str | None] | None:
@@ -68,7 +47,7 @@ def schema_checker(schema: dict) -> Callable[[dict], str | None] | None:
     return check_schema
 
 
-class DeviceDirectory:
+class DeviceDirectory(VersionedSnapshot):
     """uid -> DeviceRule for every device and gateway uid -> site id, held in-process and refreshed on change.
 
     Queries per (re)load, whatever the fleet size: devices, device types, their metric definitions (one prefetch),
@@ -76,19 +55,12 @@ class DeviceDirectory:
     decoded and compiled once per type, not once per device.
     """
 
-    def __init__(
-        self, *, check_interval: float = 1.0, max_age: float = 300.0, clock: Callable[[], float] | None = None
-    ):
-        self.check_interval = check_interval
-        self.max_age = max_age
-        self._clock = clock or time.monotonic
+    version_key = CATALOGUE_VERSION
+
+    def __init__(self, **freshness):
+        super().__init__(**freshness)
         self._rules: Mapping[str, DeviceRule] = MappingProxyType({})
         self._gateway_sites: dict[str, int] = {}
-        self._version: int | None = None
-        self._loaded_at: float | None = None
-        self._checked_at = 0.0
-
-    # -- reads ----------------------------------------------------------------------------------------------------
 
     def rules(self) -> Mapping[str, DeviceRule]:
         """Every device's rule by uid (read-only). Loads on first use and refreshes when stale."""
@@ -100,41 +72,7 @@ class DeviceDirectory:
         self.refresh_if_stale()
         return self._gateway_sites.get(gateway_uid)
 
-    # -- freshness ------------------------------------------------------------------------------------------------
-
-    def refresh_if_stale(self) -> bool:
-        """Reload if the catalogue version changed (checked at most every ``check_interval`` s); True if reloaded.
-
-        Cheap enough to call per message: between checks it is one clock read.
-        """
-        now = self._clock()
-        if self._loaded_at is None or now - self._loaded_at >= self.max_age:
-            self.load()
-            return True
-        if now - self._checked_at < self.check_interval:
-            return False
-        self._checked_at = now
-        try:
-            version = catalogue_version()
-        except CACHE_ERRORS:
-            logger.warning("Could not read the ingest catalogue version; keeping the loaded catalogue", exc_info=True)
-            return False
-        if version == self._version:
-            return False
-        self.load()
-        return True
-
-    def load(self) -> None:
-        """Load the whole catalogue now, replacing what is held in one assignment per mapping."""
-        # Read the version *before* the rows: a change committed after this read bumps the version again, so the
-        # worst case is one needless reload, never a missed change.
-        try:
-            version = catalogue_version()
-        except CACHE_ERRORS:
-            logger.warning("Could not read the ingest catalogue version; loading anyway", exc_info=True)
-            version = None
-        started = time.monotonic()
-
+    def _load(self) -> str:
         # Devices before types: a device's type is PROTECTed, so every type referenced here still exists below.
         devices = list(Device.objects.values_list("id", "uid", "site_id", "is_active", "device_type_id"))
         metric_defs = MetricDefinition.objects.only("device_type_id", "key", "min_value", "max_value")
@@ -163,13 +101,4 @@ class DeviceDirectory:
 
         self._rules = MappingProxyType(rules)
         self._gateway_sites = gateway_sites
-        self._version = version
-        self._loaded_at = self._checked_at = self._clock()
-        logger.info(
-            "Loaded the ingest catalogue: %d devices, %d device types, %d gateways (version %s) in %.0f ms",
-            len(rules),
-            len(type_parts),
-            len(gateway_sites),
-            version,
-            (time.monotonic() - started) * 1000,
-        )
+        return f"{len(rules)} devices, {len(type_parts)} device types, {len(gateway_sites)} gateways"

@@ -8,6 +8,7 @@ a gateway's API key (its plaintext exists once, in this command's output).
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from apps.alerts.models import AlertRule
 from apps.devices import demo
 from apps.devices.models import Device, DeviceType, Gateway, MetricDefinition, Site
 from apps.devices.services import api_key_issue
@@ -54,7 +55,15 @@ class Command(BaseCommand):
         organization, org_created = Organization.objects.get_or_create(
             slug=demo.ORGANIZATION_SLUG, defaults={"name": demo.ORGANIZATION_NAME}
         )
-        counts = {"sites": 0, "gateways": 0, "device types": 0, "metrics": 0, "devices": 0, "users": 0}
+        counts = {
+            "sites": 0,
+            "gateways": 0,
+            "device types": 0,
+            "metrics": 0,
+            "devices": 0,
+            "alert rules": 0,
+            "users": 0,
+        }
 
         def count(kind, created):
             counts[kind] += created
@@ -113,6 +122,16 @@ class Command(BaseCommand):
                 },
             )
             count("devices", created)
+
+        # Alert rules the simulator's supply-temperature spikes (84-88 °C for a few minutes) and silences trip.
+        for site in sites.values():
+            for spec in demo.ALERT_RULES:
+                _, created = AlertRule.objects.update_or_create(
+                    organization=organization,
+                    name=f"{spec['name']} ({site.name})",
+                    defaults={**spec["fields"], "site": site, "device_type": device_types[spec["device_type"]]},
+                )
+                count("alert rules", created)
 
         users_created = set()
         for spec in demo.USERS:

@@ -1,0 +1,114 @@
+"""Alerts and alert rules over the API. Rule writes go through the services, whose ValidationErrors become 400s
+with the same specific messages; related objects are offered only from the user's scope."""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from apps.alerts.models import Alert, AlertEvent, AlertRule, EscalationPolicy
+from apps.alerts.services import RULE_FIELDS, alert_rule_create, alert_rule_update
+from apps.devices.selectors import device_list_for_user, device_type_list_for_user, site_list_for_user
+
+
+class AlertEventSerializer(serializers.ModelSerializer):
+    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = AlertEvent
+        fields = ("kind", "at", "actor", "note", "value")
+
+
+class AlertSerializer(serializers.ModelSerializer):
+    rule = serializers.SerializerMethodField()
+    device = serializers.SlugRelatedField(slug_field="uid", read_only=True)
+    site = serializers.IntegerField(source="device.site_id", read_only=True)
+    site_name = serializers.CharField(source="device.site.name", read_only=True)
+    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    resolved_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Alert
+        fields = (
+            "id",
+            "rule",
+            "device",
+            "site",
+            "site_name",
+            "metric_key",
+            "severity",
+            "status",
+            "message",
+            "opened_at",
+            "last_triggered_at",
+            "trigger_count",
+            "first_value",
+            "last_value",
+            "cleared_at",
+            "acknowledged_at",
+            "acknowledged_by",
+            "acknowledged_note",
+            "resolved_at",
+            "resolved_by",
+            "resolved_note",
+        )
+
+    def get_rule(self, alert) -> dict:
+        return {"id": alert.rule_id, "name": alert.rule.name, "kind": alert.rule.kind}
+
+
+class AlertDetailSerializer(AlertSerializer):
+    events = AlertEventSerializer(many=True, read_only=True)
+
+    class Meta(AlertSerializer.Meta):
+        fields = (*AlertSerializer.Meta.fields, "events")
+
+
+class AlertNoteSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class AlertListQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Alert._meta.get_field("status").choices, required=False)
+    severity = serializers.ChoiceField(choices=Alert._meta.get_field("severity").choices, required=False)
+    site = serializers.IntegerField(required=False, help_text="Site id")
+    device = serializers.CharField(required=False, help_text="Device uid")
+
+
+class _ScopedField(serializers.PrimaryKeyRelatedField):
+    """A related object among those the requesting user may see: another tenant's id reads as nonexistent."""
+
+    def __init__(self, scope, **kwargs):
+        self.scope = scope
+        super().__init__(required=False, allow_null=True, **kwargs)
+
+    def get_queryset(self):
+        return self.scope(self.context["request"].user)
+
+
+class AlertRuleSerializer(serializers.ModelSerializer):
+    site = _ScopedField(lambda user: site_list_for_user(user=user))
+    device = _ScopedField(lambda user: device_list_for_user(user=user))
+    device_type = _ScopedField(lambda user: device_type_list_for_user(user=user))
+    escalation_policy = _ScopedField(
+        lambda user: EscalationPolicy.objects.all()
+        if user.is_superuser
+        else EscalationPolicy.objects.filter(organization_id=user.organization_id)
+    )
+
+    class Meta:
+        model = AlertRule
+        fields = ("id", *RULE_FIELDS, "created_at", "updated_at")
+        read_only_fields = ("id", "created_at", "updated_at")
+        # Cross-field rules live in the services (one place for the API and the admin), not in model validators.
+        validators = []
+
+    def create(self, validated_data):
+        try:
+            return alert_rule_create(user=self.context["request"].user, **validated_data)
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(serializers.as_serializer_error(error)) from None
+
+    def update(self, instance, validated_data):
+        try:
+            return alert_rule_update(rule=instance, user=self.context["request"].user, **validated_data)
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(serializers.as_serializer_error(error)) from None
