@@ -33,6 +33,7 @@ from django.db import OperationalError, connection, transaction
 
 from apps.alerts.choices import AlertEventKind, AlertStatus, Operator, RateDirection, RuleKind
 from apps.alerts.rules_cache import CachedRule, RulesIndex, rules_cache
+from apps.dashboard.fanout import alert_changed
 from apps.telemetry.ingest.hooks import CommittedReading
 
 logger = logging.getLogger(__name__)
@@ -455,6 +456,8 @@ def transitions_apply(
             cursor.execute(_EVENTS, [list(column) for column in zip(*events, strict=True)])
     if opened_rows:
         _escalations_start(opened_rows)
+    if changed := outcome.opened + outcome.retriggered + outcome.cleared:
+        transaction.on_commit(lambda: alert_changed(changed), robust=True)  # live dashboards (apps.dashboard.fanout)
     if outcome.opened or outcome.cleared:
         logger.info("alerts: %d opened, %d cleared", len(outcome.opened), len(outcome.cleared))
     return outcome

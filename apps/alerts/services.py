@@ -16,6 +16,9 @@ from apps.alerts.choices import AlertEventKind, AlertStatus, Operator, RuleKind
 from apps.alerts.evaluation import Opening, no_data_message, threshold_message, transitions_apply
 from apps.alerts.models import Alert, AlertEvent, AlertRule, RuleCondition
 from apps.alerts.rules_cache import DeviceLabel, RulesIndex, _cached
+from apps.audit.choices import AuditAction
+from apps.audit.services import audit_record
+from apps.dashboard.fanout import alert_changed
 from apps.devices.models import Device, MetricDefinition
 from apps.devices.selectors import user_can_operate_site
 
@@ -61,6 +64,8 @@ def alert_acknowledge(*, alert: Alert, user, note: str = "") -> Alert:
         if claimed != 1:  # unreachable under the row lock; kept so a future caller without it cannot double-write
             raise AlertStateError("This alert changed meanwhile; reload it.")
         AlertEvent.objects.create(alert=locked, kind=AlertEventKind.ACKNOWLEDGED, at=now, actor=user, note=note)
+        audit_record(actor=user, action=AuditAction.ALERT_ACKNOWLEDGE, target=locked, after={"note": note})
+        transaction.on_commit(lambda: alert_changed(locked.pk), robust=True)  # live dashboards
     alert.refresh_from_db()
     return alert
 
@@ -84,6 +89,8 @@ def alert_resolve(*, alert: Alert, user, note: str = "") -> Alert:
         if claimed != 1:
             raise AlertStateError("This alert changed meanwhile; reload it.")
         AlertEvent.objects.create(alert=locked, kind=AlertEventKind.RESOLVED, at=now, actor=user, note=note)
+        audit_record(actor=user, action=AuditAction.ALERT_RESOLVE, target=locked, after={"note": note})
+        transaction.on_commit(lambda: alert_changed(locked.pk), robust=True)  # live dashboards
     alert.refresh_from_db()
     return alert
 

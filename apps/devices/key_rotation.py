@@ -24,6 +24,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.audit.choices import BEAT_ACTOR, AuditAction
+from apps.audit.services import audit_record
 from apps.devices.models import ApiKey
 from apps.devices.services import api_key_issue
 from apps.users.choices import Role
@@ -134,11 +136,22 @@ def api_keys_mark_due(*, now: datetime.datetime | None = None) -> int:
 
 
 def api_keys_revoke_replaced(*, now: datetime.datetime | None = None) -> int:
-    """Revoke every key whose successor was issued at least the grace period ago; return how many."""
+    """Revoke every key whose successor was issued at least the grace period ago; return how many.
+
+    The rows are locked and read first so each revocation is audited (as the ``beat`` actor) in the same
+    transaction; there are few per run.
+    """
     now = now or timezone.now()
-    return ApiKey.objects.filter(revoked_at__isnull=True, replaced_by__created_at__lte=now - _grace()).update(
-        revoked_at=now
-    )
+    with transaction.atomic():
+        keys = list(
+            ApiKey.objects.select_for_update(of=("self",))
+            .filter(revoked_at__isnull=True, replaced_by__created_at__lte=now - _grace())
+            .select_related("gateway__site")
+        )
+        ApiKey.objects.filter(pk__in=[key.pk for key in keys]).update(revoked_at=now)
+        for key in keys:
+            audit_record(actor=BEAT_ACTOR, action=AuditAction.KEY_REVOKE, target=key, after={"prefix": key.prefix})
+    return len(keys)
 
 
 def api_keys_rotation_run(*, now: datetime.datetime | None = None) -> dict[str, int]:

@@ -2,11 +2,17 @@
 
 from django.db import transaction
 
+from apps.audit.choices import AuditAction
+from apps.audit.services import audit_record
 from apps.devices.models import ApiKey, Device, Gateway
 
 
+@transaction.atomic
 def api_key_issue(*, gateway: Gateway, name: str = "", expires_at=None, replaces: ApiKey | None = None):
-    """Create a key for ``gateway``; return ``(api_key, plaintext)``. The plaintext exists only in this return."""
+    """Create a key for ``gateway``; return ``(api_key, plaintext)``. The plaintext exists only in this return.
+
+    Audited as ``key.rotate`` when it ``replaces`` a key (``api_key_rotate``), else ``key.issue``.
+    """
     prefix, plaintext = ApiKey.new_plaintext()
     api_key = ApiKey.objects.create(
         gateway=gateway,
@@ -15,6 +21,12 @@ def api_key_issue(*, gateway: Gateway, name: str = "", expires_at=None, replaces
         key_hash=ApiKey.hash_secret(plaintext),
         expires_at=expires_at,
         replaces=replaces,
+    )
+    audit_record(
+        actor=None,
+        action=AuditAction.KEY_ROTATE if replaces else AuditAction.KEY_ISSUE,
+        target=api_key,
+        after={"prefix": api_key.prefix, "replaces": replaces.prefix if replaces else None, "expires_at": expires_at},
     )
     return api_key, plaintext
 
@@ -38,9 +50,13 @@ def api_key_touch(*, api_key: ApiKey) -> None:
     api_key.touch()
 
 
+@transaction.atomic
 def api_key_revoke(*, api_key: ApiKey) -> bool:
     """Revoke ``api_key``; return False when it already was (the first revocation time is kept)."""
-    return api_key.revoke()
+    revoked = api_key.revoke()
+    if revoked:
+        audit_record(actor=None, action=AuditAction.KEY_REVOKE, target=api_key, after={"prefix": api_key.prefix})
+    return revoked
 
 
 @transaction.atomic

@@ -32,6 +32,8 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from apps.audit.choices import AuditAction
+from apps.audit.services import audit_record
 from apps.devices.models import MetricDefinition
 from apps.devices.selectors import device_list_for_user
 from apps.telemetry.choices import ExportFormat, ExportStatus
@@ -99,8 +101,12 @@ def export_create(
         "interval": interval,
         "agg": [] if interval == RAW else list(aggregates or DEFAULT_AGGREGATES),
     }
-    job = ExportJob.objects.create(user=user, parameters=parameters, format=file_format)
-    _enqueue(job.id)
+    with transaction.atomic():
+        job = ExportJob.objects.create(user=user, parameters=parameters, format=file_format)
+        audit_record(
+            actor=user, action=AuditAction.EXPORT_CREATE, target=job, after={**parameters, "format": file_format}
+        )
+        _enqueue(job.id)
     return job
 
 

@@ -8,6 +8,8 @@ from django.db import transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
+from apps.audit.choices import AuditAction
+from apps.audit.services import audit_record
 from apps.devices.models import Site
 from apps.users.choices import Role
 from apps.users.models import ApiToken
@@ -43,6 +45,7 @@ def user_revoke_site(*, user, site: Site) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 # Personal API tokens
 # ---------------------------------------------------------------------------------------------------------------------
+@transaction.atomic
 def api_token_create(*, user, name: str, expires_at: datetime.datetime | None = None) -> tuple[ApiToken, str]:
     """Create a token acting as ``user``; return ``(token, plaintext)``. The plaintext exists only in this return."""
     if expires_at is not None and expires_at <= timezone.now():
@@ -50,6 +53,9 @@ def api_token_create(*, user, name: str, expires_at: datetime.datetime | None = 
     prefix, plaintext = ApiToken.new_plaintext()
     token = ApiToken.objects.create(
         user=user, name=name, prefix=prefix, key_hash=ApiToken.hash_secret(plaintext), expires_at=expires_at
+    )
+    audit_record(
+        actor=user, action=AuditAction.TOKEN_CREATE, target=token, after={"name": name, "expires_at": expires_at}
     )
     return token, plaintext
 
@@ -70,6 +76,7 @@ def api_token_touch(*, token: ApiToken) -> None:
     token.touch()
 
 
+@transaction.atomic
 def api_token_revoke(*, token: ApiToken, by) -> bool:
     """Revoke ``token`` on behalf of ``by`` (its owner or a superuser); False when it already was revoked.
 
@@ -77,4 +84,7 @@ def api_token_revoke(*, token: ApiToken, by) -> bool:
     """
     if token.user_id != by.pk and not by.is_superuser:
         raise PermissionDenied("Only the owner may revoke a personal API token.")
-    return token.revoke()
+    revoked = token.revoke()
+    if revoked:
+        audit_record(actor=by, action=AuditAction.TOKEN_REVOKE, target=token)
+    return revoked

@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "guardian",
     "django_celery_beat",
     "apps.core",
@@ -35,6 +36,8 @@ INSTALLED_APPS = [
     "apps.devices",
     "apps.telemetry",
     "apps.alerts",
+    "apps.audit",
+    "apps.dashboard",
 ]
 
 MIDDLEWARE = [
@@ -46,6 +49,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "apps.core.security.SecurityHeadersMiddleware",
+    "apps.audit.context.AuditContextMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -85,7 +90,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # ---------------------------------------------------------------------------------------------------------------------
 AUTH_USER_MODEL = "users.User"
 AUTHENTICATION_BACKENDS = [
-    "django.contrib.auth.backends.ModelBackend",
+    # ModelBackend plus login throttling (apps/users/throttling.py): refuses while a username or IP is locked.
+    "apps.users.throttling.ThrottledModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
 # Guardian's anonymous user would be a row in every tenant-scoped query; Fieldwatch has no anonymous access.
@@ -96,7 +102,44 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "admin:login"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
+LOGOUT_REDIRECT_URL = "login"
+
+# Login throttling: this many failed logins for one username, or from one IP, lock further attempts for the period.
+LOGIN_FAILURES_BEFORE_LOCK = env_int("LOGIN_FAILURES_BEFORE_LOCK", 5)
+LOGIN_LOCK_MINUTES = env_int("LOGIN_LOCK_MINUTES", 15)
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Audit log and client addresses
+# ---------------------------------------------------------------------------------------------------------------------
+AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 365)
+# Reverse proxies whose X-Forwarded-For is believed (CIDRs); empty: the client IP is REMOTE_ADDR, the header ignored.
+TRUSTED_PROXY_NETWORKS = env_list("DJANGO_TRUSTED_PROXY_NETWORKS", [])
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Security headers (apps/core/security.py adds CSP and Permissions-Policy; SecurityMiddleware the rest)
+# ---------------------------------------------------------------------------------------------------------------------
+SECURE_REFERRER_POLICY = "same-origin"
+CONTENT_SECURITY_POLICY = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "img-src": "'self' data:",
+    "connect-src": "'self' ws: wss:",
+    "frame-ancestors": "'none'",
+    "form-action": "'self'",
+    "base-uri": "'self'",
+    "object-src": "'none'",
+}
+# Path prefix -> directives replaced there. Swagger UI is served from the drf-spectacular-sidecar package (no CDN)
+# and started by a script file (SpectacularSwaggerSplitView), so only its inline styles need an exception.
+CONTENT_SECURITY_POLICY_PATHS = {
+    "/api/docs": {"style-src": "'self' 'unsafe-inline'"},
+}
+PERMISSIONS_POLICY = (
+    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()"
+)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Internationalisation: store and compute in UTC; sites carry their own timezone for display and daily buckets.
@@ -112,6 +155,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# uPlot comes from the npm registry (`npm ci`, run by `make setup`) and is served from node_modules, never committed.
+if (BASE_DIR / "node_modules/uplot/dist").is_dir():
+    STATICFILES_DIRS.append(("vendor/uplot", BASE_DIR / "node_modules/uplot/dist"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -246,6 +292,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Telemetry ingest, queries and configuration for fleets of field equipment.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the installed sidecar package: no CDN at runtime, nothing third-party in the repository.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 # ---------------------------------------------------------------------------------------------------------------------

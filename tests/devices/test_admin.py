@@ -21,6 +21,7 @@ from django_celery_beat.models import (
 )
 
 from apps.alerts.models import Alert, AlertRule, Delivery, EscalationPolicy, NotificationChannel
+from apps.audit.models import AuditEvent
 from apps.devices.broker_auth import mqtt_credential_issue
 from apps.devices.models import ApiKey, Device, DeviceType, Gateway, MetricDefinition, MqttCredential, Site
 from apps.devices.services import api_key_authenticate, api_key_issue, api_key_revoke
@@ -173,6 +174,7 @@ def _one_of_each(site):
         SolarSchedule: SolarSchedule.objects.create(event="sunrise", latitude=52.5, longitude=13.4),
         ClockedSchedule: ClockedSchedule.objects.create(clocked_time=NOW),
         PeriodicTask: PeriodicTask.objects.create(name="nightly", task="noop", interval=interval),
+        AuditEvent: AuditEvent.objects.filter(action="config.create").latest("id"),
     }
 
 

@@ -1,0 +1,102 @@
+"""The live websocket (``/ws/live/``): one per dashboard page, joined only to groups of what the user may see.
+
+The client asks (``{"type": "subscribe", "sites": [...]}``, ``{"type": "subscribe_device", "device": uid}``); the
+server decides: requested sites are intersected with ``site_ids_for_user`` and a device is looked up through
+``device_get_for_user``, so asking for another site's id or device gets nothing. Authentication is the Django
+session (AuthMiddlewareStack in config/asgi.py, behind AllowedHostsOriginValidator for the origin check);
+anonymous sockets are accepted only to be closed with 4401, which a browser can tell apart from a network drop.
+"""
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from apps.dashboard.fanout import device_group, site_group
+from apps.devices.selectors import device_get_for_user, site_ids_for_user
+
+CLOSE_UNAUTHENTICATED = 4401
+MAX_SITES = 500  # a subscription naming more sites than any organization has is not a dashboard page
+
+
+@database_sync_to_async
+def _permitted_sites(user, requested: set[int]) -> list[int]:
+    return sorted(requested & set(site_ids_for_user(user=user)))
+
+
+@database_sync_to_async
+def _permitted_device(user, uid: str) -> int | None:
+    device = device_get_for_user(user=user, uid=uid)
+    return device.pk if device is not None else None
+
+
+def _site_ids(value) -> set[int] | None:
+    if not isinstance(value, list) or len(value) > MAX_SITES:
+        return None
+    ids = set()
+    for item in value:
+        if isinstance(item, bool):
+            return None
+        try:
+            ids.add(int(item))
+        except (TypeError, ValueError):
+            return None
+    return ids
+
+
+class LiveConsumer(AsyncJsonWebsocketConsumer):
+    """Forwards ``live.message`` events of the joined ``site.<id>`` / ``device.<id>`` groups: each is one frame
+    holding a message object or an array of them (see apps.dashboard.fanout)."""
+
+    async def connect(self):
+        user = self.scope.get("user")
+        self.joined: set[str] = set()
+        await self.accept()
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    async def disconnect(self, code):
+        for group in getattr(self, "joined", ()):
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.joined = set()
+
+    async def receive_json(self, content, **kwargs):
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "subscribe":
+            await self._subscribe_sites(content.get("sites"))
+        elif kind == "subscribe_device":
+            await self._subscribe_device(content.get("device"))
+        else:
+            await self.send_json({"type": "error", "error": "unknown message type"})
+
+    async def _subscribe_sites(self, value):
+        requested = _site_ids(value)
+        if requested is None:
+            await self.send_json({"type": "error", "error": "sites must be a list of site ids"})
+            return
+        sites = await _permitted_sites(self.scope["user"], requested)
+        # A subscribe replaces the previous site subscription (the page's site switcher changed).
+        wanted = {site_group(site_id) for site_id in sites}
+        for group in {g for g in self.joined if g.startswith("site.")} - wanted:
+            await self.channel_layer.group_discard(group, self.channel_name)
+            self.joined.discard(group)
+        for group in wanted - self.joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.joined.add(group)
+        await self.send_json({"type": "subscribed", "sites": sites})
+
+    async def _subscribe_device(self, uid):
+        device_id = await _permitted_device(self.scope["user"], uid) if isinstance(uid, str) and uid else None
+        if device_id is None:
+            await self.send_json({"type": "error", "error": "no such device"})
+            return
+        group = device_group(device_id)
+        if group not in self.joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.joined.add(group)
+        await self.send_json({"type": "subscribed_device", "device": uid})
+
+    async def live_message(self, event):
+        """Forward a fan-out frame (JSON text, encoded once by the publisher for every socket of the group)."""
+        site_group = event.get("site_group")
+        if site_group is not None and site_group in self.joined:
+            return  # a device-group copy of what this socket receives through the device's site group
+        await self.send(text_data=event["text"])

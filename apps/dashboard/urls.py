@@ -1,0 +1,15 @@
+from django.urls import path
+
+from apps.dashboard import views
+
+app_name = "dashboard"
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("devices/", views.device_list, name="device-list"),
+    path("devices/<str:uid>/", views.device_detail, name="device-detail"),
+    path("alerts/", views.alert_list, name="alert-list"),
+    path("alerts/rows", views.alert_rows, name="alert-rows"),
+    path("alerts/<int:alert_id>/", views.alert_detail, name="alert-detail"),
+    path("alerts/<int:alert_id>/acknowledge", views.alert_acknowledge_view, name="alert-acknowledge"),
+    path("alerts/<int:alert_id>/resolve", views.alert_resolve_view, name="alert-resolve"),
+]

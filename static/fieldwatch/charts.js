@@ -1,0 +1,302 @@
+/*
+ * Device charts (uPlot): one chart per [data-chart] element, all sharing the range chosen in [data-chart-controls].
+ *
+ * Data comes from GET /api/v1/series with interval=auto, so the server picks raw readings or a rollup resolution
+ * that fits the range; aggregated views draw the average as a line over a min–max band, raw views a plain line.
+ * Each chart's CSV link is the same query (with the interval the server chose) as format=csv: what is shown.
+ *
+ * The "1 h" preset is live: window.fieldwatchCharts.append(uid, metric, ts_ms, value), called by live.js for each
+ * pushed reading, appends to the chart and slides the window. Other ranges are historical and stay still.
+ */
+(function () {
+  "use strict";
+
+  var HOUR = 3600 * 1000;
+  var PRESETS = { "1h": HOUR, "24h": 24 * HOUR, "7d": 7 * 24 * HOUR, "30d": 30 * 24 * HOUR, "1y": 365 * 24 * HOUR };
+  var LIVE_PRESET = "1h";
+  var AGGREGATES = "avg,min,max";
+  var HEIGHT = 220;
+
+  var controls = document.querySelector("[data-chart-controls]");
+  var elements = Array.prototype.slice.call(document.querySelectorAll("[data-chart]"));
+  var charts = new Map(); // "uid:metric" -> chart state
+  var state = { preset: LIVE_PRESET, start: 0, end: 0, request: 0 };
+  var seriesUrl = (controls && controls.getAttribute("data-series-url")) || "/api/v1/series";
+
+  function key(uid, metric) {
+    return uid + ":" + metric;
+  }
+
+  function pad(n) {
+    return (n < 10 ? "0" : "") + n;
+  }
+
+  function toLocalInput(ms) {
+    var d = new Date(ms);
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T" + pad(d.getHours()) + ":" + pad(d.getMinutes());
+  }
+
+  function formatValue(value, unit) {
+    if (value === null || value === undefined || !isFinite(value)) return "—";
+    var text = Math.abs(value) >= 1000 ? Math.round(value).toLocaleString() : String(Math.round(value * 100) / 100);
+    return unit ? text + " " + unit : text;
+  }
+
+  function setStatus(chart, text) {
+    if (chart.statusEl) chart.statusEl.textContent = text;
+  }
+
+  function query(params) {
+    return Object.keys(params)
+      .map(function (name) {
+        return encodeURIComponent(name) + "=" + encodeURIComponent(params[name]);
+      })
+      .join("&");
+  }
+
+  // ------------------------------------------------------------------------------------------------- drawing
+
+  function plotOptions(chart, aggregated) {
+    var unit = chart.unit;
+    var fmt = function (u, v) {
+      return formatValue(v, unit);
+    };
+    var series = [{}];
+    var bands;
+    if (aggregated) {
+      series.push(
+        { label: "avg", stroke: "#1d4ed8", width: 2, value: fmt, spanGaps: false },
+        { label: "min", stroke: "rgba(29, 78, 216, 0.35)", width: 1, value: fmt },
+        { label: "max", stroke: "rgba(29, 78, 216, 0.35)", width: 1, value: fmt }
+      );
+      bands = [{ series: [3, 2], fill: "rgba(29, 78, 216, 0.15)" }];
+    } else {
+      series.push({ label: chart.label, stroke: "#1d4ed8", width: 2, value: fmt });
+    }
+    var options = {
+      width: Math.max(chart.el.clientWidth, 200),
+      height: HEIGHT,
+      series: series,
+      scales: {
+        x: {
+          time: true,
+          range: function () {
+            return [state.start / 1000, state.end / 1000];
+          },
+        },
+      },
+      axes: [{}, { size: 72, values: function (u, splits) { return splits.map(function (v) { return formatValue(v, ""); }); } }],
+      legend: { live: true },
+    };
+    if (bands) options.bands = bands;
+    return options;
+  }
+
+  function draw(chart, payloadSeries, interval) {
+    var columns = payloadSeries.columns;
+    var aggregated = columns[1] !== "value";
+    var xs = [];
+    var ys = [];
+    if (aggregated) {
+      var avg = columns.indexOf("avg"), min = columns.indexOf("min"), max = columns.indexOf("max");
+      ys = [[], [], []];
+      payloadSeries.points.forEach(function (p) {
+        xs.push(p[0] / 1000);
+        ys[0].push(p[avg]);
+        ys[1].push(p[min]);
+        ys[2].push(p[max]);
+      });
+    } else {
+      ys = [[]];
+      payloadSeries.points.forEach(function (p) {
+        xs.push(p[0] / 1000);
+        ys[0].push(p[1]);
+      });
+    }
+    chart.data = [xs].concat(ys);
+    chart.aggregated = aggregated;
+    if (chart.plot) chart.plot.destroy();
+    chart.el.textContent = "";
+    chart.plot = new window.uPlot(plotOptions(chart, aggregated), chart.data, chart.el);
+    var count = xs.length;
+    var what = aggregated ? "averages per " + interval + " with the min–max band" : "raw readings";
+    setStatus(chart, count ? count + " points, " + what + "." : "No data in this range.");
+  }
+
+  function updateCsv(chart, interval) {
+    if (!chart.csvLink) return;
+    chart.csvLink.href =
+      seriesUrl +
+      "?" +
+      query({
+        device: chart.uid,
+        metrics: chart.metric,
+        start: state.start,
+        end: state.end,
+        interval: interval,
+        agg: AGGREGATES,
+        format: "csv",
+      });
+  }
+
+  // ------------------------------------------------------------------------------------------------- loading
+
+  function load() {
+    var request = ++state.request;
+    var byDevice = new Map();
+    charts.forEach(function (chart) {
+      if (!byDevice.has(chart.uid)) byDevice.set(chart.uid, []);
+      byDevice.get(chart.uid).push(chart);
+      setStatus(chart, "Loading…");
+    });
+    showRange();
+    byDevice.forEach(function (list, uid) {
+      var url =
+        seriesUrl +
+        "?" +
+        query({
+          device: uid,
+          metrics: list.map(function (c) { return c.metric; }).join(","),
+          start: state.start,
+          end: state.end,
+          interval: "auto",
+          agg: AGGREGATES,
+        });
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (response) {
+          if (!response.ok) throw new Error("HTTP " + response.status);
+          return response.json();
+        })
+        .then(function (payload) {
+          if (request !== state.request) return; // a newer range was chosen meanwhile
+          payload.series.forEach(function (s) {
+            var chart = charts.get(key(s.device, s.metric));
+            if (!chart) return;
+            draw(chart, s, payload.interval);
+            updateCsv(chart, payload.interval);
+          });
+        })
+        .catch(function (error) {
+          if (request !== state.request) return;
+          list.forEach(function (chart) {
+            setStatus(chart, "Could not load the data (" + error.message + "). Choose the range again to retry.");
+          });
+        });
+    });
+  }
+
+  function showRange() {
+    if (!controls) return;
+    var label = controls.querySelector("[data-chart-range]");
+    if (label) {
+      label.textContent =
+        "Showing " + new Date(state.start).toLocaleString() + " – " + new Date(state.end).toLocaleString() +
+        (state.preset === LIVE_PRESET ? " (live)" : "");
+    }
+    var start = controls.querySelector("#range-start");
+    var end = controls.querySelector("#range-end");
+    if (start) start.value = toLocalInput(state.start);
+    if (end) end.value = toLocalInput(state.end);
+    Array.prototype.forEach.call(controls.querySelectorAll("[data-range]"), function (button) {
+      button.setAttribute("aria-pressed", button.getAttribute("data-range") === state.preset ? "true" : "false");
+    });
+  }
+
+  function choosePreset(preset) {
+    if (!PRESETS[preset]) return;
+    state.preset = preset;
+    state.end = Date.now();
+    state.start = state.end - PRESETS[preset];
+    load();
+  }
+
+  // ------------------------------------------------------------------------------------------------- live appends
+
+  function append(uid, metric, tsMs, value) {
+    if (state.preset !== LIVE_PRESET) return;
+    var chart = charts.get(key(uid, metric));
+    if (!chart || !chart.plot || !chart.data) return;
+    var x = tsMs / 1000;
+    var xs = chart.data[0];
+    if (xs.length && x <= xs[xs.length - 1]) return; // already shown (or out of order)
+    xs.push(x);
+    for (var i = 1; i < chart.data.length; i++) chart.data[i].push(value);
+    state.end = Math.max(Date.now(), tsMs + 1);
+    state.start = state.end - PRESETS[LIVE_PRESET];
+    var cut = 0;
+    while (cut < xs.length && xs[cut] < state.start / 1000) cut++;
+    if (cut) chart.data = chart.data.map(function (column) { return column.slice(cut); });
+    chart.plot.setData(chart.data);
+  }
+
+  window.fieldwatchCharts = { append: append, reload: load };
+
+  // ------------------------------------------------------------------------------------------------- start
+
+  if (!elements.length) return;
+  elements.forEach(function (el) {
+    var figure = el.closest("figure") || el.parentNode;
+    var chart = {
+      el: el,
+      uid: el.getAttribute("data-device"),
+      metric: el.getAttribute("data-metric"),
+      unit: el.getAttribute("data-unit") || "",
+      label: el.getAttribute("data-label") || el.getAttribute("data-metric"),
+      statusEl: figure.querySelector("[data-chart-status]"),
+      csvLink: figure.querySelector("[data-chart-csv]"),
+      plot: null,
+      data: null,
+    };
+    charts.set(key(chart.uid, chart.metric), chart);
+  });
+
+  if (typeof window.uPlot !== "function") {
+    charts.forEach(function (chart) {
+      setStatus(chart, "The chart library is not installed (run `npm ci`, or `make setup`).");
+    });
+    return;
+  }
+
+  if (controls) {
+    controls.addEventListener("click", function (event) {
+      var button = event.target.closest("[data-range]");
+      if (button) choosePreset(button.getAttribute("data-range"));
+    });
+    var form = controls.querySelector("[data-custom-range]");
+    if (form) {
+      form.addEventListener("submit", function (event) {
+        event.preventDefault();
+        var start = new Date(form.elements.start.value).getTime();
+        var end = new Date(form.elements.end.value).getTime();
+        var label = controls.querySelector("[data-chart-range]");
+        if (!isFinite(start) || !isFinite(end) || start >= end) {
+          if (label) label.textContent = "Choose a start before the end.";
+          return;
+        }
+        state.preset = null;
+        state.start = start;
+        state.end = end;
+        load();
+      });
+    }
+  }
+
+  if (typeof ResizeObserver === "function") {
+    var observer = new ResizeObserver(function (entries) {
+      entries.forEach(function (entry) {
+        charts.forEach(function (chart) {
+          var width = Math.max(Math.floor(entry.contentRect.width), 200);
+          // Only on a width change: resizing to the same size would re-trigger the observer for nothing.
+          if (chart.el === entry.target && chart.plot && chart.plot.width !== width) {
+            chart.plot.setSize({ width: width, height: HEIGHT });
+          }
+        });
+      });
+    });
+    charts.forEach(function (chart) {
+      observer.observe(chart.el);
+    });
+  }
+
+  choosePreset(LIVE_PRESET);
+})();

@@ -1,0 +1,257 @@
+"""Who may do what through every route of the versioned API (config/api_router.py).
+
+The routes are found by walking the URL resolver, so an endpoint (or a method on one) without rows here fails
+``test_every_api_route_and_method_is_in_the_matrix``. Each row is (user, target, expected status): alice admins
+Acme, bob operates site A, carol views site B, mallory admins another organization, ``anonymous`` has no session.
+Another tenant's (or another user's) object is 404 -- existence is never revealed -- and lists hold nothing of
+another site or organization.
+
+Dashboard pages and websocket groups are not covered here: the dashboard app is being built separately and its
+engineers own that part of the matrix.
+"""
+
+import datetime
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from apps.alerts.models import Alert, AlertRule
+from apps.devices.choices import MetricKind
+from apps.devices.services import api_key_issue
+from apps.telemetry.exports import export_create
+from apps.users.services import api_token_create
+from tests.alerts.test_evaluation import Feed, evaluate, hot_rule
+from tests.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
+
+USERS = ("alice", "bob", "carol", "mallory", "anonymous")
+SITES = {"a": "site_a", "b": "site_b", "x": "other_site"}  # x: the other organization
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Route discovery
+# ---------------------------------------------------------------------------------------------------------------------
+def _methods(callback) -> set[str]:
+    if getattr(callback, "actions", None):  # a viewset route: {method: action}
+        return {method.upper() for method in callback.actions if method not in ("options", "head")}
+    cls = callback.cls
+    return {m.upper() for m in cls.http_method_names if m not in ("options", "head", "trace") and hasattr(cls, m)}
+
+
+def api_routes() -> set[tuple[str, str]]:
+    found = set()
+
+    def walk(patterns, namespace):
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                walk(pattern.url_patterns, pattern.namespace or namespace)
+            elif isinstance(pattern, URLPattern) and namespace == "api":
+                assert pattern.name, f"unnamed API route {pattern.pattern}"
+                found.update((pattern.name, method) for method in _methods(pattern.callback))
+
+    walk(get_resolver().url_patterns, None)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The matrix: (route name, method) -> [(user, target, status)]
+# ---------------------------------------------------------------------------------------------------------------------
+def rows(on_a: dict[str, int], extra: list[tuple[str, str, int]] = (), anonymous=403, target="a"):
+    """on_a: expected status per user for the target of site A (missing users: 404); extra: more (user, target,
+    status) rows, e.g. carol on her own site B."""
+    result = [(user, target, on_a.get(user, 404)) for user in ("alice", "bob", "carol", "mallory")]
+    result.append(("anonymous", target, anonymous))
+    return result + list(extra)
+
+
+def everyone(status, anonymous=403):
+    return [(user, None, status) for user in USERS[:-1]] + [("anonymous", None, anonymous)]
+
+
+READ_A = {"alice": 200, "bob": 200}
+OWN_READS = [("carol", "b", 200), ("mallory", "x", 200)]
+
+MATRIX = {
+    ("api-root", "GET"): everyone(200),
+    # Gateways only: a user session is not an API key.
+    ("ingest", "POST"): everyone(401, anonymous=401),
+    ("series-query", "GET"): rows(READ_A, OWN_READS),
+    ("device-latest", "GET"): rows(READ_A, OWN_READS),
+    ("device-energy", "GET"): rows(READ_A, OWN_READS),
+    ("device-volume", "GET"): rows(READ_A, OWN_READS),
+    ("device-statistics", "GET"): rows(READ_A, OWN_READS),
+    ("export-create", "POST"): rows({"alice": 202, "bob": 202}, [("carol", "b", 202), ("mallory", "x", 202)]),
+    # Exports belong to their owner (bob's, target "bob"): even his organization's admin gets 404.
+    ("export-detail", "GET"): rows({"bob": 200}, target="bob"),
+    ("export-download", "GET"): rows({"bob": 409}, target="bob"),  # pending: not downloadable yet
+    ("export-retry", "POST"): rows({"bob": 409}, target="bob"),  # not failed: nothing to retry
+    ("alert-list", "GET"): everyone(200),
+    ("alert-detail", "GET"): rows(READ_A, OWN_READS),
+    ("alert-acknowledge", "POST"): rows(READ_A, [("carol", "b", 403), ("mallory", "x", 200)]),
+    ("alert-resolve", "POST"): rows(READ_A, [("carol", "b", 403), ("mallory", "x", 200)]),
+    ("alert-rule-list", "GET"): everyone(200),
+    # A rule on a site the user cannot see: the site field rejects the id as it would a nonexistent one (400).
+    ("alert-rule-list", "POST"): rows(
+        {"alice": 201, "bob": 201, "carol": 400, "mallory": 400}, [("carol", "b", 403), ("mallory", "x", 201)]
+    ),
+    ("alert-rule-detail", "GET"): rows(READ_A, OWN_READS),
+    ("alert-rule-detail", "PATCH"): rows(READ_A, [("carol", "b", 403), ("mallory", "x", 200)]),
+    ("alert-rule-detail", "PUT"): rows(READ_A, [("carol", "b", 403), ("mallory", "x", 200)]),
+    ("alert-rule-detail", "DELETE"): rows({"alice": 204, "bob": 204}, [("carol", "b", 403), ("mallory", "x", 204)]),
+    ("api-token-list", "GET"): everyone(200),
+    ("api-token-list", "POST"): everyone(201),
+    ("api-token-detail", "DELETE"): rows({"bob": 204}, target="bob"),
+    # Gateway keys are organization configuration: admins only; bob sees site A's gateway, so 403, not 404.
+    ("gateway-key-issue", "POST"): rows({"alice": 201, "bob": 403}, [("carol", "b", 403), ("mallory", "x", 201)]),
+    ("api-key-rotate", "POST"): rows({"alice": 201, "bob": 403}, [("carol", "b", 403), ("mallory", "x", 201)]),
+    ("api-key-revoke", "POST"): rows({"alice": 200, "bob": 403}, [("carol", "b", 403), ("mallory", "x", 200)]),
+}
+
+CASES = [
+    pytest.param(name, method, user, target, status, id=f"{name}-{method}-{user}-{target}-{status}")
+    for (name, method), cells in MATRIX.items()
+    for user, target, status in cells
+]
+
+
+def test_every_api_route_and_method_is_in_the_matrix():
+    routes = api_routes()
+    assert routes - MATRIX.keys() == set(), "add rows to MATRIX for these new API routes"
+    assert MATRIX.keys() - routes == set(), "these MATRIX rows name routes that no longer exist"
+    for route, cells in MATRIX.items():
+        assert {user for user, _, _ in cells} == set(USERS), f"{route} must have a row for every user"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The world every row runs against
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def world(request, alice, bob, carol, mallory, site_a, site_b, other_site):
+    sites = {key: request.getfixturevalue(name) for key, name in SITES.items()}
+    types = {}
+    for organization in {site.organization for site in sites.values()}:
+        device_type = DeviceTypeFactory(organization=organization, name="Heat pump")
+        MetricDefinitionFactory(device_type=device_type, key="supply_temp")
+        MetricDefinitionFactory(device_type=device_type, key="power", unit="kW")
+        MetricDefinitionFactory(device_type=device_type, key="heat", unit="kWh", kind=MetricKind.TOTALIZER)
+        types[organization.pk] = device_type
+    feed = Feed()
+    objects = {"users": {"alice": alice, "bob": bob, "carol": carol, "mallory": mallory}}
+    for key, site in sites.items():
+        device = DeviceFactory(uid=f"dev-{key}", site=site, device_type=types[site.organization_id])
+        gateway = GatewayFactory(uid=f"gw-{key}", site=site)
+        rule = hot_rule(site)
+        evaluate(feed.batch((device, "supply_temp", 0, 90)))
+        objects[key] = {
+            "device": device,
+            "gateway": gateway,
+            "key": api_key_issue(gateway=gateway, name="main")[0],
+            "rule": rule,
+            "alert": Alert.objects.get(device=device),
+        }
+    now = timezone.now()
+    objects["bob"] = {
+        "export": export_create(
+            user=bob,
+            series=[],
+            start=now - datetime.timedelta(hours=1),
+            end=now,
+            interval="raw",
+            aggregates=None,
+            file_format="csv",
+        ),
+        "token": api_token_create(user=bob, name="script")[0],
+    }
+    for name in ("alice", "carol", "mallory"):
+        api_token_create(user=objects["users"][name], name="script")
+    return objects
+
+
+def _rule_body(rule: AlertRule, site) -> dict:
+    return {
+        "name": f"{rule.name} (edited)",
+        "kind": "threshold",
+        "severity": "major",
+        "site": site.id,
+        "metric_key": "supply_temp",
+        "operator": "gt",
+        "threshold": 85,
+        "clear_threshold": 75,
+    }
+
+
+def request_for(world, name, method, target):
+    """(path, query or body) of the request for this row."""
+    end = timezone.now()
+    span = {"start": (end - datetime.timedelta(hours=2)).isoformat(), "end": end.isoformat()}
+    objects = world.get(target, {})
+    uid = objects["device"].uid if "device" in objects else None
+    site = objects["device"].site if "device" in objects else None
+    routes = {
+        "api-root": ({}, None),
+        "ingest": ({}, {"readings": []}),
+        "series-query": ({}, {"device": uid, "metrics": "supply_temp", **span}),
+        "device-latest": ({"uid": uid}, None),
+        "device-energy": ({"uid": uid}, {"metric": "power", **span}),
+        "device-volume": ({"uid": uid}, {"metric": "heat", **span}),
+        "device-statistics": ({"uid": uid}, {"metrics": "supply_temp", **span}),
+        "export-create": ({}, {"series": [f"{uid}:supply_temp"], **span, "format": "csv"}),
+        "export-detail": ({"export_id": objects.get("export") and objects["export"].id}, None),
+        "export-download": ({"export_id": objects.get("export") and objects["export"].id}, None),
+        "export-retry": ({"export_id": objects.get("export") and objects["export"].id}, None),
+        "alert-list": ({}, None),
+        "alert-detail": ({"pk": objects.get("alert") and objects["alert"].id}, None),
+        "alert-acknowledge": ({"pk": objects.get("alert") and objects["alert"].id}, {"note": "on it"}),
+        "alert-resolve": ({"pk": objects.get("alert") and objects["alert"].id}, {"note": "done"}),
+        "alert-rule-list": ({}, _rule_body(objects["rule"], site) if method == "POST" and "rule" in objects else None),
+        "alert-rule-detail": (
+            {"pk": objects.get("rule") and objects["rule"].id},
+            {"threshold": 90}
+            if method == "PATCH"
+            else _rule_body(objects["rule"], site)
+            if "rule" in objects
+            else None,
+        ),
+        "api-token-list": ({}, {"name": "new"} if method == "POST" else None),
+        "api-token-detail": ({"pk": objects.get("token") and objects["token"].pk}, None),
+        "gateway-key-issue": ({"uid": objects.get("gateway") and objects["gateway"].uid}, {"name": "spare"}),
+        "api-key-rotate": ({"prefix": objects.get("key") and objects["key"].prefix}, None),
+        "api-key-revoke": ({"prefix": objects.get("key") and objects["key"].prefix}, None),
+    }
+    kwargs, data = routes[name]
+    return reverse(f"api:{name}", kwargs=kwargs), data
+
+
+# What each user's lists may hold: (site keys for alerts and rules), token owners.
+VISIBLE_SITES = {"alice": {"a", "b"}, "bob": {"a"}, "carol": {"b"}, "mallory": {"x"}}
+
+
+def _check_list_scope(world, name, user, body):
+    results = body["results"] if isinstance(body, dict) and "results" in body else body
+    if name == "alert-list":
+        expected = {world[key]["alert"].id for key in VISIBLE_SITES[user]}
+        assert {row["id"] for row in results} == expected
+    elif name == "alert-rule-list":
+        expected = {world[key]["rule"].id for key in VISIBLE_SITES[user]}
+        assert {row["id"] for row in results} == expected
+    elif name == "api-token-list":
+        owner = world["users"][user]
+        assert results and all(row["id"] in set(owner.api_tokens.values_list("id", flat=True)) for row in results)
+
+
+@pytest.mark.parametrize(("name", "method", "user", "target", "status"), CASES)
+def test_permission_matrix(world, name, method, user, target, status):
+    client = APIClient()
+    if user != "anonymous":
+        client.force_login(world["users"][user])
+    path, data = request_for(world, name, method, target)
+    if method == "GET":
+        response = client.get(path, data or {})
+    else:
+        response = getattr(client, method.lower())(path, data, format="json")
+    assert response.status_code == status, getattr(response, "data", response)
+    if status == 404:
+        assert response.status_code != 403
+    if method == "GET" and status == 200 and name.endswith("-list") and user != "anonymous":
+        _check_list_scope(world, name, user, response.json())
