@@ -6,8 +6,9 @@ Acme, bob operates site A, carol views site B, mallory admins another organizati
 Another tenant's (or another user's) object is 404 -- existence is never revealed -- and lists hold nothing of
 another site or organization.
 
-Dashboard pages and websocket groups are not covered here: the dashboard app is being built separately and its
-engineers own that part of the matrix.
+The dashboard pages get the same treatment below (``PAGE_MATRIX``, every route of the ``dashboard`` namespace).
+Websocket groups are covered by tests/dashboard/test_live.py (a viewer subscribing to another site's group gets
+nothing) and test_browser.py (nothing of another site reaches a viewer's page).
 """
 
 import datetime
@@ -255,3 +256,60 @@ def test_permission_matrix(world, name, method, user, target, status):
         assert response.status_code != 403
     if method == "GET" and status == 200 and name.endswith("-list") and user != "anonymous":
         _check_list_scope(world, name, user, response.json())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Dashboard pages: anonymous users are sent to the login page; another site's or tenant's object is 404; viewers may
+# look but not acknowledge (403 on their own site).
+# ---------------------------------------------------------------------------------------------------------------------
+LOGIN = 302
+PAGE_EVERYONE = [(user, None, 200) for user in USERS[:-1]] + [("anonymous", None, LOGIN)]
+PAGE_ACTION_A = rows({"alice": 302, "bob": 302}, [("carol", "b", 403), ("mallory", "x", 302)], anonymous=LOGIN)
+
+PAGE_MATRIX = {
+    ("overview", "GET"): PAGE_EVERYONE,
+    ("device-list", "GET"): PAGE_EVERYONE,
+    ("alert-list", "GET"): PAGE_EVERYONE,
+    ("alert-rows", "GET"): PAGE_EVERYONE,
+    ("device-detail", "GET"): rows(READ_A, OWN_READS, anonymous=LOGIN),
+    ("alert-detail", "GET"): rows(READ_A, OWN_READS, anonymous=LOGIN),
+    ("alert-acknowledge", "POST"): PAGE_ACTION_A,
+    ("alert-resolve", "POST"): PAGE_ACTION_A,
+}
+PAGE_CASES = [
+    pytest.param(name, method, user, target, status, id=f"{name}-{method}-{user}-{target or 'none'}")
+    for (name, method), cells in PAGE_MATRIX.items()
+    for user, target, status in cells
+]
+
+
+def page_routes() -> set[str]:
+    return {
+        pattern.name
+        for resolver in get_resolver().url_patterns
+        if isinstance(resolver, URLResolver) and resolver.namespace == "dashboard"
+        for pattern in resolver.url_patterns
+    }
+
+
+def test_every_dashboard_page_is_in_the_matrix():
+    assert page_routes() == {name for name, _ in PAGE_MATRIX}, "PAGE_MATRIX and the dashboard routes differ"
+
+
+@pytest.mark.parametrize(("name", "method", "user", "target", "status"), PAGE_CASES)
+def test_dashboard_page_matrix(world, client, name, method, user, target, status):
+    if user != "anonymous":
+        client.force_login(world["users"][user])
+    kwargs = {}
+    if name == "device-detail":
+        kwargs = {"uid": world[target]["device"].uid}
+    elif name.startswith("alert-") and name not in ("alert-list", "alert-rows"):
+        kwargs = {"alert_id": world[target]["alert"].pk}
+    url = reverse(f"dashboard:{name}", kwargs=kwargs)
+    response = client.post(url, {"note": "seen"}) if method == "POST" else client.get(url)
+    assert response.status_code == status, response.content[:300]
+    if status == LOGIN and user == "anonymous":
+        assert response["Location"].startswith(reverse("login"))
+    if status == 200 and user in ("carol", "mallory"):
+        # Nothing of site A appears on any page they can open.
+        assert world["a"]["device"].uid.encode() not in response.content
