@@ -5,6 +5,7 @@ platform operators (superusers). A non-superuser must never see, pick or reach b
 organization, so every ModelAdmin and inline that shows tenant data mixes in ``OrganizationScopedAdminMixin``.
 """
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
@@ -36,7 +37,7 @@ class OrganizationScopedAdminMixin:
 
     def scope_queryset(self, queryset: QuerySet, organization_id: int) -> QuerySet:
         if self.organization_path is None:
-            raise NotImplementedError(f"{type(self).__name__} must set organization_path or override scope_queryset")
+            raise ImproperlyConfigured(f"{type(self).__name__} must set organization_path or override scope_queryset")
         return queryset.filter(**{self.organization_path: organization_id})
 
     def scope_for_user(self, queryset: QuerySet, user) -> QuerySet:
