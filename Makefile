@@ -56,7 +56,12 @@ format: $(VENV)/.installed-local
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint node_modules/.package-lock.json
+# The browser tests drive Debian's Chromium: Playwright cannot download its own browsers on our machines.
+/usr/bin/chromium:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+
+test: lint node_modules/.package-lock.json /usr/bin/chromium
 	$(BIN)/python -m pytest
 
 clean:
