@@ -1,0 +1,151 @@
+"""Listener capacity without competing publishers: queue messages in the broker first, then time the drain.
+
+``bench_ingest`` measures the whole path with publishers running on the same two cores, where the Python
+publishers themselves top out near 5,500 messages/s. This isolates the listener (and the writer and PostgreSQL
+behind it): the listener's persistent session is created, the listener stopped, N messages published into the
+session's queue, and the listener(s) started again; the rate is measured from the first to the last commit.
+
+    python bench/listener_drain.py [--messages 30000] [--readings-per-message 10] [--listeners 1]
+
+Uses a scratch database ``fieldwatch_drain`` on the configured server (created and dropped) and a Mosquitto of
+its own with the project config. Prints one JSON object.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.broker import Broker  # noqa: E402
+
+DATABASE = "fieldwatch_drain"
+DEVICES = 200
+SETUP = f"""
+from tests.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory, SiteFactory
+site = SiteFactory()
+device_type = DeviceTypeFactory(organization=site.organization)
+for i in range(10):
+    MetricDefinitionFactory(device_type=device_type, key=f"m{{i}}", min_value=-1e9, max_value=1e9)
+for i in range({DEVICES}):
+    DeviceFactory(uid=f"drain-{{i}}", site=site, device_type=device_type)
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=30_000)
+    parser.add_argument("--readings-per-message", type=int, default=10, choices=range(1, 11))
+    parser.add_argument("--listeners", type=int, default=1)
+    args = parser.parse_args()
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres:///{DATABASE}",
+        "DJANGO_SETTINGS_MODULE": "config.settings.local",
+        "MQTT_TOPIC_PREFIX": "fwdrain",
+        "CACHE_KEY_PREFIX": f"fwdrain-{os.getpid()}",
+    }
+    manage = [sys.executable, "manage.py"]
+    subprocess.run(["dropdb", "--if-exists", DATABASE], check=True, capture_output=True)
+    subprocess.run(["createdb", DATABASE], check=True)
+    broker = Broker()
+    listeners = []
+    try:
+        subprocess.run([*manage, "migrate", "-v0"], cwd=REPO, env=env, check=True)
+        subprocess.run([*manage, "shell", "-c", SETUP], cwd=REPO, env=env, check=True)
+        broker.start()
+        env["MQTT_URL"] = broker.url
+
+        def start_listeners():
+            return [
+                subprocess.Popen(
+                    [
+                        *manage,
+                        "mqtt_listen",
+                        "--client-id",
+                        f"drain-{n}",
+                        "--flush-ms",
+                        "100",
+                        "--flush-messages",
+                        "5000",
+                    ],
+                    cwd=REPO,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for n in range(args.listeners)
+            ]
+
+        # Create the persistent sessions (and their shared subscriptions), then leave them to queue.
+        listeners = start_listeners()
+        time.sleep(4)
+        for process in listeners:
+            process.terminate()
+            process.wait(30)
+
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        publisher.max_inflight_messages_set(20_000)
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        first_ts = int(time.time() * 1000) - 3_000_000
+        pending = []
+        for i in range(args.messages):
+            values = {f"m{k}": i * 0.5 + k for k in range(args.readings_per_message)}
+            payload = json.dumps({"ts": first_ts + i, "values": values}).encode()
+            pending.append(publisher.publish(f"fwdrain/devices/drain-{i % DEVICES}/telemetry", payload, qos=1))
+        for info in pending:
+            info.wait_for_publish(120)
+        publisher.loop_stop()
+        publisher.disconnect()
+
+        expected = args.messages * args.readings_per_message
+        started = time.monotonic()
+        listeners = start_listeners()
+        first = None
+        with psycopg.connect(f"dbname={DATABASE}", autocommit=True) as conn:
+            while time.monotonic() - started < 300:
+                stored = conn.execute("SELECT count(*) FROM telemetry_reading").fetchone()[0]
+                if stored and first is None:
+                    first = (time.monotonic(), stored)
+                if stored >= expected:
+                    break
+                time.sleep(0.05)
+        finished = time.monotonic()
+        seconds = finished - first[0]
+        drained = stored - first[1]
+        print(
+            json.dumps(
+                {
+                    "listeners": args.listeners,
+                    "messages": args.messages,
+                    "readings_per_message": args.readings_per_message,
+                    "readings_stored": stored,
+                    "complete": stored == expected,
+                    "seconds_first_to_last_commit": round(seconds, 3),
+                    "readings_per_s": round(drained / seconds),
+                    "messages_per_s": round(drained / seconds / args.readings_per_message),
+                    "start_to_first_commit_s": round(first[0] - started, 3),
+                },
+                indent=2,
+            )
+        )
+    finally:
+        for process in listeners:
+            if process.poll() is None:
+                process.kill()
+        broker.close()
+        subprocess.run(["dropdb", "--if-exists", DATABASE], capture_output=True)
+
+
+if __name__ == "__main__":
+    main()
