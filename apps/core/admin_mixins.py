@@ -5,6 +5,7 @@ platform operators (superusers). A non-superuser must never see, pick or reach b
 organization, so every ModelAdmin and inline that shows tenant data mixes in ``OrganizationScopedAdminMixin``.
 """
 
+from django.contrib import admin
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
@@ -69,3 +70,15 @@ def subquery_count(queryset: QuerySet, *, field: str) -> Coalesce:
     """
     counts = queryset.filter(**{field: OuterRef("pk")}).order_by().values(field).annotate(n=Count("*")).values("n")
     return Coalesce(Subquery(counts, output_field=IntegerField()), 0)
+
+
+def count_column(attribute: str, description: str):
+    """A changelist column showing the count ``get_queryset`` annotated as ``attribute`` (see ``subquery_count``),
+    sortable by it."""
+
+    @admin.display(description=description, ordering=attribute)
+    def column(self, obj):
+        return getattr(obj, attribute)
+
+    column.__name__ = attribute
+    return column

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from apps.core.admin_mixins import OrganizationScopedAdminMixin, subquery_count
+from apps.core.admin_mixins import OrganizationScopedAdminMixin, count_column, subquery_count
 from apps.devices.broker_auth import mqtt_credential_issue, mqtt_credential_revoke
 from apps.devices.key_rotation import KeyNotRotatable, api_key_rotate
 from apps.devices.models import ApiKey, Device, DeviceType, Gateway, MetricDefinition, MqttCredential, Site
@@ -156,13 +156,8 @@ class SiteAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
             )
         )
 
-    @admin.display(description="devices", ordering="device_count")
-    def device_count(self, site):
-        return site.device_count
-
-    @admin.display(description="gateways", ordering="gateway_count")
-    def gateway_count(self, site):
-        return site.gateway_count
+    device_count = count_column("device_count", "devices")
+    gateway_count = count_column("gateway_count", "gateways")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -202,13 +197,8 @@ class DeviceTypeAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
             )
         )
 
-    @admin.display(description="metrics", ordering="metric_count")
-    def metric_count(self, device_type):
-        return device_type.metric_count
-
-    @admin.display(description="devices", ordering="device_count")
-    def device_count(self, device_type):
-        return device_type.device_count
+    metric_count = count_column("metric_count", "metrics")
+    device_count = count_column("device_count", "devices")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -268,9 +258,7 @@ class GatewayAdmin(MqttCredentialIssueMixin, OrganizationScopedAdminMixin, admin
             )
         )
 
-    @admin.display(description="devices", ordering="device_count")
-    def device_count(self, gateway):
-        return gateway.device_count
+    device_count = count_column("device_count", "devices")
 
     @admin.display(description="usable API keys", ordering="usable_key_count")
     def usable_key_count(self, gateway):

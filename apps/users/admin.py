@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Group
 
-from apps.core.admin_mixins import OrganizationScopedAdminMixin, subquery_count
+from apps.core.admin_mixins import OrganizationScopedAdminMixin, count_column, subquery_count
 from apps.devices.models import Site
 from apps.users.choices import Role
 from apps.users.models import Organization, User
@@ -33,13 +33,8 @@ class OrganizationAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
             )
         )
 
-    @admin.display(description="members", ordering="member_count")
-    def member_count(self, organization):
-        return organization.member_count
-
-    @admin.display(description="sites", ordering="site_count")
-    def site_count(self, organization):
-        return organization.site_count
+    member_count = count_column("member_count", "members")
+    site_count = count_column("site_count", "sites")
 
 
 @admin.register(User)
