@@ -7,6 +7,8 @@ session (AuthMiddlewareStack in config/asgi.py, behind AllowedHostsOriginValidat
 anonymous sockets are accepted only to be closed with 4401, which a browser can tell apart from a network drop.
 """
 
+import json
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -42,6 +44,9 @@ def _site_ids(value) -> set[int] | None:
     return ids
 
 
+_NOT_JSON = object()
+
+
 class LiveConsumer(AsyncJsonWebsocketConsumer):
     """Forwards ``live.message`` events of the joined ``site.<id>`` / ``device.<id>`` groups: each is one frame
     holding a message object or an array of them (see apps.dashboard.fanout)."""
@@ -58,7 +63,18 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
         self.joined = set()
 
+    @classmethod
+    async def decode_json(cls, text_data):
+        # A frame that is not JSON gets an error answer, not an exception that drops the connection.
+        try:
+            return json.loads(text_data)
+        except (TypeError, ValueError):
+            return _NOT_JSON
+
     async def receive_json(self, content, **kwargs):
+        if content is _NOT_JSON:
+            await self.send_json({"type": "error", "error": "frames must be JSON objects"})
+            return
         kind = content.get("type") if isinstance(content, dict) else None
         if kind == "subscribe":
             await self._subscribe_sites(content.get("sites"))

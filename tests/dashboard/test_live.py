@@ -222,6 +222,18 @@ def test_a_new_subscribe_replaces_the_sites_and_malformed_requests_join_nothing(
     async_to_sync(scenario)()
 
 
+def test_a_frame_that_is_not_json_is_answered_and_the_socket_stays_open(bob, site_a):
+    async def scenario():
+        socket = await connected(bob, sites=[site_a.id])
+        await socket.send_to(text_data="{not json")
+        assert await socket.receive_json_from() == {"type": "error", "error": "frames must be JSON objects"}
+        await live_send(f"site.{site_a.id}", {"type": "latest", "device": "x", "values": {}})
+        assert (await socket.receive_json_from())["type"] == "latest"
+        await socket.disconnect()
+
+    async_to_sync(scenario)()
+
+
 def test_mallory_of_another_organization_is_joined_to_nothing(mallory, site_a, site_b):
     async def scenario():
         socket = await connected(mallory)
