@@ -204,12 +204,6 @@ def seed(devices: int, sites: int):
     return f"{settings.SESSION_COOKIE_NAME}={session.session_key}", devices_by_site, ids
 
 
-def wait_port(port: int, timeout: float = 30):
-    from tests.support.broker import wait_for_port
-
-    wait_for_port(port, timeout)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=100)
@@ -227,7 +221,8 @@ def main():
     import django
 
     django.setup()
-    from tests.support.broker import Broker, free_port
+    from tests.support.broker import Broker
+    from tests.support.ports import free_port, wait_for_port
 
     log("seeding ...")
     cookie, devices_by_site, ids = seed(args.devices, args.sites)
@@ -245,7 +240,7 @@ def main():
             stderr=subprocess.STDOUT,
         )
         processes.append(web)
-        wait_port(port)
+        wait_for_port(port, timeout=30)
         prefix = f"fwbl{tag}"
         if args.mode == "mqtt":
             broker = Broker()

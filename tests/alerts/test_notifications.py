@@ -11,8 +11,8 @@ from apps.alerts.escalation import escalation_start, escalations_run
 from apps.alerts.models import Delivery
 from apps.alerts.notification_tasks import delivery_send_task
 from tests.alerts.escalation_helpers import OPENED_AT, alert, email_channel, heat_pump, policy, rule, webhook_channel
-from tests.support.broker import free_port
 from tests.support.local_servers import SmtpSink, WebhookReceiver
+from tests.support.ports import free_port
 
 SECRET = "whsec-0f1e2d3c4b5a"
 

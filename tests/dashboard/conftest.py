@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from tests.support.broker import Broker, free_port, wait_for_port
+from tests.support.broker import Broker
+from tests.support.ports import free_port, wait_for_port
 from tests.support.processes import REPO_ROOT
 
 CHROMIUM = "/usr/bin/chromium"

@@ -6,31 +6,14 @@ the platform's guarantees depend on our config, so end-to-end tests run against 
 
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
+from tests.support.ports import free_port, wait_for_port
 from tests.support.processes import REPO_ROOT
 
 PROJECT_CONFIG = REPO_ROOT / "docker" / "mosquitto" / "mosquitto.conf"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 class Broker:

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aiosmtpd.controller import Controller
 
-from tests.support.broker import free_port
+from tests.support.ports import free_port
 
 
 class SmtpSink:

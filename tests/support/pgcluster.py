@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.support.broker import free_port, wait_for_port
+from tests.support.ports import free_port, wait_for_port
 
 
 def _bin(name: str) -> str:

@@ -52,12 +52,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.support.ports import free_port
 
 __all__ = ["REPO_ROOT", "SCRIPT", "timescale_server"]
 
@@ -67,12 +68,6 @@ _REQUIRED_FILES = (
     "@electric-sql/pglite/package.json",
     "@electric-sql/pglite/dist/timescaledb.tar.gz",
 )
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _check_prerequisites() -> str:
@@ -98,7 +93,7 @@ def timescale_server(*, host: str = "127.0.0.1", startup_timeout: float = 60.0) 
     ``node_modules`` is missing. The node process is terminated on exit.
     """
     node = _check_prerequisites()
-    port = _free_port(host)
+    port = free_port(host)
     proc = subprocess.Popen(
         [node, str(SCRIPT), "--port", str(port), "--host", host, "--exit-on-stdin-close"],
         cwd=REPO_ROOT,
