@@ -34,8 +34,7 @@ import time
 import uuid
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+import _django  # before any import from the checkout: sys.path, DEBUG off
 
 FINAL = -1.0
 METRIC = "v"
@@ -215,12 +214,9 @@ def main():
     args = parser.parse_args()
 
     tag = uuid.uuid4().hex[:8]
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.local"
     os.environ["CHANNELS_PREFIX"] = f"fw-benchlive-{tag}"
     os.environ["CACHE_KEY_PREFIX"] = f"fw-benchlive-{tag}"
-    import django
-
-    django.setup()
+    _django.setup()
     from tests.support.broker import Broker
     from tests.support.ports import free_port, wait_for_port
 
@@ -234,7 +230,7 @@ def main():
         port = free_port()
         web = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port), "--log-level", "warning"],
-            cwd=REPO_ROOT,
+            cwd=_django.REPO_ROOT,
             env=env,
             stdout=open(logs / "uvicorn.log", "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
@@ -247,7 +243,7 @@ def main():
             broker.start()
             listener = subprocess.Popen(
                 [sys.executable, "manage.py", "mqtt_listen", "--client-id", f"benchlive-{tag}", "--flush-ms", "50"],
-                cwd=REPO_ROOT,
+                cwd=_django.REPO_ROOT,
                 env={**env, "MQTT_URL": broker.url, "MQTT_TOPIC_PREFIX": prefix},
                 stdout=open(logs / "listener.log", "wb"),  # noqa: SIM115
                 stderr=subprocess.STDOUT,
