@@ -17,15 +17,13 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+import _django  # before any import from the checkout: sys.path, DEBUG off
 import paho.mqtt.client as mqtt
 import psycopg
+from _support import ScratchDatabase
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.support.broker import Broker  # noqa: E402
+from tests.support.broker import Broker
 
 DATABASE = "fieldwatch_drain"
 DEVICES = 200
@@ -46,22 +44,21 @@ def main() -> None:
     parser.add_argument("--readings-per-message", type=int, default=10, choices=range(1, 11))
     parser.add_argument("--listeners", type=int, default=1)
     args = parser.parse_args()
+    _django.setup()
 
+    scratch = ScratchDatabase(DATABASE)
     env = {
         **os.environ,
-        "DATABASE_URL": f"postgres:///{DATABASE}",
-        "DJANGO_SETTINGS_MODULE": "config.settings.local",
+        "DATABASE_URL": scratch.url,
         "MQTT_TOPIC_PREFIX": "fwdrain",
         "CACHE_KEY_PREFIX": f"fwdrain-{os.getpid()}",
     }
     manage = [sys.executable, "manage.py"]
-    subprocess.run(["dropdb", "--if-exists", DATABASE], check=True, capture_output=True)
-    subprocess.run(["createdb", DATABASE], check=True)
     broker = Broker()
     listeners = []
     try:
-        subprocess.run([*manage, "migrate", "-v0"], cwd=REPO, env=env, check=True)
-        subprocess.run([*manage, "shell", "-c", SETUP], cwd=REPO, env=env, check=True)
+        scratch.create(env)
+        subprocess.run([*manage, "shell", "-c", SETUP], cwd=_django.REPO_ROOT, env=env, check=True)
         broker.start()
         env["MQTT_URL"] = broker.url
 
@@ -78,7 +75,7 @@ def main() -> None:
                         "--flush-messages",
                         "5000",
                     ],
-                    cwd=REPO,
+                    cwd=_django.REPO_ROOT,
                     env=env,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -112,7 +109,7 @@ def main() -> None:
         started = time.monotonic()
         listeners = start_listeners()
         first = None
-        with psycopg.connect(f"dbname={DATABASE}", autocommit=True) as conn:
+        with psycopg.connect(scratch.url, autocommit=True) as conn:
             while time.monotonic() - started < 300:
                 stored = conn.execute("SELECT count(*) FROM telemetry_reading").fetchone()[0]
                 if stored and first is None:
@@ -144,7 +141,7 @@ def main() -> None:
             if process.poll() is None:
                 process.kill()
         broker.close()
-        subprocess.run(["dropdb", "--if-exists", DATABASE], capture_output=True)
+        scratch.drop()
 
 
 if __name__ == "__main__":

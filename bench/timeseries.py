@@ -1,4 +1,6 @@
-"""``manage.py bench_timeseries``: rollup and query benchmark on a year of generated readings (see bench/README.md).
+"""Rollup and series-query benchmark on a year of generated readings; prints one JSON object (see bench/README.md).
+
+    python bench/timeseries.py [--days 365] [--series 50] [--json-out bench-ts.json] [--database-url …] [--keep]
 
 On a scratch PostgreSQL database (``fieldwatch_bench_ts``, created, migrated in a subprocess and dropped unless
 ``--keep`` or ``--database-url``) it generates ``--series`` series x ``--days`` days at 1-minute resolution with
@@ -16,20 +18,15 @@ import datetime
 import json
 import math
 import os
-import platform
 import queue
 import statistics
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from urllib.parse import urlencode
 
+import _django  # before any import from the checkout: sys.path, DEBUG off
 import psycopg
-from django.core.management.base import BaseCommand, CommandError
-
-from apps.telemetry.management.commands.bench_ingest import REPO_ROOT, _server_url
+from _support import ScratchDatabase, argument_parser, catalogue_seed, log, machine_facts, result_print
 
 SCRATCH_DB = "fieldwatch_bench_ts"
 METRICS = [f"m{i}" for i in range(5)]  # metrics per device: --series 50 is 10 devices x 5 metrics
@@ -78,23 +75,14 @@ def _stats(samples: list[float]) -> dict:
     }
 
 
-class Command(BaseCommand):
-    help = "Benchmark rollups and series queries on a year of generated readings; print one JSON object."
-
-    def add_arguments(self, parser):
-        parser.add_argument("--days", type=int, default=365)
-        parser.add_argument("--series", type=int, default=50, help=f"Series, {len(METRICS)} per device.")
-        parser.add_argument("--database-url", default=None, help="An empty database to use (default: scratch one).")
-        parser.add_argument("--keep", action="store_true", help="Do not drop the scratch database at the end.")
-        parser.add_argument("--json-out", default=None, help="Also write the JSON result to this file.")
-
-    def handle(self, *args, days=365, series=50, database_url=None, keep=False, json_out=None, **options):
-        if not 1 <= series <= 50:
-            raise CommandError("--series must be 1..50 (one request of GET /api/v1/series takes at most 50)")
-        self.owned_db = database_url is None
-        self.drop = self.owned_db and not keep
-        self.url = database_url or _server_url(SCRATCH_DB)
+class TimeseriesBenchmark:
+    def __init__(self, database_url: str | None, keep: bool):
+        self.scratch = ScratchDatabase(SCRATCH_DB, database_url, keep=keep)
+        self.url = self.scratch.url
         self.db = None
+        self.cache = None
+
+    def run(self, days: int, series: int) -> dict:
         # Data ends two UTC midnights ago: every range is in the past (so cacheable, as real historical charts are)
         # and both incremental batches (about 34 h after the end) are still before the real now.
         today = datetime.datetime.now(datetime.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -102,15 +90,7 @@ class Command(BaseCommand):
         self.start = self.end - datetime.timedelta(days=days)
         result: dict = {}
         try:
-            if self.owned_db:
-                self._admin(f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)", f"CREATE DATABASE {SCRATCH_DB}")
-            self._log(f"migrating {self.url}")
-            subprocess.run(
-                [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-                cwd=REPO_ROOT,
-                env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local", "DATABASE_URL": self.url},
-                check=True,
-            )
+            self.scratch.create()
             self.db = psycopg.connect(self.url, autocommit=True)
             self._use_database()
             ids, uids = self._seed(series)
@@ -124,112 +104,60 @@ class Command(BaseCommand):
                 "days": days,
                 "series": series,
                 "database": self.url,
-                "scratch_database_dropped": self.drop,
-                "django_settings": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.local"),
+                "scratch_database_dropped": self.scratch.dropped,
+                "django_settings": os.environ["DJANGO_SETTINGS_MODULE"],
                 "debug_during_queries": False,
                 "repeats": REPEATS,
             }
         except KeyboardInterrupt:
-            self._log("interrupted; cleaning up")
+            log("interrupted; cleaning up")
             raise
         finally:
             self._cleanup()
-        text = json.dumps(result, indent=2)
-        self.stdout.write(text)
-        if json_out:
-            Path(json_out).write_text(text + "\n")
+        return result
 
     # --- infrastructure ---------------------------------------------------------------------------------------------
-    def _log(self, message: str) -> None:
-        self.stderr.write(f"[bench_ts {time.strftime('%H:%M:%S')}] {message}")
-
-    def _admin(self, *statements: str) -> None:
-        with psycopg.connect(_server_url("postgres"), autocommit=True) as admin:
-            for statement in statements:
-                admin.execute(statement)
-
     def _use_database(self) -> None:
         """Point Django's default connection at the benchmark database and the cache at a private key prefix.
 
         The prefix keeps the benchmark's responses and cache generation away from the machine's own (the cache is
         created lazily per thread; everything here runs in this thread).
         """
-        import dj_database_url
         from django.core.cache import caches
-        from django.db import connections
 
-        parsed = dj_database_url.parse(self.url)
-        connections.close_all()
-        connections["default"].settings_dict.update(
-            {key: parsed.get(key, "") for key in ("NAME", "USER", "PASSWORD", "HOST", "PORT")}
-        )
+        self.scratch.use()
         self.cache = caches["default"]
         self.cache.key_prefix = f"fw-bench-ts-{os.getpid()}"
 
     def _cleanup(self) -> None:
-        from django.db import connections
-
-        if getattr(self, "cache", None) is not None:
+        if self.cache is not None:
             from apps.telemetry.queries import CACHE_GENERATION_KEY
 
             try:
                 self.cache.delete(CACHE_GENERATION_KEY)  # cached responses under the prefix expire within the hour
             except Exception as error:  # noqa: BLE001 - cleanup must go on
-                self._log(f"could not delete the cache generation key: {error}")
+                log(f"could not delete the cache generation key: {error}")
         if self.db is not None:
             self.db.close()
-        connections.close_all()
-        if self.drop:
-            try:
-                self._admin(f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)")
-            except psycopg.Error as error:
-                self._log(f"could not drop {SCRATCH_DB}: {error}")
+        self.scratch.drop()
 
     def _machine(self) -> dict:
-        facts = {
-            "nproc": os.cpu_count(),
-            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "postgresql": self.db.execute("SHOW server_version").fetchone()[0],
-            "timescaledb": self.db.execute(
-                "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
-            ).fetchone(),
-            "python": platform.python_version(),
-        }
-        for name in ("shared_buffers", "work_mem", "max_parallel_workers_per_gather", "synchronous_commit", "jit"):
-            facts[f"pg_{name}"] = self.db.execute(f"SHOW {name}").fetchone()[0]
-        return facts
+        pg_settings = ("shared_buffers", "work_mem", "max_parallel_workers_per_gather", "synchronous_commit", "jit")
+        return machine_facts(self.db, pg_settings)
 
     # --- data -------------------------------------------------------------------------------------------------------
     def _seed(self, series: int) -> tuple[list[int], list[str]]:
-        """Organization, site, device type with gauges m0..m4, devices and their series; a superuser.
+        """The bench catalogue with gauges m0..m4 in °C, devices and their series; a superuser.
 
-        bulk_create only: no catalogue signals. Series are created here (ingest would create them on first reading).
-        Returns the series ids and their ``uid:metric`` names, in the same order.
+        Series are created here (ingest would create them on first reading). Returns the series ids and their
+        ``uid:metric`` names, in the same order.
         """
         from django.contrib.auth import get_user_model
 
-        from apps.devices.choices import MetricKind
-        from apps.devices.models import Device, DeviceType, MetricDefinition, Site
+        from apps.devices.models import Device
         from apps.telemetry.models import Series
-        from apps.users.models import Organization
 
-        if Device.objects.exists():
-            raise CommandError(f"{self.url} already has devices; the benchmark needs a fresh database")
-        (organization,) = Organization.objects.bulk_create([Organization(name="Bench", slug="bench")])
-        (site,) = Site.objects.bulk_create([Site(organization=organization, name="Bench site", timezone="UTC")])
-        (device_type,) = DeviceType.objects.bulk_create([DeviceType(organization=organization, name="Bench type")])
-        MetricDefinition.objects.bulk_create(
-            MetricDefinition(
-                device_type=device_type,
-                key=key,
-                display_name=key,
-                kind=MetricKind.GAUGE,
-                unit="°C",
-                min_value=-1e12,
-                max_value=1e12,
-            )
-            for key in METRICS
-        )
+        site, device_type = catalogue_seed(METRICS, unit="°C")
         self.site, self.device_type = site, device_type
         devices = Device.objects.bulk_create(
             Device(uid=f"bts-{i:05d}", name=f"bts-{i:05d}", site=site, device_type=device_type)
@@ -250,7 +178,7 @@ class Command(BaseCommand):
         server does the arithmetic, well over the rate a Python loop encoding binary COPY rows reaches.
         """
         minutes = days * 1440
-        self._log(f"generating {len(ids)} series x {days} days = {len(ids) * minutes:,} readings")
+        log(f"generating {len(ids)} series x {days} days = {len(ids) * minutes:,} readings")
         work: queue.Queue = queue.Queue()
         for index, series_id in enumerate(ids):
             work.put(
@@ -293,7 +221,7 @@ class Command(BaseCommand):
         if errors:
             raise errors[0]
         insert_seconds = time.perf_counter() - started
-        self._log(f"inserted in {insert_seconds:.1f} s; VACUUM ANALYZE")
+        log(f"inserted in {insert_seconds:.1f} s; VACUUM ANALYZE")
         started = time.perf_counter()
         self.db.execute("VACUUM ANALYZE telemetry_reading")
         vacuum_seconds = time.perf_counter() - started
@@ -321,13 +249,13 @@ class Command(BaseCommand):
         while True:
             figures = rollups_advance(now=now, time_budget=60.0)
             if "skipped" in figures:
-                raise CommandError(f"rollups_advance skipped: {figures['skipped']}")
+                raise SystemExit(f"rollups_advance skipped: {figures['skipped']}")
             totals["runs"] += 1
             totals["readings"] += figures["readings"]
             totals["transactions"] += figures["transactions"]
             for resolution, count in figures["buckets"].items():
                 totals["buckets"][resolution] += count
-            self._log(f"{label}: {totals['readings']:,} readings rolled up, until {figures['watermarks']['1m']}")
+            log(f"{label}: {totals['readings']:,} readings rolled up, until {figures['watermarks']['1m']}")
             if figures["caught_up"]:
                 break
         seconds = time.perf_counter() - started
@@ -356,7 +284,7 @@ class Command(BaseCommand):
         from apps.telemetry.rollups import GRACE
 
         # (a) history shape: HISTORY_MINUTES more minutes of the generated series.
-        self._log(f"incremental (a): {HISTORY_MINUTES} minutes x {len(ids)} series")
+        log(f"incremental (a): {HISTORY_MINUTES} minutes x {len(ids)} series")
         history_end = self.end + datetime.timedelta(minutes=HISTORY_MINUTES)
         inserted = self.db.execute(
             "INSERT INTO telemetry_reading (series_id, ts, value)"
@@ -380,7 +308,7 @@ class Command(BaseCommand):
             )
         ]
         self.db.execute("ANALYZE telemetry_series")  # in production these series would have existed for a while
-        self._log(f"incremental (b): {len(load_ids)} series x {LOAD_SECONDS} s at 1 Hz")
+        log(f"incremental (b): {len(load_ids)} series x {LOAD_SECONDS} s at 1 Hz")
         started = time.perf_counter()
         inserted = self.db.execute(
             _GENERATE_LOAD, {"start": history_end, "seconds": LOAD_SECONDS, "ids": load_ids}
@@ -398,7 +326,6 @@ class Command(BaseCommand):
     # --- queries ----------------------------------------------------------------------------------------------------
     def _queries(self, ids: list[int], uids: list[str]) -> tuple[dict, dict]:
         from django.test import Client
-        from django.test.utils import override_settings
 
         client = Client(HTTP_HOST="localhost")
         client.force_login(self.user)
@@ -406,23 +333,22 @@ class Command(BaseCommand):
         day_ms = 86_400_000
         wide = {"series": ",".join(uids), "start": start_ms, "end": end_ms}
         raw = {"series": uids[0], "start": end_ms - day_ms, "end": end_ms, "interval": "raw"}
-        with override_settings(DEBUG=False):  # as in production: no query log
-            self._log("queries: whole range x every series at auto")
-            wide_figures = self._api(client, wide)
-            interval = wide_figures["interval"]
-            wide_sql = (
-                f"SELECT series_id, {_MS.format(column='bucket')}, sum / count FROM telemetry_rollup_{interval}"
-                " WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s ORDER BY series_id, bucket"
-            )
-            wide_figures["sql"] = self._sql(wide_sql, [ids, self.start, self.end], wide_figures["points"])
-            self._log("queries: 24 h raw of one series")
-            raw_figures = self._api(client, raw)
-            raw_sql = (
-                f"SELECT {_MS.format(column='ts')}, value FROM telemetry_reading"
-                " WHERE series_id = %s AND ts >= %s AND ts < %s ORDER BY ts"
-            )
-            day_before = self.end - datetime.timedelta(days=1)
-            raw_figures["sql"] = self._sql(raw_sql, [ids[0], day_before, self.end], raw_figures["points"])
+        log("queries: whole range x every series at auto")
+        wide_figures = self._api(client, wide)
+        interval = wide_figures["interval"]
+        wide_sql = (
+            f"SELECT series_id, {_MS.format(column='bucket')}, sum / count FROM telemetry_rollup_{interval}"
+            " WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s ORDER BY series_id, bucket"
+        )
+        wide_figures["sql"] = self._sql(wide_sql, [ids, self.start, self.end], wide_figures["points"])
+        log("queries: 24 h raw of one series")
+        raw_figures = self._api(client, raw)
+        raw_sql = (
+            f"SELECT {_MS.format(column='ts')}, value FROM telemetry_reading"
+            " WHERE series_id = %s AND ts >= %s AND ts < %s ORDER BY ts"
+        )
+        day_before = self.end - datetime.timedelta(days=1)
+        raw_figures["sql"] = self._sql(raw_sql, [ids[0], day_before, self.end], raw_figures["points"])
         for figures in (wide_figures, raw_figures):
             figures["ratio_api_over_sql_median"] = round(
                 figures["api_uncached"]["median_ms"] / figures["sql"]["median_ms"], 2
@@ -438,7 +364,7 @@ class Command(BaseCommand):
         url = f"/api/v1/series?{urlencode(params)}"
         response = client.get(url)  # warm-up (imports, connection, plans), not timed
         if response.status_code != 200:
-            raise CommandError(f"GET {url[:200]} answered {response.status_code}: {response.content[:300]!r}")
+            raise SystemExit(f"GET {url[:200]} answered {response.status_code}: {response.content[:300]!r}")
         uncached, cached = [], []
         for _ in range(REPEATS):
             series_cache_invalidate()
@@ -483,7 +409,7 @@ class Command(BaseCommand):
                 cursor = connection.cursor()
                 rows = cursor.execute(sql, params, binary=binary).fetchall()
                 if len(rows) != points:
-                    raise CommandError(f"hand-written SQL returned {len(rows)} rows, the API {points} points")
+                    raise SystemExit(f"hand-written SQL returned {len(rows)} rows, the API {points} points")
                 samples = []
                 for _ in range(REPEATS):
                     started = time.perf_counter()
@@ -503,3 +429,19 @@ class Command(BaseCommand):
             "wide_query_le_1_5x_sql": wide["ratio_api_over_sql_median"] <= 1.5,
             "incremental_rollup_ge_100k_readings_per_s": load["readings_per_s"] >= 100_000,
         }
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--series", type=int, default=50, help=f"Series, {len(METRICS)} per device.")
+    parser.add_argument("--keep", action="store_true", help="Do not drop the scratch database at the end.")
+    args = parser.parse_args()
+    if not 1 <= args.series <= 50:
+        parser.error("--series must be 1..50 (one request of GET /api/v1/series takes at most 50)")
+    _django.setup()
+    result_print(TimeseriesBenchmark(args.database_url, args.keep).run(args.days, args.series), args.json_out)
+
+
+if __name__ == "__main__":
+    main()

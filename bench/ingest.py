@@ -1,6 +1,8 @@
-"""``manage.py bench_ingest``: end-to-end ingest benchmark on a scratch database (see bench/README.md).
+"""End-to-end ingest benchmark over MQTT and HTTP on a scratch database; prints one JSON object (see bench/README.md).
 
-Everything runs against processes this command starts and stops itself: a scratch PostgreSQL database
+    python bench/ingest.py [--seconds 10] [--devices 200] [--json-out bench.json] [--database-url postgres://…/empty_db]
+
+Everything runs against processes this script starts and stops itself: a scratch PostgreSQL database
 (``fieldwatch_bench``, created and dropped unless ``--database-url`` names one), a Mosquitto on a free port with the
 project's broker config, the real ``mqtt_listen`` command and a uvicorn serving the real ASGI application.
 """
@@ -11,20 +13,20 @@ import itertools
 import json
 import multiprocessing
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import quote
 
+import _django  # before any import from the checkout: sys.path, DEBUG off
 import psycopg
-from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from _support import ScratchDatabase, argument_parser, catalogue_seed, log, machine_facts, result_print
 
-REPO_ROOT = Path(__file__).resolve().parents[4]
+from tests.support.broker import Broker
+from tests.support.ports import free_port, wait_for_port
+
 SCRATCH_DB = "fieldwatch_bench"
 PREFIX = "fwbench"
 METRICS = [f"m{i}" for i in range(10)]
@@ -178,45 +180,10 @@ def _http_client(port, api_key, uids, seconds, ts_base, ready, go, results):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_port(port: int, timeout: float = 30.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise CommandError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
 def _percentile(ordered: list[float], fraction: float) -> float | None:
     if not ordered:
         return None
     return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
-
-
-def _server_url(name: str) -> str:
-    """A URL for database ``name`` on the server the configured default database lives on."""
-    db = settings.DATABASES["default"]
-    user = quote(db.get("USER") or "", safe="")
-    password = quote(db.get("PASSWORD") or "", safe="")
-    auth = f"{user}:{password}@" if user and password else (f"{user}@" if user else "")
-    host = db.get("HOST") or ""
-    if host.startswith("/"):
-        return f"postgres://{auth}/{name}?host={quote(host, safe='')}" + (
-            f"&port={db['PORT']}" if db.get("PORT") else ""
-        )
-    port = f":{db['PORT']}" if db.get("PORT") else ""
-    return f"postgres://{auth}{host}{port}/{name}"
 
 
 class Phase:
@@ -252,39 +219,26 @@ class Phase:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The command
+# The benchmark
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class Command(BaseCommand):
-    help = "Benchmark MQTT and HTTP ingest end to end on a scratch database; print one JSON object."
-
-    def add_arguments(self, parser):
-        parser.add_argument("--database-url", default=None, help="A fresh database to use (default: scratch one).")
-        parser.add_argument("--seconds", type=float, default=10.0, help="Length of each timed phase.")
-        parser.add_argument("--devices", type=int, default=200)
-        parser.add_argument("--json-out", default=None, help="Also write the JSON result to this file.")
-
-    def handle(self, *args, database_url=None, seconds=10.0, devices=200, json_out=None, **options):
-        self.seconds = seconds
-        self.owned_db = database_url is None
-        self.url = database_url or _server_url(SCRATCH_DB)
+class IngestBenchmark:
+    def __init__(self, database_url: str | None):
+        self.scratch = ScratchDatabase(SCRATCH_DB, database_url)
+        self.url = self.scratch.url
         self.processes: list[subprocess.Popen] = []
         self.phases: list[Phase] = []
         self.broker = None
+        self.db = None
         self.logs = Path(tempfile.mkdtemp(prefix="fw-bench-"))
         self.ts_base = int(time.time() * 1000) - 12 * HOUR_MS  # each phase gets its own hour of timestamps
+
+    def run(self, seconds: float, devices: int) -> dict:
+        self.seconds = seconds
         result: dict = {}
         try:
-            if self.owned_db:
-                self._admin(f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)", f"CREATE DATABASE {SCRATCH_DB}")
-            self._log(f"migrating {self.url}")
-            subprocess.run(
-                [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-                cwd=REPO_ROOT,
-                env=self._env(),
-                check=True,
-            )
+            self.scratch.create(self._env())
             self.db = psycopg.connect(self.url, autocommit=True)
             api_key, uids = self._seed(devices)
             result["machine"] = self._machine()
@@ -305,7 +259,7 @@ class Command(BaseCommand):
                 "devices": devices,
                 "metrics_per_device": len(METRICS),
                 "database": self.url,
-                "scratch_database_dropped": self.owned_db,
+                "scratch_database_dropped": self.scratch.dropped,
                 "mqtt": {
                     "publishers": PUBLISHERS,
                     "qos": 1,
@@ -321,28 +275,21 @@ class Command(BaseCommand):
                     "values_per_record": 10,
                     "server": "uvicorn config.asgi:application (1 worker)",
                 },
-                "django_settings": "config.settings.local (DEBUG=True)",
+                "django_settings": f"{os.environ['DJANGO_SETTINGS_MODULE']} (DEBUG=False)",
                 "latency_poll_interval_ms": POLL_SECONDS * 1000,
             }
         except KeyboardInterrupt:
-            self._log("interrupted; stopping everything")
+            log("interrupted; stopping everything")
             raise
         finally:
             self._cleanup()
-        text = json.dumps(result, indent=2)
-        self.stdout.write(text)
-        if json_out:
-            Path(json_out).write_text(text + "\n")
+        return result
 
     # --- infrastructure ---------------------------------------------------------------------------------------------
-    def _log(self, message: str) -> None:
-        self.stderr.write(f"[bench] {message}")
-
     def _env(self, **extra) -> dict:
         tag = f"fw-bench-{os.getpid()}"
         return {
             **os.environ,
-            "DJANGO_SETTINGS_MODULE": "config.settings.local",
             "DATABASE_URL": self.url,
             "MQTT_URL": self.broker.url if self.broker else "mqtt://127.0.0.1:1",
             "MQTT_TOPIC_PREFIX": PREFIX,
@@ -352,15 +299,15 @@ class Command(BaseCommand):
             **extra,
         }
 
-    def _admin(self, *statements: str) -> None:
-        with psycopg.connect(_server_url("postgres"), autocommit=True) as admin:
-            for statement in statements:
-                admin.execute(statement)
-
     def _spawn(self, name: str, command: list[str], **env) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process's life
+        output = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process's life
         process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=self._env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=_django.REPO_ROOT,
+            env=self._env(**env),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.processes.append(process)
         return process
@@ -378,24 +325,15 @@ class Command(BaseCommand):
                     process.wait(5)
         if self.broker is not None:
             self.broker.close()
-        if getattr(self, "db", None) is not None:
+        if self.db is not None:
             self.db.close()
-        from django.db import connections
-
-        connections.close_all()
-        if self.owned_db:
-            try:
-                self._admin(f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)")
-            except psycopg.Error as error:
-                self._log(f"could not drop {SCRATCH_DB}: {error}")
-        self._log(f"logs of the processes: {self.logs}")
+        self.scratch.drop()
+        log(f"logs of the processes: {self.logs}")
 
     def _start_broker(self) -> None:
-        from tests.support.broker import Broker
-
         self.broker = Broker()
         self.broker.start()
-        self._log(f"mosquitto on {self.broker.url}")
+        log(f"mosquitto on {self.broker.url}")
 
     def _start_listener(self) -> None:
         self.listener = self._spawn(
@@ -415,63 +353,25 @@ class Command(BaseCommand):
         deadline = time.monotonic() + 60
         while b"subscribed" not in (self.logs / "listener.log").read_bytes():
             if self.listener.poll() is not None or time.monotonic() > deadline:
-                raise CommandError(f"the listener did not subscribe; see {self.logs / 'listener.log'}")
+                raise SystemExit(f"the listener did not subscribe; see {self.logs / 'listener.log'}")
             time.sleep(0.05)
 
     def _machine(self) -> dict:
-        version = self.db.execute("SHOW server_version").fetchone()[0]
-        facts = {
-            "nproc": os.cpu_count(),
-            "cpus_usable": len(os.sched_getaffinity(0)),
-            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "postgresql": version,
-            "timescaledb": self.db.execute(
-                "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
-            ).fetchone(),
-            "python": platform.python_version(),
-            "kernel": platform.release(),
-        }
-        for name in ("shared_buffers", "synchronous_commit", "fsync", "max_wal_size"):
-            facts[f"pg_{name}"] = self.db.execute(f"SHOW {name}").fetchone()[0]
+        facts = machine_facts(self.db, ("shared_buffers", "synchronous_commit", "fsync", "max_wal_size"))
         mosquitto = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True)
         facts["mosquitto"] = (mosquitto.stdout or mosquitto.stderr).splitlines()[0].strip()
         return facts
 
     # --- data -------------------------------------------------------------------------------------------------------
     def _seed(self, count: int) -> tuple[str, list[str]]:
-        """One organization, site, gateway (with an API key) and device type with gauges m0..m9; ``count`` devices.
-
-        bulk_create only: no catalogue signals, so nothing reaches the machine's own cache.
-        """
-        import dj_database_url
+        """The bench catalogue with gauges m0..m9, a gateway with an API key and ``count`` devices behind it."""
         from django.db import connections
 
-        from apps.devices.choices import MetricKind
-        from apps.devices.models import Device, DeviceType, Gateway, MetricDefinition, Site
+        from apps.devices.models import Device, Gateway
         from apps.devices.services import api_key_issue
-        from apps.users.models import Organization
 
-        parsed = dj_database_url.parse(self.url)
-        connections.close_all()
-        connections["default"].settings_dict.update(
-            {key: parsed.get(key, "") for key in ("NAME", "USER", "PASSWORD", "HOST", "PORT")}
-        )
-        if Device.objects.exists():
-            raise CommandError(f"{self.url} already has devices; the benchmark needs a fresh database")
-        (organization,) = Organization.objects.bulk_create([Organization(name="Bench", slug="bench")])
-        (site,) = Site.objects.bulk_create([Site(organization=organization, name="Bench site", timezone="UTC")])
-        (device_type,) = DeviceType.objects.bulk_create([DeviceType(organization=organization, name="Bench type")])
-        MetricDefinition.objects.bulk_create(
-            MetricDefinition(
-                device_type=device_type,
-                key=key,
-                display_name=key,
-                kind=MetricKind.GAUGE,
-                min_value=-1e12,
-                max_value=1e12,
-            )
-            for key in METRICS
-        )
+        self.scratch.use()
+        site, device_type = catalogue_seed(METRICS)
         (gateway,) = Gateway.objects.bulk_create([Gateway(site=site, uid="bench-gw", name="Bench gateway")])
         uids = [f"bench-{i:05d}" for i in range(count)]
         Device.objects.bulk_create(
@@ -526,15 +426,15 @@ class Command(BaseCommand):
 
     def _warm_up(self, uids) -> None:
         """One 10-value message per device: creates the series and loads caches outside any timed phase."""
-        self._log("warm-up")
+        log("warm-up")
         results = self._publish(uids, width=10, seconds=0.3, hour=0)
         last_ts = {uid: ts for result in results for uid, ts in result["last_ts"].items()}
         if self._wait_committed(last_ts, timeout=60) is None:
-            raise CommandError(f"warm-up readings never committed; see {self.logs / 'listener.log'}")
+            raise SystemExit(f"warm-up readings never committed; see {self.logs / 'listener.log'}")
         self._truncate()
 
     def _mqtt_throughput(self, uids, *, width: int, hour: int) -> dict:
-        self._log(f"MQTT throughput, {width}-reading messages, {self.seconds} s")
+        log(f"MQTT throughput, {width}-reading messages, {self.seconds} s")
         self._truncate()
         results = self._publish(uids, width=width, seconds=self.seconds, hour=hour)
         last_ts = {uid: ts for result in results for uid, ts in result["last_ts"].items()}
@@ -560,7 +460,7 @@ class Command(BaseCommand):
 
     def _copy_baseline(self) -> dict:
         """The rows phase (b) committed, COPYed (binary, one transaction) into a like table: the floor of the cost."""
-        self._log("plain COPY baseline")
+        log("plain COPY baseline")
         buffer = bytearray()
         with self.db.cursor().copy("COPY telemetry_reading (series_id, ts, value) TO STDOUT (FORMAT binary)") as copy:
             for block in copy:
@@ -587,7 +487,7 @@ class Command(BaseCommand):
         }
 
     def _latency(self, uids, *, rate: float) -> dict:
-        self._log(f"latency at {rate:.0f} messages/s")
+        log(f"latency at {rate:.0f} messages/s")
         self._truncate()
         samples: list[tuple[float, float]] = []  # (max committed ts ms, server now ms)
         stop = threading.Event()
@@ -648,8 +548,8 @@ class Command(BaseCommand):
         }
 
     def _http(self, api_key: str, uids, *, hour: int) -> dict:
-        self._log(f"HTTP ingest, {HTTP_CLIENTS} clients x {HTTP_BATCH}-record batches, {self.seconds} s")
-        port = _free_port()
+        log(f"HTTP ingest, {HTTP_CLIENTS} clients x {HTTP_BATCH}-record batches, {self.seconds} s")
+        port = free_port()
         self._spawn(
             "uvicorn",
             [
@@ -667,7 +567,7 @@ class Command(BaseCommand):
             ],
             INGEST_HTTP_RATE_PER_MINUTE="1000000000",
         )
-        _wait_port(port)
+        wait_for_port(port, timeout=30)
         warm = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         warm.request(
             "POST",
@@ -681,7 +581,7 @@ class Command(BaseCommand):
         warm_body = answer.read()
         warm.close()
         if answer.status != 202:
-            raise CommandError(f"HTTP warm-up answered {answer.status}: {warm_body[:300]!r}")
+            raise SystemExit(f"HTTP warm-up answered {answer.status}: {warm_body[:300]!r}")
         self._truncate()
         phase = Phase()
         self.phases.append(phase)
@@ -707,3 +607,16 @@ class Command(BaseCommand):
             "requests_per_s": round(requests / (last - first), 1),
             "readings_per_s": round(committed / (last - first)),
         }
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0, help="Length of each timed phase.")
+    parser.add_argument("--devices", type=int, default=200)
+    args = parser.parse_args()
+    _django.setup()
+    result_print(IngestBenchmark(args.database_url).run(args.seconds, args.devices), args.json_out)
+
+
+if __name__ == "__main__":
+    main()
