@@ -64,5 +64,11 @@ format: $(VENV)/.installed-local
 test: lint node_modules/.package-lock.json /usr/bin/chromium
 	$(BIN)/python -m pytest
 
+# One benchmark at a time (they share the machine's cores): make bench [BENCH=ingest|listener_drain|timeseries|
+# dashboard_clients] [ARGS="--seconds 5"]. See bench/README.md.
+BENCH ?= ingest
+bench: $(VENV)/.installed-base
+	$(BIN)/python bench/$(BENCH).py $(ARGS)
+
 clean:
 	rm -rf $(VENV) node_modules staticfiles .pytest_cache .hypothesis
