@@ -1,6 +1,6 @@
 """Listener capacity without competing publishers: queue messages in the broker first, then time the drain.
 
-``bench_ingest`` measures the whole path with publishers running on the same two cores, where the Python
+``bench/ingest.py`` measures the whole path with publishers running on the same two cores, where the Python
 publishers themselves top out near 5,500 messages/s. This isolates the listener (and the writer and PostgreSQL
 behind it): the listener's persistent session is created, the listener stopped, N messages published into the
 session's queue, and the listener(s) started again; the rate is measured from the first to the last commit.
