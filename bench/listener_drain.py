@@ -28,7 +28,7 @@ from tests.support.broker import Broker
 DATABASE = "fieldwatch_drain"
 DEVICES = 200
 SETUP = f"""
-from tests.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory, SiteFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory, SiteFactory
 site = SiteFactory()
 device_type = DeviceTypeFactory(organization=site.organization)
 for i in range(10):

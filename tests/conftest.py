@@ -7,7 +7,8 @@ from django.contrib.auth.models import Group, Permission
 
 from apps.users.choices import Role
 from apps.users.services import user_grant_site, user_set_role
-from tests.factories import OrganizationFactory, SiteFactory, UserFactory
+from tests.devices.factories import SiteFactory
+from tests.users.factories import OrganizationFactory, UserFactory
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from apps.devices.services import api_key_issue
 from apps.telemetry.exports import export_create
 from apps.users.services import api_token_create
 from tests.alerts.test_evaluation import Feed, evaluate, hot_rule
-from tests.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
 
 USERS = ("alice", "bob", "carol", "mallory", "anonymous")
 SITES = {"a": "site_a", "b": "site_b", "x": "other_site"}  # x: the other organization

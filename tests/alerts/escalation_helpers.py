@@ -4,7 +4,8 @@ import datetime
 
 from apps.alerts.choices import ChannelKind, RuleKind, Severity
 from apps.alerts.models import Alert, AlertRule, EscalationPolicy, EscalationStep, NotificationChannel
-from tests.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory, UserFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.users.factories import UserFactory
 
 OPENED_AT = datetime.datetime(2025, 1, 15, 13, 30, tzinfo=datetime.UTC)
 

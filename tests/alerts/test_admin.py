@@ -8,7 +8,7 @@ from django.utils.html import escape
 from apps.alerts.choices import AlertStatus, ChannelKind
 from apps.alerts.models import Alert, AlertRule, Delivery, EscalationPolicy, EscalationStep, NotificationChannel
 from tests.alerts.test_evaluation import Feed, evaluate, hot_rule
-from tests.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 
 MODELS = (AlertRule, Alert, EscalationPolicy, NotificationChannel, Delivery)
 

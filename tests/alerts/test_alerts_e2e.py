@@ -13,7 +13,7 @@ from apps.alerts.choices import AlertStatus, Operator, RuleKind
 from apps.alerts.models import Alert, AlertRule, RuleCondition
 from apps.alerts.services import alerts_evaluate_timers
 from apps.devices.models import Device
-from tests.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 from tests.telemetry.test_ingest_e2e import Publisher, _database_url, broker, listener, wait_until  # noqa: F401
 
 pytestmark = pytest.mark.e2e

@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 from apps.alerts.choices import AlertStatus
 from apps.alerts.models import Alert, AlertRule
 from tests.alerts.test_evaluation import Feed, evaluate, hot_rule
-from tests.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 
 
 def client_for(user):

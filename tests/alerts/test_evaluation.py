@@ -12,7 +12,7 @@ from apps.alerts.rules_cache import rules_load
 from apps.alerts.services import alerts_evaluate_timers
 from apps.telemetry.ingest.hooks import CommittedReading
 from apps.telemetry.models import Reading, Series
-from tests.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 
 T0 = timezone.now().replace(microsecond=0) - datetime.timedelta(minutes=30)
 S = datetime.timedelta(seconds=1)

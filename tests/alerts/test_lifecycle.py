@@ -7,7 +7,7 @@ from apps.alerts.choices import AlertEventKind, AlertStatus
 from apps.alerts.models import Alert
 from apps.alerts.services import AlertStateError, alert_acknowledge, alert_resolve
 from tests.alerts.test_evaluation import Feed, evaluate, hot_rule
-from tests.factories import DeviceFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 
 
 @pytest.fixture
@@ -28,8 +28,6 @@ def alert_on(heat_pump_type, feed):
 
 @pytest.fixture
 def heat_pump_type(organization):
-    from tests.factories import DeviceTypeFactory, MetricDefinitionFactory
-
     device_type = DeviceTypeFactory(organization=organization)
     MetricDefinitionFactory(device_type=device_type, key="supply_temp")
     return device_type

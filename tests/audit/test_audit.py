@@ -23,7 +23,13 @@ from apps.devices.services import api_key_issue, api_key_revoke
 from apps.telemetry.exports import export_create
 from apps.users.services import api_token_create, api_token_revoke
 from tests.alerts.test_evaluation import Feed, evaluate, hot_rule
-from tests.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory, SiteFactory
+from tests.devices.factories import (
+    DeviceFactory,
+    DeviceTypeFactory,
+    GatewayFactory,
+    MetricDefinitionFactory,
+    SiteFactory,
+)
 
 PASSWORD = "correct horse battery staple"
 

@@ -4,7 +4,7 @@ from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from apps.devices.services import api_key_issue
-from tests.factories import DeviceFactory, GatewayFactory, MetricDefinitionFactory
+from tests.devices.factories import DeviceFactory, GatewayFactory, MetricDefinitionFactory
 
 
 def scrape(client) -> dict:

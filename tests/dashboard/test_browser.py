@@ -15,12 +15,12 @@ import pytest
 from apps.alerts.choices import Operator, RuleKind
 from apps.alerts.models import AlertRule
 from tests.dashboard.conftest import SCREENSHOTS
-from tests.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 from tests.telemetry.test_ingest_e2e import ListenerProcess, Publisher
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "correct horse battery staple"  # tests.factories.UserFactory's
+PASSWORD = "correct horse battery staple"  # tests.users.factories.UserFactory's
 LIVE_WITHIN = 2.0
 WIDTHS = (1280, 390)
 

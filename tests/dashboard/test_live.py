@@ -27,7 +27,7 @@ from apps.dashboard.consumers import LiveConsumer
 from apps.dashboard.fanout import Coalescer, LivePublisher, devices_offline_publish, merge_latest
 from apps.telemetry.ingest.hooks import CommittedReading
 from tests.alerts.test_evaluation import Feed, evaluate, hot_rule
-from tests.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 
 ALLOWED_ORIGIN = (b"origin", b"http://localhost")
 QUIET = 0.5  # how long "receives nothing" waits

@@ -13,7 +13,7 @@ from apps.alerts.choices import RuleKind, Severity
 from apps.alerts.models import Alert, AlertRule
 from apps.devices.models import Device
 from apps.telemetry.models import LatestValue, Reading, Series
-from tests.factories import DeviceTypeFactory, MetricDefinitionFactory
+from tests.devices.factories import DeviceTypeFactory, MetricDefinitionFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,8 @@ from django.utils import timezone
 from apps.alerts.choices import AlertStatus, RuleKind, Severity
 from apps.alerts.models import Alert, AlertEvent, AlertRule
 from apps.telemetry.models import LatestValue
-from tests.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory, SeriesFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.telemetry.factories import SeriesFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -28,14 +28,14 @@ from apps.devices.services import api_key_authenticate, api_key_issue, api_key_r
 from apps.telemetry.choices import IngestSource, RejectReason
 from apps.telemetry.models import DeadLetter, LatestValue, Reading, Series
 from apps.users.models import Organization, User
-from tests.factories import (
+from tests.devices.factories import (
     DeviceFactory,
     DeviceTypeFactory,
     GatewayFactory,
     MetricDefinitionFactory,
-    SeriesFactory,
     SiteFactory,
 )
+from tests.telemetry.factories import SeriesFactory
 
 PLAINTEXT_RE = re.compile(r"fwk_[0-9a-f]{8}_[A-Za-z0-9_-]+")
 NOW = timezone.now()

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from apps.devices.models import ApiKey
 from apps.devices.services import api_key_authenticate, api_key_issue, api_key_revoke
-from tests.factories import GatewayFactory
+from tests.devices.factories import GatewayFactory
 
 
 @pytest.fixture

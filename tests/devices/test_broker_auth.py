@@ -28,7 +28,7 @@ from apps.devices.broker_auth import (
     render_password_file,
 )
 from apps.devices.models import MqttCredential
-from tests.factories import DeviceFactory, GatewayFactory
+from tests.devices.factories import DeviceFactory, GatewayFactory
 from tests.support.broker import Broker
 
 LISTENER = {"MQTT_LISTENER_USERNAME": "fw-listener", "MQTT_LISTENER_PASSWORD": "listener-secret"}

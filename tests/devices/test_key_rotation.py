@@ -12,7 +12,7 @@ from apps.devices.key_rotation import KeyNotRotatable, api_key_rotate, api_keys_
 from apps.devices.models import ApiKey
 from apps.devices.services import api_key_authenticate, api_key_issue
 from apps.devices.tasks import api_keys_rotation_task
-from tests.factories import GatewayFactory
+from tests.devices.factories import GatewayFactory
 
 INGEST_URL = "/api/v1/ingest"
 GRACE = datetime.timedelta(days=7)

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from apps.devices.choices import DeviceStatus
 from apps.devices.models import Device, DeviceType, MetricDefinition, Site
-from tests.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
 
 NOW = timezone.now()
 

@@ -12,7 +12,7 @@ import pytest
 
 from apps.devices.choices import MetricKind
 from apps.telemetry.models import Reading, Series
-from tests.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 
 UTC = datetime.UTC
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")

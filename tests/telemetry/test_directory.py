@@ -10,7 +10,13 @@ from apps.core import versioned
 from apps.devices.choices import UnknownMetricPolicy
 from apps.telemetry.ingest.directory import CATALOGUE_VERSION_KEY, DeviceDirectory, catalogue_changed
 from apps.telemetry.ingest.records import MetricRule
-from tests.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory, SiteFactory
+from tests.devices.factories import (
+    DeviceFactory,
+    DeviceTypeFactory,
+    GatewayFactory,
+    MetricDefinitionFactory,
+    SiteFactory,
+)
 
 SCHEMA = {
     "type": "object",

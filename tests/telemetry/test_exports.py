@@ -17,7 +17,7 @@ from apps.telemetry import exports
 from apps.telemetry.choices import ExportStatus
 from apps.telemetry.exports import export_claim, export_run, exports_expire
 from apps.telemetry.models import ExportJob, Reading, Rollup1m, Series
-from tests.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 
 URL = "/api/v1/exports"
 T0 = datetime.datetime(2024, 5, 1, tzinfo=datetime.UTC)

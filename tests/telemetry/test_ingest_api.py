@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from apps.devices.services import api_key_issue, api_key_revoke
 from apps.telemetry.models import DeadLetter, LatestValue, Reading
-from tests.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
 
 URL = "/api/v1/ingest"
 NOW_MS = int(time.time() * 1000) - 60_000

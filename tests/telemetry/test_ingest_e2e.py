@@ -10,7 +10,7 @@ from django.db import connection
 
 from apps.devices.choices import UnknownMetricPolicy
 from apps.telemetry.models import DeadLetter, Reading
-from tests.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
 from tests.support.broker import Broker
 from tests.support.pgcluster import TestCluster
 from tests.support.processes import ManagedProcess, manage
@@ -188,7 +188,7 @@ def test_sigterm_flushes_acknowledges_and_exits_zero(broker, fleet):
 
 
 SETUP_FLEET = """
-from tests.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory, SiteFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory, SiteFactory
 site = SiteFactory()
 heat_pump = DeviceTypeFactory(organization=site.organization)
 MetricDefinitionFactory(device_type=heat_pump, key="supply_temp", min_value=-50, max_value=150)

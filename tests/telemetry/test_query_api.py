@@ -19,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from apps.telemetry.models import LatestValue, Reading, Rollup1h, Series
 from apps.telemetry.queries import series_cache_invalidate
 from apps.telemetry.rollups import rollups_advance
-from tests.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 
 URL = "/api/v1/series"
 UTC = datetime.UTC

@@ -19,7 +19,7 @@ from apps.telemetry.ingest.records import ValidReading
 from apps.telemetry.ingest.writer import SeriesResolver, readings_write
 from apps.telemetry.models import Reading, RollupDirtyBucket, RollupWatermark, Series
 from apps.telemetry.rollups import GRACE, ROLLUP_MODELS, rollups_advance
-from tests.factories import DeviceFactory
+from tests.devices.factories import DeviceFactory
 
 SECONDS = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

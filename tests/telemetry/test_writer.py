@@ -14,7 +14,7 @@ from apps.telemetry.ingest.hooks import CommittedReading
 from apps.telemetry.ingest.records import ValidReading
 from apps.telemetry.ingest.writer import DeadLetterRow, SeriesResolver, readings_write
 from apps.telemetry.models import DeadLetter, LatestValue, Reading, Series
-from tests.factories import DeviceFactory
+from tests.devices.factories import DeviceFactory
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 RECEIVED = datetime(2025, 3, 1, 12, 5, tzinfo=UTC)

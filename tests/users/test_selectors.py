@@ -1,5 +1,5 @@
 from apps.devices.selectors import device_list_for_user, site_list_for_user, user_can_operate_site
-from tests.factories import DeviceFactory
+from tests.devices.factories import DeviceFactory
 
 
 def test_admin_sees_every_site_of_the_organization_only(alice, site_a, site_b, other_site):

@@ -1,5 +1,3 @@
-"""Factories shared by every app's tests (kept in one module while the model is small)."""
-
 import datetime
 
 import factory
@@ -7,28 +5,7 @@ from factory.django import DjangoModelFactory
 
 from apps.devices.choices import MetricKind
 from apps.devices.models import Device, DeviceType, Gateway, MetricDefinition, Site
-from apps.telemetry.models import Series
-from apps.users.models import Organization, User
-
-
-class OrganizationFactory(DjangoModelFactory):
-    class Meta:
-        model = Organization
-        django_get_or_create = ("slug",)
-
-    name = factory.Sequence(lambda n: f"Organization {n}")
-    slug = factory.Sequence(lambda n: f"org-{n}")
-
-
-class UserFactory(DjangoModelFactory):
-    class Meta:
-        model = User
-        django_get_or_create = ("username",)
-        skip_postgeneration_save = True
-
-    username = factory.Sequence(lambda n: f"user{n}")
-    organization = factory.SubFactory(OrganizationFactory)
-    password = factory.django.Password("correct horse battery staple")
+from tests.users.factories import OrganizationFactory
 
 
 class SiteFactory(DjangoModelFactory):
@@ -79,11 +56,3 @@ class DeviceFactory(DjangoModelFactory):
     name = factory.Sequence(lambda n: f"Device {n}")
     site = factory.SubFactory(SiteFactory)
     device_type = factory.SubFactory(DeviceTypeFactory, organization=factory.SelfAttribute("..site.organization"))
-
-
-class SeriesFactory(DjangoModelFactory):
-    class Meta:
-        model = Series
-
-    device = factory.SubFactory(DeviceFactory)
-    metric_key = factory.Sequence(lambda n: f"metric_{n}")
