@@ -8,6 +8,7 @@ from django.contrib.auth.models import Group, Permission
 from apps.users.choices import Role
 from apps.users.services import user_grant_site, user_set_role
 from tests.devices.factories import SiteFactory
+from tests.support.broker import Broker
 from tests.users.factories import OrganizationFactory, UserFactory
 
 
@@ -98,6 +99,15 @@ def mallory(other_organization, other_site):
     user = UserFactory(username="mallory", organization=other_organization)
     user_set_role(user=user, role=Role.ADMIN)
     return user
+
+
+@pytest.fixture(scope="module")
+def broker():
+    """A Mosquitto with the project config on a free port, one per test module that asks for it."""
+    broker = Broker()
+    broker.start()
+    yield broker
+    broker.close()
 
 
 @pytest.fixture

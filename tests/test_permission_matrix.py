@@ -23,8 +23,8 @@ from apps.devices.choices import MetricKind
 from apps.devices.services import api_key_issue
 from apps.telemetry.exports import export_create
 from apps.users.services import api_token_create
-from tests.alerts.test_evaluation import Feed, evaluate, hot_rule
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
+from tests.support.evaluation import Feed, evaluate, hot_rule
 
 USERS = ("alice", "bob", "carol", "mallory", "anonymous")
 SITES = {"a": "site_a", "b": "site_b", "x": "other_site"}  # x: the other organization

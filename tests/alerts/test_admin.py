@@ -7,8 +7,8 @@ from django.utils.html import escape
 
 from apps.alerts.choices import AlertStatus, ChannelKind
 from apps.alerts.models import Alert, AlertRule, Delivery, EscalationPolicy, EscalationStep, NotificationChannel
-from tests.alerts.test_evaluation import Feed, evaluate, hot_rule
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.support.evaluation import Feed, evaluate, hot_rule
 
 MODELS = (AlertRule, Alert, EscalationPolicy, NotificationChannel, Delivery)
 

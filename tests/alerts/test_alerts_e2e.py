@@ -14,7 +14,8 @@ from apps.alerts.models import Alert, AlertRule, RuleCondition
 from apps.alerts.services import alerts_evaluate_timers
 from apps.devices.models import Device
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
-from tests.telemetry.test_ingest_e2e import Publisher, _database_url, broker, listener, wait_until  # noqa: F401
+from tests.support.mqtt import Publisher, listener
+from tests.support.processes import database_url, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -30,13 +31,13 @@ def pump(transactional_db, site_a):
 
 
 @pytest.fixture
-def running(broker, pump):  # noqa: F811
+def running(broker, pump):
     """Start the listener (after the test created its rules), and a publisher for the pump's topic."""
     started = {}
 
     def start():
         prefix = f"fw{uuid.uuid4().hex[:6]}"
-        started["process"] = listener(broker.url, prefix, _database_url()).start()
+        started["process"] = listener(broker.url, prefix, database_url()).start()
         started["publisher"] = publisher = Publisher(broker)
 
         def publish(value: float) -> float:

@@ -5,8 +5,8 @@ from rest_framework.test import APIClient
 
 from apps.alerts.choices import AlertStatus
 from apps.alerts.models import Alert, AlertRule
-from tests.alerts.test_evaluation import Feed, evaluate, hot_rule
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.support.evaluation import Feed, evaluate, hot_rule
 
 
 def client_for(user):

@@ -10,7 +10,7 @@ from django.db import connection
 from apps.alerts.choices import AlertEventKind, AlertStatus, ChannelKind, DeliveryStatus
 from apps.alerts.escalation import escalation_start, escalations_run
 from apps.alerts.models import Alert, AlertEvent, Delivery
-from tests.alerts.escalation_helpers import (
+from tests.support.escalation import (
     OPENED_AT,
     alert,
     email_channel,

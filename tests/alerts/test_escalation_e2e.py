@@ -19,13 +19,12 @@ from pathlib import Path
 import pytest
 import redis
 from celery import Celery
-from django.db import connection
 from django.utils import timezone
 
 from apps.alerts.choices import AlertEventKind, AlertStatus, ChannelKind, DeliveryStatus
 from apps.alerts.escalation import escalation_start
 from apps.alerts.models import Alert, AlertEvent, Delivery
-from tests.alerts.escalation_helpers import (
+from tests.support.escalation import (
     alert,
     email_channel,
     heat_pump,
@@ -35,23 +34,13 @@ from tests.alerts.escalation_helpers import (
     webhook_channel,
 )
 from tests.support.local_servers import SmtpSink, WebhookReceiver
-from tests.support.processes import REPO_ROOT
+from tests.support.processes import REPO_ROOT, database_url, wait_until
 
 pytestmark = pytest.mark.e2e
 
 SECRET = "e2e-webhook-secret"
 ESCALATE_TASK = "apps.alerts.notification_tasks.escalations_run_task"
 SECOND = datetime.timedelta(seconds=1)
-
-
-def wait_until(predicate, timeout: float = 30, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 class CeleryWorker:
@@ -132,11 +121,10 @@ def queue():
 @pytest.fixture
 def workers(transactional_db, smtp, queue, tmp_path):
     broker_url, queue_name = queue
-    settings = connection.settings_dict
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.support.settings_workers",
-        "DATABASE_URL": f"postgres://{settings['HOST'] or ''}/{settings['NAME']}",
+        "DATABASE_URL": database_url(),
         "CELERY_BROKER_URL": broker_url,
         "CELERY_TASK_DEFAULT_QUEUE": queue_name,
         "EMAIL_HOST": "127.0.0.1",

@@ -6,8 +6,8 @@ from django.core.exceptions import PermissionDenied
 from apps.alerts.choices import AlertEventKind, AlertStatus
 from apps.alerts.models import Alert
 from apps.alerts.services import AlertStateError, alert_acknowledge, alert_resolve
-from tests.alerts.test_evaluation import Feed, evaluate, hot_rule
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.support.evaluation import Feed, evaluate, hot_rule
 
 
 @pytest.fixture

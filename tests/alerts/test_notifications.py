@@ -10,7 +10,7 @@ from apps.alerts.choices import DeliveryStatus
 from apps.alerts.escalation import escalation_start, escalations_run
 from apps.alerts.models import Delivery
 from apps.alerts.notification_tasks import delivery_send_task
-from tests.alerts.escalation_helpers import OPENED_AT, alert, email_channel, heat_pump, policy, rule, webhook_channel
+from tests.support.escalation import OPENED_AT, alert, email_channel, heat_pump, policy, rule, webhook_channel
 from tests.support.local_servers import SmtpSink, WebhookReceiver
 from tests.support.ports import free_port
 

@@ -22,7 +22,6 @@ from apps.devices.models import Site
 from apps.devices.services import api_key_issue, api_key_revoke
 from apps.telemetry.exports import export_create
 from apps.users.services import api_token_create, api_token_revoke
-from tests.alerts.test_evaluation import Feed, evaluate, hot_rule
 from tests.devices.factories import (
     DeviceFactory,
     DeviceTypeFactory,
@@ -30,6 +29,7 @@ from tests.devices.factories import (
     MetricDefinitionFactory,
     SiteFactory,
 )
+from tests.support.evaluation import Feed, evaluate, hot_rule
 
 PASSWORD = "correct horse battery staple"
 

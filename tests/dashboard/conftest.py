@@ -9,11 +9,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
-from tests.support.broker import Broker
 from tests.support.ports import free_port, wait_for_port
-from tests.support.processes import REPO_ROOT
+from tests.support.processes import REPO_ROOT, database_url
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -26,12 +24,6 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 BROWSER_SETTINGS = "tests.support.settings_browser"
-SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
-
-
-def database_url() -> str:
-    settings = connection.settings_dict
-    return f"postgres://{settings['HOST'] or ''}/{settings['NAME']}"
 
 
 class WebServer:
@@ -110,14 +102,6 @@ def web_server(live_env, transactional_db):
     server.start()
     yield server
     server.close()
-
-
-@pytest.fixture(scope="module")
-def mqtt_broker():
-    broker = Broker()
-    broker.start()
-    yield broker
-    broker.close()
 
 
 @pytest.fixture(scope="module")

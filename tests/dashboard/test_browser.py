@@ -14,15 +14,16 @@ import pytest
 
 from apps.alerts.choices import Operator, RuleKind
 from apps.alerts.models import AlertRule
-from tests.dashboard.conftest import SCREENSHOTS
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
-from tests.telemetry.test_ingest_e2e import ListenerProcess, Publisher
+from tests.support.mqtt import ListenerProcess, Publisher
+from tests.support.processes import REPO_ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "correct horse battery staple"  # tests.users.factories.UserFactory's
 LIVE_WITHIN = 2.0
 WIDTHS = (1280, 390)
+SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def fleet(transactional_db, site_a, site_b, bob, carol):
 
 
 @pytest.fixture
-def mqtt(fleet, mqtt_broker, live_env):
+def mqtt(fleet, broker, live_env):
     """The listener (started once the fleet exists) and ``publish(uid, values)`` over MQTT."""
     prefix = f"fw{uuid.uuid4().hex[:6]}"
     env = {key: live_env[key] for key in ("DJANGO_SETTINGS_MODULE", "CHANNELS_PREFIX", "CACHE_KEY_PREFIX")}
@@ -48,11 +49,11 @@ def mqtt(fleet, mqtt_broker, live_env):
         "--flush-ms",
         "50",
         database_url=live_env["DATABASE_URL"],
-        MQTT_URL=mqtt_broker.url,
+        MQTT_URL=broker.url,
         MQTT_TOPIC_PREFIX=prefix,
         **env,
     ).start()
-    publisher = Publisher(mqtt_broker)
+    publisher = Publisher(broker)
 
     def publish(uid: str, values: dict) -> float:
         publisher.publish(f"{prefix}/devices/{uid}/telemetry", {"ts": int(time.time() * 1000), "values": values})

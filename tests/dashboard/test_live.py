@@ -26,8 +26,8 @@ from apps.dashboard import fanout
 from apps.dashboard.consumers import LiveConsumer
 from apps.dashboard.fanout import Coalescer, LivePublisher, devices_offline_publish, merge_latest
 from apps.telemetry.ingest.hooks import CommittedReading
-from tests.alerts.test_evaluation import Feed, evaluate, hot_rule
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.support.evaluation import Feed, evaluate, hot_rule
 
 ALLOWED_ORIGIN = (b"origin", b"http://localhost")
 QUIET = 0.5  # how long "receives nothing" waits

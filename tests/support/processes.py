@@ -3,9 +3,29 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from django.db import connection
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def database_url() -> str:
+    """The test database as ``DATABASE_URL`` for a child process: this process's database host, the test database."""
+    settings = connection.settings_dict
+    return f"postgres://{settings['HOST'] or ''}/{settings['NAME']}"
+
+
+def wait_until(predicate, timeout: float = 30, interval: float = 0.1):
+    """Poll ``predicate`` until it returns something true (returned) or ``timeout`` passes (its last value)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
 
 
 def manage(*args: str, database_url: str | None = None, timeout: float = 300, **env) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from apps.telemetry.archive import archive_day
 from apps.telemetry.models import ArchivedDay, Reading, Series
 from tests.devices.factories import DeviceFactory
-from tests.telemetry.archive_helpers import UTC, add_readings, day_file, read_archive, use_archive_storage
+from tests.support.archive import UTC, add_readings, day_file, read_archive, use_archive_storage
 from tests.telemetry.factories import SeriesFactory
 
 DAY = datetime.date(2025, 3, 30)  # the European DST switch: bounds stay UTC

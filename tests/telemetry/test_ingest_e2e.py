@@ -1,31 +1,21 @@
 """End to end over the real listener process, a real Mosquitto (project config) and PostgreSQL."""
 
-import json
 import time
 import uuid
 
-import paho.mqtt.client as mqtt
 import pytest
-from django.db import connection
 
 from apps.devices.choices import UnknownMetricPolicy
 from apps.telemetry.models import DeadLetter, Reading
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
 from tests.support.broker import Broker
+from tests.support.mqtt import Publisher, listener
 from tests.support.pgcluster import TestCluster
-from tests.support.processes import ManagedProcess, manage
+from tests.support.processes import database_url, manage, wait_until
 
 pytestmark = pytest.mark.e2e
 
 EPOCH_MS = int(time.time() * 1000) - 3_600_000  # an hour ago: inside retention, never "in the future"
-
-
-@pytest.fixture(scope="module")
-def broker():
-    broker = Broker()
-    broker.start()
-    yield broker
-    broker.close()
 
 
 @pytest.fixture
@@ -43,72 +33,9 @@ def fleet(transactional_db, site_a, site_b):
     }
 
 
-def _database_url() -> str:
-    settings = connection.settings_dict
-    return f"postgres://{settings['HOST'] or ''}/{settings['NAME']}"
-
-
-def listener(broker_url: str, prefix: str, database_url: str, client_id: str | None = None) -> ManagedProcess:
-    """The listener as `make run` starts it; ``start()`` returns once it has subscribed."""
-    return ListenerProcess(
-        "mqtt_listen",
-        "--client-id",
-        client_id or f"test-listener-{uuid.uuid4().hex[:8]}",
-        "--flush-ms",
-        "50",
-        database_url=database_url,
-        MQTT_URL=broker_url,
-        MQTT_TOPIC_PREFIX=prefix,
-    )
-
-
-class ListenerProcess(ManagedProcess):
-    def start(self) -> "ListenerProcess":
-        super().start()
-        subscribed_before = self.output().count("subscribed")
-        if not wait_until(lambda: self.output().count("subscribed") > subscribed_before, timeout=20):
-            raise AssertionError(f"the listener did not subscribe:\n{self.output()}")
-        return self
-
-
-class Publisher:
-    """A QoS 1 MQTT 5 publisher that waits until the broker has every message."""
-
-    def __init__(self, broker: Broker):
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.max_inflight_messages_set(1000)
-        self.client.connect("127.0.0.1", broker.port)
-        self.client.loop_start()
-        self.pending = []
-
-    def publish(self, topic: str, payload) -> None:
-        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.pending.append(self.client.publish(topic, data, qos=1))
-
-    def flush(self, timeout: float = 30) -> None:
-        for info in self.pending:
-            info.wait_for_publish(timeout)
-        self.pending.clear()
-
-    def close(self) -> None:
-        self.flush()
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def wait_until(predicate, timeout: float = 30, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
-
-
 def test_mixed_stream_stores_exactly_the_valid_readings_and_dead_letters_the_rest(broker, fleet):
     prefix = f"fw{uuid.uuid4().hex[:6]}"
-    process = listener(broker.url, prefix, _database_url()).start()
+    process = listener(broker.url, prefix, database_url()).start()
     publisher = Publisher(broker)
     try:
         device_topic = f"{prefix}/devices/hp-1/telemetry"
@@ -146,7 +73,7 @@ def test_mixed_stream_stores_exactly_the_valid_readings_and_dead_letters_the_res
 def test_listener_killed_mid_stream_loses_and_doubles_nothing(broker, fleet):
     prefix = f"fw{uuid.uuid4().hex[:6]}"
     client_id = f"test-listener-{uuid.uuid4().hex[:8]}"
-    first = listener(broker.url, prefix, _database_url(), client_id).start()
+    first = listener(broker.url, prefix, database_url(), client_id).start()
     publisher = Publisher(broker)
     total = 3000
     try:
@@ -157,7 +84,7 @@ def test_listener_killed_mid_stream_loses_and_doubles_nothing(broker, fleet):
                 wait_until(lambda: Reading.objects.exists(), timeout=10)
                 first.kill()
         publisher.flush()
-        second = listener(broker.url, prefix, _database_url(), client_id).start()
+        second = listener(broker.url, prefix, database_url(), client_id).start()
         try:
             assert wait_until(lambda: Reading.objects.count() >= total, timeout=60)
             time.sleep(0.5)
@@ -174,7 +101,7 @@ def test_listener_killed_mid_stream_loses_and_doubles_nothing(broker, fleet):
 
 def test_sigterm_flushes_acknowledges_and_exits_zero(broker, fleet):
     prefix = f"fw{uuid.uuid4().hex[:6]}"
-    process = listener(broker.url, prefix, _database_url()).start()
+    process = listener(broker.url, prefix, database_url()).start()
     publisher = Publisher(broker)
     try:
         for i in range(200):
@@ -245,7 +172,7 @@ def test_listener_reconnects_by_itself_after_a_broker_restart(fleet):
     broker = Broker()
     broker.start()
     prefix = f"fw{uuid.uuid4().hex[:6]}"
-    process = listener(broker.url, prefix, _database_url()).start()
+    process = listener(broker.url, prefix, database_url()).start()
     try:
         publisher = Publisher(broker)
         publisher.publish(f"{prefix}/devices/hp-1/telemetry", {"ts": EPOCH_MS, "values": {"cop": 4}})

@@ -8,7 +8,7 @@ from django.core.management import call_command
 from apps.telemetry.models import ArchivedDay, Reading, Rollup1h, Rollup1m, Rollup5m
 from apps.telemetry.retention import retention_enforce
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory
-from tests.telemetry.archive_helpers import UTC, add_readings, day_file, read_archive, use_archive_storage
+from tests.support.archive import UTC, add_readings, day_file, read_archive, use_archive_storage
 from tests.telemetry.factories import SeriesFactory
 
 NOW = datetime.datetime(2025, 6, 15, 10, 30, tzinfo=UTC)

@@ -40,7 +40,3 @@ def read_archive(path) -> tuple[list[str], list[tuple[str, str, datetime.datetim
 
 def day_file(root, site_id: int, day: datetime.date):
     return root / "archive" / "readings" / str(site_id) / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}.csv.gz"
-
-
-def stored_readings(series_ids) -> set[tuple[int, datetime.datetime, float]]:
-    return set(Reading.objects.filter(series_id__in=series_ids).values_list("series_id", "ts", "value"))
