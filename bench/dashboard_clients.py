@@ -298,7 +298,7 @@ def main():
             import datetime
 
             from apps.dashboard import fanout
-            from apps.telemetry.ingest.hooks import CommittedReading
+            from apps.telemetry.ingest.records import CommittedReading
 
             tick = 0.05
             per_tick = max(1, int(args.rate * tick))

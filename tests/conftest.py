@@ -5,8 +5,9 @@ import importlib
 import pytest
 from django.contrib.auth.models import Group, Permission
 
+from apps.devices.services import user_grant_site
 from apps.users.choices import Role
-from apps.users.services import user_grant_site, user_set_role
+from apps.users.services import user_set_role
 from tests.devices.factories import SiteFactory
 from tests.support.broker import Broker
 from tests.users.factories import OrganizationFactory, UserFactory

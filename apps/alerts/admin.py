@@ -17,17 +17,9 @@ from apps.alerts.models import (
     NotificationChannel,
 )
 from apps.alerts.services import AlertStateError, alert_acknowledge, alert_resolve, alert_rule_validate
-from apps.core.admin_mixins import OrganizationScopedAdminMixin, organization_id_for_scope
+from apps.core.admin_mixins import OrganizationScopedAdminMixin, ReadOnlyAdminMixin, organization_id_for_scope
 
 RelatedOnly = admin.RelatedOnlyFieldListFilter
-
-
-class ReadOnlyAdminMixin:
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(AlertRule)
@@ -64,7 +56,7 @@ class AlertRuleAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
         return RuleForm
 
 
-class AlertEventInline(admin.TabularInline):
+class AlertEventInline(ReadOnlyAdminMixin, admin.TabularInline):
     """The alert's history: written only by the engine and the services."""
 
     model = AlertEvent
@@ -75,12 +67,6 @@ class AlertEventInline(admin.TabularInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("actor")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Alert)

@@ -8,8 +8,4 @@ class AlertsConfig(AppConfig):
     label = "alerts"
 
     def ready(self):
-        from apps.alerts import signals  # noqa: F401  (connects the rules cache invalidation)
-        from apps.alerts.evaluation import readings_evaluate
-        from apps.telemetry.ingest.hooks import on_readings_committed
-
-        on_readings_committed(readings_evaluate)
+        from apps.alerts import receivers  # noqa: F401  (evaluation of committed readings, rules cache invalidation)

@@ -1,7 +1,7 @@
 """Escalation: chase an unacknowledged alert up its rule's escalation policy, one step at a time.
 
 An open alert carries its next step (``next_escalation_position``) and when it is due (``next_escalation_at``).
-``escalation_start`` sets the first step when the alert opens; acknowledging or resolving clears
+``escalations_start`` sets the first step when alerts open; acknowledging or resolving clears
 ``next_escalation_at`` (and only ``active`` alerts escalate), which stops the chase.
 
 ``escalations_run`` is the beat job (every 10 s). Several workers, or a late beat tick overlapping the next, may
@@ -10,62 +10,61 @@ step only if it still sits on the step we read (Healthchecks' ``sendalerts``). E
 of 1 and creates that step's deliveries, in the same transaction as the claim: a crash between the two rolls both
 back and the step is claimed again on the next run. ``Delivery``'s unique constraint (alert, step, kind, target)
 backs this up in the database.
+
+Nothing here enqueues Celery work itself: the interfaces (``apps.alerts.tasks``, ``apps.alerts.receivers``) pass
+``enqueue_deliveries`` in and kick runs when ``escalations_start`` says a step is due, so the tasks module can
+import this one and not the other way round.
 """
 
 import logging
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.alerts.choices import AlertEventKind, AlertStatus, ChannelKind
 from apps.alerts.models import Alert, AlertEvent, Delivery, EscalationStep
+from apps.alerts.notifications import email_addresses
 
 logger = logging.getLogger(__name__)
 
 # Due alerts handled per run; anything beyond waits for the next tick (10 s) rather than making one run unbounded.
 ESCALATION_BATCH = 500
 
-_ADDRESS_SEPARATORS = re.compile(r"[\s,;]+")
-
-
-def email_addresses(text: str) -> list[str]:
-    """A channel's ``email_to`` (one per line or comma-separated) as a list, in order, without duplicates."""
-    return list(dict.fromkeys(address for address in _ADDRESS_SEPARATORS.split(text) if address))
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Starting
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def escalation_start(*, alert: Alert) -> None:
-    """Point a newly opened alert at the first step of its rule's escalation policy (if the policy has steps).
+# The first step of each new alert's policy (lowest position), in one statement for any number of alerts; alerts whose
+# rule has no policy, or a policy without steps, are left alone and never escalate.
+_START = """
+    UPDATE alerts_alert a
+    SET next_escalation_position = step1.position, next_escalation_at = a.opened_at + step1.delay
+    FROM alerts_alertrule r
+    CROSS JOIN LATERAL (
+        SELECT s.position, s.delay FROM alerts_escalationstep s
+        WHERE s.policy_id = r.escalation_policy_id
+        ORDER BY s.position LIMIT 1
+    ) step1
+    WHERE a.id = ANY(%s) AND r.id = a.rule_id AND r.escalation_policy_id IS NOT NULL
+    RETURNING a.next_escalation_at
+"""
 
-    Called inside the transaction that opens the alert. When the first step is due at once (delay 0), a run is
-    also kicked off on commit so the first notification goes out within seconds instead of at the next beat tick;
-    the claim makes that kick and the beat run safe to overlap.
+
+def escalations_start(*, alert_ids: list[int]) -> bool:
+    """Point newly opened alerts at the first step of their rule's escalation policy; True when a first step is due
+    already (delay 0), so the caller should kick a run rather than wait for the next beat tick.
+
+    Called inside the transaction that opens the alerts.
     """
-    policy_id = alert.rule.escalation_policy_id
-    if policy_id is None:
-        return
-    first = EscalationStep.objects.filter(policy_id=policy_id).order_by("position").only("position", "delay").first()
-    if first is None:
-        return
-    alert.next_escalation_position = first.position
-    alert.next_escalation_at = alert.opened_at + first.delay
-    alert.save(update_fields=["next_escalation_position", "next_escalation_at"])
-    if alert.next_escalation_at <= timezone.now():
-        # robust: a broker hiccup must not fail the ingest commit hook; beat picks the step up within 10 s anyway.
-        transaction.on_commit(_kick_escalations, robust=True)
-
-
-def _kick_escalations() -> None:
-    from apps.alerts.notification_tasks import escalations_run_task
-
-    escalations_run_task.delay()
+    with connection.cursor() as cursor:
+        cursor.execute(_START, [list(alert_ids)])
+        due_at = [row[0] for row in cursor.fetchall()]
+    now = timezone.now()
+    return any(at <= now for at in due_at)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -105,8 +104,11 @@ def _step_targets(step: EscalationStep) -> list[_Target]:
     return targets
 
 
-def escalations_run(*, now: datetime | None = None) -> dict:
+def escalations_run(*, enqueue_deliveries: Callable[[list[int]], object], now: datetime | None = None) -> dict:
     """Run every due escalation step of every active alert once; return counts for the worker log.
+
+    ``enqueue_deliveries(delivery_ids)`` is called after each claimed step commits (the Celery task passes one that
+    queues a send per delivery).
 
     Three queries find the work (due alerts, their policies' steps with channels and users); then each alert costs
     one claim UPDATE plus two INSERTs (deliveries, history event), each alert in its own short transaction so one
@@ -134,7 +136,8 @@ def escalations_run(*, now: datetime | None = None) -> dict:
 
     claimed = deliveries = 0
     for row in due:
-        created = _escalation_step_run(row, steps_by_policy.get(row["rule__escalation_policy_id"], []), now)
+        steps = steps_by_policy.get(row["rule__escalation_policy_id"], [])
+        created = _escalation_step_run(row, steps, now, enqueue_deliveries)
         if created is not None:
             claimed += 1
             deliveries += created
@@ -143,7 +146,7 @@ def escalations_run(*, now: datetime | None = None) -> dict:
     return {"due": len(due), "claimed": claimed, "deliveries": deliveries}
 
 
-def _escalation_step_run(row: dict, steps: list[EscalationStep], now: datetime) -> int | None:
+def _escalation_step_run(row: dict, steps: list[EscalationStep], now: datetime, enqueue_deliveries) -> int | None:
     """Claim and run one alert's due step; return how many deliveries it queued, or None if another run had it."""
     position = row["next_escalation_position"]
     # The policy may have been edited since the alert opened: a deleted step is skipped (claimed, nothing sent),
@@ -178,12 +181,5 @@ def _escalation_step_run(row: dict, steps: list[EscalationStep], now: datetime) 
             alert_id=row["id"], kind=AlertEventKind.ESCALATED, at=now, note=f"step {position}: {summary}"
         )
         delivery_ids = [delivery.pk for delivery in created]
-        transaction.on_commit(lambda: _enqueue_deliveries(delivery_ids))
+        transaction.on_commit(lambda: enqueue_deliveries(delivery_ids))
     return len(delivery_ids)
-
-
-def _enqueue_deliveries(delivery_ids: list[int]) -> None:
-    from apps.alerts.notification_tasks import delivery_send_task
-
-    for delivery_id in delivery_ids:
-        delivery_send_task.delay(delivery_id)

@@ -1,7 +1,7 @@
 """Threshold and rate-of-change evaluation on every committed ingest batch, and the set-based alert transitions.
 
-``readings_evaluate`` is registered with ``on_readings_committed`` (AlertsConfig.ready) and runs in the ingest
-process right after each flush commits. It makes ONE pass in Python over the batch against the cached rules index
+``readings_evaluate`` receives ``readings_committed`` (apps.alerts.receivers) and runs in the ingest process right
+after each flush commits. It makes ONE pass in Python over the batch against the cached rules index
 (apps.alerts.rules_cache) - a dict lookup per reading, no query - and keeps, per (rule, device), only what the
 decision needs: the newest reading, and the trailing run of readings meeting the condition. Then it applies all
 transitions in ONE transaction with a constant number of set-based statements, whatever the batch size:
@@ -12,7 +12,8 @@ transitions in ONE transaction with a constant number of set-based statements, w
 * opening: one ``INSERT ... ON CONFLICT`` on the partial unique index ``one_open_alert_per_rule_and_device``, which
   also makes two listeners racing on the same device converge on one open alert (the loser's row becomes an update
   of the winner's: last value, last-triggered time, trigger count);
-* clearing: one ``UPDATE ... FROM unnest(...)``; then one INSERT of the ``opened`` / ``cleared`` events.
+* clearing: one ``UPDATE ... FROM unnest(...)``; then one INSERT of the ``opened`` / ``cleared`` events;
+* escalation: one UPDATE pointing every new alert whose rule has an escalation policy at the policy's first step.
 
 Retriggers write no event: a pump stuck at 85 °C reporting every second would add 86,400 rows a day to a history
 an operator reads, all saying the same thing. ``trigger_count`` counts the readings that met the condition (the
@@ -29,12 +30,14 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import psycopg
 from django.db import OperationalError, connection, transaction
 
-from apps.alerts.choices import AlertEventKind, AlertStatus, Operator, RateDirection, RuleKind
+from apps.alerts.choices import AlertEventKind, Operator, RateDirection, RuleKind
+from apps.alerts.escalation import escalations_start
 from apps.alerts.rules_cache import CachedRule, RulesIndex, rules_cache
-from apps.dashboard.fanout import alert_changed
-from apps.telemetry.ingest.hooks import CommittedReading
+from apps.alerts.signals import alerts_changed_on_commit
+from apps.telemetry.ingest.records import CommittedReading
 
 logger = logging.getLogger(__name__)
 
@@ -173,15 +176,17 @@ class Clearing:
 
 @dataclass(slots=True)
 class Outcome:
-    """What applying a batch did: the alert ids opened and cleared (for tests and logs)."""
+    """What applying a batch did: the alert ids opened and cleared (for tests and logs), and whether a new alert's
+    first escalation step is due already (the caller kicks an escalation run)."""
 
     opened: list[int] = field(default_factory=list)
     retriggered: list[int] = field(default_factory=list)
     cleared: list[int] = field(default_factory=list)
+    escalation_due: bool = False
 
 
 def readings_evaluate(readings: list[CommittedReading]) -> Outcome:
-    """The ingest hook: evaluate a committed batch against the process's cached rules."""
+    """Evaluate a committed ingest batch against the process's cached rules."""
     return batch_evaluate(readings, index=rules_cache.index())
 
 
@@ -249,7 +254,7 @@ def batch_evaluate(readings: Iterable[CommittedReading], *, index: RulesIndex) -
         except OperationalError as error:
             # Two listeners flushing the same devices can lock the same alert rows in opposite orders; PostgreSQL
             # aborts one of them, and repeating the (idempotent) statements is the standard answer.
-            if "deadlock" not in str(error) or attempt == DEADLOCK_RETRIES - 1:
+            if not isinstance(error.__cause__, psycopg.errors.DeadlockDetected) or attempt == DEADLOCK_RETRIES - 1:
                 raise
             logger.info("alert transitions deadlocked with another process; retrying")
     return Outcome()
@@ -403,12 +408,14 @@ def transitions_apply(
 ) -> Outcome:
     """Open (or retrigger) and clear alerts set-wise; write their events; start escalation of new alerts.
 
+    Constant statements whatever the batch: one opening upsert, one clearing update, one event insert and one
+    escalation update.
+
     ``retrigger=False`` (beat: no-data and elapsed durations, where no new reading arrived) leaves an open alert
     as it is. Must run inside a transaction.
     """
     outcome = Outcome()
     events: list[tuple[int, str, datetime.datetime, float | None]] = []
-    opened_rows = []
     with connection.cursor() as cursor:
         if openings:
             # Several openings of one (rule, device) in a list would make ON CONFLICT touch a row twice (an error).
@@ -433,7 +440,6 @@ def transitions_apply(
                     outcome.opened.append(alert_id)
                     opening = unique[rule_id, device_id]
                     events.append((alert_id, AlertEventKind.OPENED, opened_at, opening.value))
-                    opened_rows.append((alert_id, opening.rule, device_id, opened_at))
                 else:
                     outcome.retriggered.append(alert_id)
         if clearings:
@@ -454,33 +460,10 @@ def transitions_apply(
                 events.append((alert_id, AlertEventKind.CLEARED, cleared_at, value))
         if events:
             cursor.execute(_EVENTS, [list(column) for column in zip(*events, strict=True)])
-    if opened_rows:
-        _escalations_start(opened_rows)
+    if outcome.opened:
+        outcome.escalation_due = escalations_start(alert_ids=outcome.opened)
     if changed := outcome.opened + outcome.retriggered + outcome.cleared:
-        transaction.on_commit(lambda: alert_changed(changed), robust=True)  # live dashboards (apps.dashboard.fanout)
+        alerts_changed_on_commit(changed)  # live dashboards
     if outcome.opened or outcome.cleared:
         logger.info("alerts: %d opened, %d cleared", len(outcome.opened), len(outcome.cleared))
     return outcome
-
-
-def _escalations_start(opened_rows) -> None:
-    """Hand each new alert whose rule has an escalation policy to the escalation module (in this transaction)."""
-    try:
-        from apps.alerts.escalation import escalation_start
-    except ImportError:  # escalation is optional for evaluation; without it alerts simply do not escalate
-        return
-    from apps.alerts.models import Alert, AlertRule
-
-    for alert_id, rule, device_id, opened_at in opened_rows:
-        if rule.escalation_policy_id is None:
-            continue
-        alert = Alert(
-            id=alert_id,
-            rule=AlertRule(id=rule.id, escalation_policy_id=rule.escalation_policy_id),
-            device_id=device_id,
-            status=AlertStatus.ACTIVE,
-            opened_at=opened_at,
-            last_triggered_at=opened_at,
-        )
-        alert._state.adding = False
-        escalation_start(alert=alert)

@@ -17,7 +17,7 @@ the part of ``X-Fieldwatch-Signature`` after ``sha256=`` using a constant-time c
     expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     ok = hmac.compare_digest(expected, signature.removeprefix("sha256="))
 
-A delivery is retried by its Celery task (``notification_tasks.delivery_send_task``) with exponential backoff, and
+A delivery is retried by its Celery task (``apps.alerts.tasks.delivery_send_task``) with exponential backoff, and
 the same notification may then arrive more than once: receivers should deduplicate on ``delivery``.
 """
 
@@ -26,6 +26,7 @@ import hmac
 import http.client
 import json
 import logging
+import re
 import time
 import urllib.error
 import urllib.request
@@ -39,11 +40,19 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from apps.alerts.choices import ChannelKind, DeliveryStatus
-from apps.alerts.escalation import email_addresses
 from apps.alerts.models import Alert, Delivery
 from apps.devices.models import MetricDefinition
 
 logger = logging.getLogger(__name__)
+
+_ADDRESS_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+def email_addresses(text: str) -> list[str]:
+    """A channel's ``email_to`` or a delivery's target (one per line or comma-separated) as a list, in order,
+    without duplicates."""
+    return list(dict.fromkeys(address for address in _ADDRESS_SEPARATORS.split(text) if address))
+
 
 WEBHOOK_TIMEOUT_SECONDS = 10
 EMAIL_TIMEOUT_SECONDS = 10

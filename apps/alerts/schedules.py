@@ -10,7 +10,7 @@ PERIODIC_TASKS = [
     # Every 10 s: an escalation step runs at most 10 s after it is due; claims make overlapping runs harmless.
     {
         "name": "Escalate unacknowledged alerts",
-        "task": "apps.alerts.notification_tasks.escalations_run_task",
+        "task": "apps.alerts.tasks.escalations_run_task",
         "every_seconds": 10,
     },
 ]

@@ -16,9 +16,8 @@ from apps.alerts.choices import AlertEventKind, AlertStatus, Operator, RuleKind
 from apps.alerts.evaluation import Opening, no_data_message, threshold_message, transitions_apply
 from apps.alerts.models import Alert, AlertEvent, AlertRule, RuleCondition
 from apps.alerts.rules_cache import DeviceLabel, RulesIndex, _cached
-from apps.audit.choices import AuditAction
-from apps.audit.services import audit_record
-from apps.dashboard.fanout import alert_changed
+from apps.alerts.signals import alerts_changed_on_commit
+from apps.core.audit import AuditAction, audit
 from apps.devices.models import Device, MetricDefinition
 from apps.devices.selectors import user_can_operate_site
 
@@ -64,8 +63,8 @@ def alert_acknowledge(*, alert: Alert, user, note: str = "") -> Alert:
         if claimed != 1:  # unreachable under the row lock; kept so a future caller without it cannot double-write
             raise AlertStateError("This alert changed meanwhile; reload it.")
         AlertEvent.objects.create(alert=locked, kind=AlertEventKind.ACKNOWLEDGED, at=now, actor=user, note=note)
-        audit_record(actor=user, action=AuditAction.ALERT_ACKNOWLEDGE, target=locked, after={"note": note})
-        transaction.on_commit(lambda: alert_changed(locked.pk), robust=True)  # live dashboards
+        audit(actor=user, action=AuditAction.ALERT_ACKNOWLEDGE, target=locked, after={"note": note})
+        alerts_changed_on_commit([locked.pk])  # live dashboards
     alert.refresh_from_db()
     return alert
 
@@ -89,8 +88,8 @@ def alert_resolve(*, alert: Alert, user, note: str = "") -> Alert:
         if claimed != 1:
             raise AlertStateError("This alert changed meanwhile; reload it.")
         AlertEvent.objects.create(alert=locked, kind=AlertEventKind.RESOLVED, at=now, actor=user, note=note)
-        audit_record(actor=user, action=AuditAction.ALERT_RESOLVE, target=locked, after={"note": note})
-        transaction.on_commit(lambda: alert_changed(locked.pk), robust=True)  # live dashboards
+        audit(actor=user, action=AuditAction.ALERT_RESOLVE, target=locked, after={"note": note})
+        alerts_changed_on_commit([locked.pk])  # live dashboards
     alert.refresh_from_db()
     return alert
 
@@ -320,7 +319,8 @@ _DURATION_DUE = f"""
 
 
 def alerts_evaluate_timers(*, now: datetime.datetime | None = None) -> dict[str, int]:
-    """Open no-data alerts and alerts whose *for* duration elapsed: two selects and one transition pass.
+    """Open no-data alerts and alerts whose *for* duration elapsed: two selects and one transition pass. Returns
+    how many opened and whether a first escalation step is due at once (the task then kicks an escalation run).
 
     No-data alerts clear on ingest, when the device (or the metric) reports again (apps.alerts.evaluation).
     """
@@ -331,7 +331,7 @@ def alerts_evaluate_timers(*, now: datetime.datetime | None = None) -> dict[str,
         cursor.execute(_DURATION_DUE, [now])
         held = cursor.fetchall()
     if not silent and not held:
-        return {"opened": 0}
+        return {"opened": 0, "escalation_due": False}
 
     rules = {rule.id: _cached(rule) for rule in AlertRule.objects.filter(id__in={row[0] for row in silent + held})}
     index = RulesIndex()
@@ -356,4 +356,4 @@ def alerts_evaluate_timers(*, now: datetime.datetime | None = None) -> dict[str,
         )
     with transaction.atomic():
         outcome = transitions_apply(openings, [], index=index, retrigger=False)
-    return {"opened": len(outcome.opened)}
+    return {"opened": len(outcome.opened), "escalation_due": outcome.escalation_due}

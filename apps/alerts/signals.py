@@ -1,27 +1,19 @@
-"""Cache invalidation only: a change to rules, or to the devices, sites and metrics they cover and name, tells
-every ingest process to reload its rules index (apps.alerts.rules_cache), after commit and never for a rollback.
+"""What the alerts app tells the apps above it. They connect receivers in their ``AppConfig.ready()``.
 
-The ingest writer advances ``Device.last_seen`` with plain SQL; a save touching nothing but ``last_seen`` is ignored
-here too, so seeing a device never invalidates the rules.
+``alerts_changed(sender=Alert, alert_ids=[...])`` is sent after the commit of every transaction that opened,
+retriggered, cleared, acknowledged or resolved alerts (never for a rolled-back one), with ``send_robust``: a failing
+receiver (the dashboard's live fan-out) is logged and never fails the alert change or the ingest flush behind it.
 """
 
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+from django.dispatch import Signal
 
-from apps.alerts.models import AlertRule
-from apps.alerts.rules_cache import rules_changed
-from apps.devices.models import Device, MetricDefinition, Site
+from apps.alerts.models import Alert
 
-RULES_INDEX_MODELS = (AlertRule, Device, Site, MetricDefinition)
-NOT_INDEXED_FIELDS = frozenset({"last_seen"})
+alerts_changed = Signal()
 
 
-def rules_row_changed(sender, update_fields=None, **kwargs):
-    if update_fields is not None and set(update_fields) <= NOT_INDEXED_FIELDS:
-        return
-    transaction.on_commit(rules_changed)
-
-
-for model in RULES_INDEX_MODELS:
-    post_save.connect(rules_row_changed, sender=model, dispatch_uid=f"alert-rules-save-{model.__name__}")
-    post_delete.connect(rules_row_changed, sender=model, dispatch_uid=f"alert-rules-delete-{model.__name__}")
+def alerts_changed_on_commit(alert_ids: list[int]) -> None:
+    """Send ``alerts_changed`` for ``alert_ids`` once the current transaction commits (at once outside one)."""
+    alert_ids = list(alert_ids)
+    transaction.on_commit(lambda: alerts_changed.send_robust(sender=Alert, alert_ids=alert_ids), robust=True)

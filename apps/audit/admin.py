@@ -8,11 +8,11 @@ from django.contrib import admin
 from django.utils.html import format_html
 
 from apps.audit.models import AuditEvent
-from apps.core.admin_mixins import OrganizationScopedAdminMixin
+from apps.core.admin_mixins import OrganizationScopedAdminMixin, ReadOnlyAdminMixin
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.ModelAdmin):
     organization_path = "organization"
     list_display = ["occurred_at", "actor_label", "action", "target_type", "target_repr", "ip"]
     list_filter = [
@@ -53,16 +53,6 @@ class AuditEventAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
             ],
         )
         return format_html("<table><tr><th>Field</th><th>Before</th><th>After</th></tr>{}</table>", rows)
-
-    # Read-only for everyone; viewable by superusers and organization admins (the config UI's users).
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_view_permission(self, request, obj=None):
         user = request.user

@@ -8,4 +8,4 @@ class AuditConfig(AppConfig):
     label = "audit"
 
     def ready(self):
-        from apps.audit import signals  # noqa: F401  (connects login and configuration-change recording)
+        from apps.audit import receivers  # noqa: F401  (connects requested, login and configuration-change recording)

@@ -4,7 +4,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 
-from apps.audit.choices import AuditAction
+from apps.core.audit import AuditAction
 
 
 class AuditEvent(models.Model):

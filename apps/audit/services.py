@@ -1,4 +1,5 @@
-"""Writing and purging audit events. ``audit_record`` is the one way an event is written."""
+"""Writing and purging audit events. ``audit_record`` is the one way an event is written; other apps reach it
+through ``apps.core.audit.audit`` (see ``apps.audit.receivers``)."""
 
 import datetime
 import json
@@ -9,9 +10,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.utils import timezone
 
-from apps.audit.choices import SYSTEM_ACTOR
-from apps.audit.context import current_actor, current_request
 from apps.audit.models import AuditEvent
+from apps.core.audit import SYSTEM_ACTOR, current_actor, current_request
 from apps.core.security import client_ip
 
 # Fields whose values never go into the log (secrets); a change to them is recorded as "<changed>".
@@ -114,7 +114,7 @@ def audit_record(
     """Write one audit event in the caller's transaction (it is rolled back with the change it records).
 
     ``actor`` is a user, a marker string (``"beat"``, ``"system"``) or None for "whoever made the current request"
-    (see apps.audit.context); ``request`` defaults to the current request, which also gives the IP unless ``ip`` is
+    (see apps.core.audit); ``request`` defaults to the current request, which also gives the IP unless ``ip`` is
     passed. ``target`` is any model instance; its organization scopes the event in the admin.
     """
     request = request if request is not None else current_request()

@@ -62,6 +62,21 @@ class OrganizationScopedAdminMixin:
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
+class ReadOnlyAdminMixin:
+    """View only: no add, change or delete, for ModelAdmins and inlines of rows the platform writes (ingest, the
+    alert engine, notifications, the audit log, keys issued through services). An admin that must allow one of
+    them (dead letters: superusers delete) overrides that one method."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 def subquery_count(queryset: QuerySet, *, field: str) -> Coalesce:
     """A correlated ``COUNT(*)`` of ``queryset`` rows whose ``field`` is the outer row, for changelist columns.
 
@@ -70,6 +85,16 @@ def subquery_count(queryset: QuerySet, *, field: str) -> Coalesce:
     """
     counts = queryset.filter(**{field: OuterRef("pk")}).order_by().values(field).annotate(n=Count("*")).values("n")
     return Coalesce(Subquery(counts, output_field=IntegerField()), 0)
+
+
+def related_count(model, related_name: str) -> Coalesce:
+    """``subquery_count`` of the rows behind a reverse relation, e.g. ``related_count(Organization, "sites")``.
+
+    Through the relation rather than the related model, so a lower app's admin can count a higher app's rows
+    (an organization's sites, a device's series) without importing it.
+    """
+    relation = model._meta.get_field(related_name)
+    return subquery_count(relation.related_model._default_manager.all(), field=relation.field.name)
 
 
 def count_column(attribute: str, description: str):

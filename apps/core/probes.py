@@ -6,12 +6,13 @@ doctor command can report every missing service at once, with the command that s
 
 import threading
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 import psycopg
 import redis
 from django.conf import settings
 from django.db import connection
+
+from apps.core.mqtt import broker_address, mqtt_client
 
 START_HINTS = {
     "PostgreSQL": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
@@ -65,18 +66,10 @@ def probe_redis() -> ProbeResult:
     return ProbeResult("Redis", True, f"Redis {version} at {settings.REDIS_URL}")
 
 
-def mqtt_address() -> tuple[str, int, bool]:
-    url = urlparse(settings.MQTT_URL)
-    tls = url.scheme in {"mqtts", "ssl"}
-    return url.hostname or "127.0.0.1", url.port or (8883 if tls else 1883), tls
-
-
 def probe_mqtt(timeout: float = 3.0) -> ProbeResult:
     """Connect with MQTT 5 and read the broker's ``$SYS/broker/version`` when it publishes one."""
-    import paho.mqtt.client as mqtt
-
-    host, port, tls = mqtt_address()
-    url = urlparse(settings.MQTT_URL)
+    address = broker_address()
+    host, port = address.host, address.port
     connected = threading.Event()
     version: list[str] = []
     refusal: list[str] = []
@@ -91,11 +84,7 @@ def probe_mqtt(timeout: float = 3.0) -> ProbeResult:
     def on_message(client, userdata, message):
         version.append(message.payload.decode(errors="replace"))
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    if url.username:
-        client.username_pw_set(url.username, url.password)
-    if tls:
-        client.tls_set()
+    client = mqtt_client(address)
     client.on_connect = on_connect
     client.on_message = on_message
     try:

@@ -10,5 +10,4 @@ class DashboardConfig(AppConfig):
     verbose_name = "Dashboard"
 
     def ready(self):
-        # Registers the live fan-out with the ingest hook (readings) and provides alert_changed (alert events).
-        from apps.dashboard import fanout  # noqa: F401
+        from apps.dashboard import receivers  # noqa: F401  (live fan-out of committed readings and alert changes)

@@ -1,14 +1,14 @@
 """Live fan-out: committed readings and alert transitions -> channel groups ``site.<id>`` and ``device.<id>``.
 
-Fed by the ingest hook (``on_readings_committed``) and by the alert services (``alert_changed`` on commit), never by
-polling the database. Two parts:
+Fed by two signals (``apps.dashboard.receivers``): telemetry's ``readings_committed`` and alerts' ``alerts_changed``,
+both after commit, never by polling the database. Two parts:
 
 * ``Coalescer`` (pure, clock-injected, unit-tested without threads): per key (a device's latest values, a device's
   status, an alert) it keeps only the newest pending message and releases a key at most once per ``interval`` -
   the issue's "at most one update per device per second per client", decided once here for every client. A value
   is never withheld longer than ``interval``: the sender wakes up when the next key falls due.
 * ``LivePublisher``: one daemon thread per process running its own asyncio loop, which owns the channel layer's
-  Redis connections and does the ``group_send`` calls. The ingest hook only merges into the coalescer under a lock
+  Redis connections and does the ``group_send`` calls. The readings receiver only merges into the coalescer under a lock
   (O(batch), no I/O), so a slow or absent Redis never blocks a flush; what piles up meanwhile is bounded by the
   number of devices and alerts (one pending entry each: drop-oldest per key, the newest value is all that matters).
 
@@ -30,11 +30,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from django.db import transaction
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import F
+from django.utils import timezone
 
-from apps.core.versioned import VersionedSnapshot
+from apps.alerts.models import Alert
+from apps.core.versioned import CACHE_ERRORS, VersionedSnapshot
+from apps.devices.models import Device
 from apps.telemetry.ingest.directory import CATALOGUE_VERSION
-from apps.telemetry.ingest.hooks import CommittedReading, on_readings_committed
+from apps.telemetry.ingest.records import CommittedReading
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +147,6 @@ class LiveDirectory(VersionedSnapshot):
         return self._devices.get(device_id)
 
     def _load(self) -> str:
-        from apps.devices.models import Device
-
         rows = Device.objects.values_list("id", "uid", "site_id", "device_type__offline_after", "last_seen")
         devices, last_seen = {}, {}
         for device_id, uid, site_id, offline_after, seen in rows:
@@ -224,8 +228,6 @@ class LivePublisher:
     # --- sender side ---------------------------------------------------------------------------------------------
     def _wake(self) -> None:
         if self.background is None:
-            from django.conf import settings
-
             backend = settings.CHANNEL_LAYERS.get("default", {}).get("BACKEND", "")
             self.background = bool(backend) and not backend.endswith("InMemoryChannelLayer")
         if not self.background or self._closing:
@@ -250,8 +252,6 @@ class LivePublisher:
         asyncio.run(self._main())
 
     async def _main(self) -> None:
-        from channels.layers import get_channel_layer
-
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         self._started.set()
@@ -333,9 +333,8 @@ publisher = LivePublisher()
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@on_readings_committed
 def readings_fanout(readings: list[CommittedReading]) -> None:
-    """The ingest hook: coalesced ``latest`` (and ``online``) messages for the batch's devices."""
+    """Coalesced ``latest`` (and ``online``) messages for a committed batch's devices."""
     publisher.readings(readings)
 
 
@@ -354,35 +353,18 @@ def alert_message(alert) -> dict:
     }
 
 
-def alert_changed(alerts) -> None:
-    """Publish the current state of the given alerts (an id, a list of ids, an Alert or a message dict) to their
-    site's and device's groups. Call it from ``transaction.on_commit`` so browsers never fetch an uncommitted state."""
-    from apps.alerts.models import Alert
-
-    if isinstance(alerts, dict):  # a ready message: {"type": "alert", "alert": {...}} or the inner dict
-        inner = alerts.get("alert", alerts)
-        site_id = inner["site"]
-        publisher.publish(("alert", inner["id"]), (site_group(site_id),), {"type": "alert", "alert": inner})
-        return
-    if isinstance(alerts, Alert):
-        alerts = [alerts.pk]
-    elif isinstance(alerts, int):
-        alerts = [alerts]
-    ids = list(alerts)
-    if not ids:
+def alerts_fanout(alert_ids: list[int]) -> None:
+    """Publish the current state of the given alerts to their site's and device's groups (one query). Called after
+    the commit that changed them, so browsers never fetch an uncommitted state."""
+    if not alert_ids:
         return
     for alert in (
-        Alert.objects.filter(pk__in=ids)
+        Alert.objects.filter(pk__in=alert_ids)
         .select_related("device")
         .only("id", "status", "severity", "message", "opened_at", "device__uid", "device__site_id")
     ):
         groups = (site_group(alert.device.site_id), device_group(alert.device_id))
         publisher.publish(("alert", alert.id), groups, alert_message(alert))
-
-
-def alert_changed_on_commit(alerts) -> None:
-    """``alert_changed`` once the current transaction commits (immediately outside one)."""
-    transaction.on_commit(lambda: alert_changed(alerts), robust=True)
 
 
 def device_status_changed(*, device_id: int, uid: str, site_id: int, status: str, last_seen: float | None) -> None:
@@ -408,12 +390,6 @@ OFFLINE_LOOKBACK = datetime.timedelta(minutes=10)  # after a beat outage, catch 
 def devices_offline_publish(*, now: datetime.datetime | None = None) -> int:
     """Publish ``status: offline`` for every active device whose ``last_seen + offline_after`` passed since the
     previous run (a watermark in the cache); one query. Returns how many were published."""
-    from django.core.cache import cache
-    from django.db.models import F
-    from django.utils import timezone
-
-    from apps.core.versioned import CACHE_ERRORS
-    from apps.devices.models import Device
 
     now = now or timezone.now()
     since = now - OFFLINE_LOOKBACK

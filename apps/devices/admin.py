@@ -20,12 +20,17 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from apps.core.admin_mixins import OrganizationScopedAdminMixin, count_column, subquery_count
+from apps.core.admin_mixins import (
+    OrganizationScopedAdminMixin,
+    ReadOnlyAdminMixin,
+    count_column,
+    related_count,
+    subquery_count,
+)
 from apps.devices.broker_auth import mqtt_credential_issue, mqtt_credential_revoke
 from apps.devices.key_rotation import KeyNotRotatable, api_key_rotate
 from apps.devices.models import ApiKey, Device, DeviceType, Gateway, MetricDefinition, MqttCredential, Site
 from apps.devices.services import api_key_issue, api_key_revoke, device_purge
-from apps.telemetry.models import Series
 
 RelatedOnly = admin.RelatedOnlyFieldListFilter
 
@@ -204,7 +209,7 @@ class DeviceTypeAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
 # ---------------------------------------------------------------------------------------------------------------------
 # Gateways and API keys
 # ---------------------------------------------------------------------------------------------------------------------
-class ApiKeyInline(admin.TabularInline):
+class ApiKeyInline(ReadOnlyAdminMixin, admin.TabularInline):
     """The gateway's keys, read-only: keys are issued and revoked through actions that call the services."""
 
     model = ApiKey
@@ -216,15 +221,6 @@ class ApiKeyInline(admin.TabularInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("replaces")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="key")
     def key(self, api_key):
@@ -460,7 +456,7 @@ class DeviceAdmin(MqttCredentialIssueMixin, OrganizationScopedAdminMixin, admin.
             super()
             .get_queryset(request)
             .select_related("site", "device_type")
-            .annotate(series_count=subquery_count(Series.objects.all(), field="device"))
+            .annotate(series_count=related_count(Device, "series"))
         )
 
     def get_deleted_objects(self, objs, request):

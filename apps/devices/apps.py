@@ -6,6 +6,3 @@ class DevicesConfig(AppConfig):
 
     name = "apps.devices"
     label = "devices"
-
-    def ready(self):
-        from apps.devices import signals  # noqa: F401  (connects the catalogue cache invalidation)

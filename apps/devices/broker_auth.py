@@ -38,8 +38,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.audit.choices import AuditAction
-from apps.audit.services import audit_record
+from apps.core.audit import AuditAction, audit
 from apps.devices.models import Device, Gateway, MqttCredential
 
 logger = logging.getLogger(__name__)
@@ -95,7 +94,7 @@ def mqtt_credential_issue(
     credential = MqttCredential.objects.create(
         **owner_filter, username=username, password_hash=mosquitto_password_hash(password)
     )
-    audit_record(actor=None, action=AuditAction.MQTT_CREDENTIAL_ISSUE, target=credential, after={"username": username})
+    audit(actor=None, action=AuditAction.MQTT_CREDENTIAL_ISSUE, target=credential, after={"username": username})
     return credential, password
 
 
@@ -105,7 +104,7 @@ def mqtt_credential_revoke(*, credential: MqttCredential) -> bool:
     updated = MqttCredential.objects.filter(pk=credential.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     credential.refresh_from_db(fields=["revoked_at"])
     if updated == 1:
-        audit_record(actor=None, action=AuditAction.MQTT_CREDENTIAL_REVOKE, target=credential)
+        audit(actor=None, action=AuditAction.MQTT_CREDENTIAL_REVOKE, target=credential)
     return updated == 1
 
 

@@ -24,8 +24,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.audit.choices import BEAT_ACTOR, AuditAction
-from apps.audit.services import audit_record
+from apps.core.audit import BEAT_ACTOR, AuditAction, audit
 from apps.devices.models import ApiKey
 from apps.devices.services import api_key_issue
 from apps.users.choices import Role
@@ -150,7 +149,7 @@ def api_keys_revoke_replaced(*, now: datetime.datetime | None = None) -> int:
         )
         ApiKey.objects.filter(pk__in=[key.pk for key in keys]).update(revoked_at=now)
         for key in keys:
-            audit_record(actor=BEAT_ACTOR, action=AuditAction.KEY_REVOKE, target=key, after={"prefix": key.prefix})
+            audit(actor=BEAT_ACTOR, action=AuditAction.KEY_REVOKE, target=key, after={"prefix": key.prefix})
     return len(keys)
 
 

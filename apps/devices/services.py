@@ -1,10 +1,29 @@
-"""Writes on sites, devices, gateways and their API keys."""
+"""Writes on sites (and who may see them), devices, gateways and their API keys."""
 
 from django.db import transaction
+from guardian.shortcuts import assign_perm, remove_perm
 
-from apps.audit.choices import AuditAction
-from apps.audit.services import audit_record
-from apps.devices.models import ApiKey, Device, Gateway
+from apps.core.audit import AuditAction, audit
+from apps.devices.models import ApiKey, Device, Gateway, Site
+from apps.devices.signals import device_purging
+
+
+@transaction.atomic
+def user_grant_site(*, user, site: Site, operate: bool) -> None:
+    """Let ``user`` see ``site``; with ``operate``, also acknowledge alerts and manage rules there."""
+    if user.organization_id != site.organization_id:
+        raise ValueError(f"{user} belongs to another organization than site {site}.")
+    assign_perm("devices.view_site", user, site)
+    if operate:
+        assign_perm("devices.operate_site", user, site)
+    else:
+        remove_perm("devices.operate_site", user, site)
+
+
+@transaction.atomic
+def user_revoke_site(*, user, site: Site) -> None:
+    remove_perm("devices.view_site", user, site)
+    remove_perm("devices.operate_site", user, site)
 
 
 @transaction.atomic
@@ -22,7 +41,7 @@ def api_key_issue(*, gateway: Gateway, name: str = "", expires_at=None, replaces
         expires_at=expires_at,
         replaces=replaces,
     )
-    audit_record(
+    audit(
         actor=None,
         action=AuditAction.KEY_ROTATE if replaces else AuditAction.KEY_ISSUE,
         target=api_key,
@@ -55,21 +74,17 @@ def api_key_revoke(*, api_key: ApiKey) -> bool:
     """Revoke ``api_key``; return False when it already was (the first revocation time is kept)."""
     revoked = api_key.revoke()
     if revoked:
-        audit_record(actor=None, action=AuditAction.KEY_REVOKE, target=api_key, after={"prefix": api_key.prefix})
+        audit(actor=None, action=AuditAction.KEY_REVOKE, target=api_key, after={"prefix": api_key.prefix})
     return revoked
 
 
 @transaction.atomic
 def device_purge(*, device: Device) -> int:
-    """Delete a device with its whole history (readings, latest values, series); return readings deleted.
+    """Delete a device with its whole history (readings, latest values, series, rollups); return readings deleted.
 
-    Readings have no database foreign key (ingest speed), so this is the one place that removes them.
+    The history belongs to telemetry, which deletes it on ``device_purging`` (readings have no database foreign
+    key, for ingest speed, so this is the one way they are removed with their device).
     """
-    from apps.telemetry.models import LatestValue, Reading, Series
-
-    series_ids = list(Series.objects.filter(device=device).values_list("id", flat=True))
-    readings_deleted, _ = Reading.objects.filter(series_id__in=series_ids).delete()
-    LatestValue.objects.filter(series_id__in=series_ids).delete()
-    Series.objects.filter(id__in=series_ids).delete()
+    responses = device_purging.send(sender=Device, device=device)
     device.delete()
-    return readings_deleted
+    return sum(deleted for _, deleted in responses if isinstance(deleted, int))

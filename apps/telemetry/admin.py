@@ -14,25 +14,12 @@ from django.utils import timezone
 from django.utils.formats import localize
 from django.utils.html import format_html, format_html_join
 
-from apps.core.admin_mixins import OrganizationScopedAdminMixin
+from apps.core.admin_mixins import OrganizationScopedAdminMixin, ReadOnlyAdminMixin
 from apps.devices.models import Device
 from apps.telemetry.models import DeadLetter, LatestValue, Reading, Series
 
 RECENT_READINGS_SHOWN = 50
 PAYLOAD_SHOWN_CHARS = 2000
-
-
-class ReadOnlyAdminMixin:
-    """View permission only: ingest is the sole writer of these tables."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 def _timestamp(value):

@@ -6,3 +6,6 @@ class TelemetryConfig(AppConfig):
 
     name = "apps.telemetry"
     label = "telemetry"
+
+    def ready(self):
+        from apps.telemetry import receivers  # noqa: F401  (catalogue invalidation, purged devices' history)

@@ -32,8 +32,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from apps.audit.choices import AuditAction
-from apps.audit.services import audit_record
+from apps.core.audit import AuditAction, audit
 from apps.devices.models import MetricDefinition
 from apps.devices.selectors import device_list_for_user
 from apps.telemetry.choices import ExportFormat, ExportStatus
@@ -103,9 +102,7 @@ def export_create(
     }
     with transaction.atomic():
         job = ExportJob.objects.create(user=user, parameters=parameters, format=file_format)
-        audit_record(
-            actor=user, action=AuditAction.EXPORT_CREATE, target=job, after={**parameters, "format": file_format}
-        )
+        audit(actor=user, action=AuditAction.EXPORT_CREATE, target=job, after={**parameters, "format": file_format})
         _enqueue(job.id)
     return job
 

@@ -23,6 +23,16 @@ from apps.telemetry.ingest.parsing import (
 from apps.telemetry.ingest.records import ParsedPayload, RecordError, Rejection, ValidReading
 from apps.telemetry.ingest.validation import validate_records
 from apps.telemetry.ingest.writer import DeadLetterRow, readings_write
+from apps.telemetry.models import (
+    LatestValue,
+    Reading,
+    Rollup1d,
+    Rollup1h,
+    Rollup1m,
+    Rollup5m,
+    RollupDirtyBucket,
+    Series,
+)
 
 
 @dataclass(slots=True)
@@ -156,3 +166,19 @@ def ingest_commit(prepared: PreparedIngest) -> IngestBatchResult:
 def telemetry_ingest(*, messages: list[IngestMessage], directory: DeviceDirectory) -> IngestBatchResult:
     """Validate and store a batch of messages; return what happened to each. Raises on database failure."""
     return ingest_commit(ingest_prepare(messages=messages, directory=directory))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A purged device's history
+# ---------------------------------------------------------------------------------------------------------------------
+def device_history_purge(*, device_id: int) -> int:
+    """Delete every row of a device's series (readings, rollups, dirty buckets, latest values) and the series;
+    return how many readings were deleted. Runs in the purging transaction (``device_purge``)."""
+    series_ids = list(Series.objects.filter(device_id=device_id).values_list("id", flat=True))
+    if not series_ids:
+        return 0
+    readings_deleted, _ = Reading.objects.filter(series_id__in=series_ids).delete()
+    for model in (Rollup1m, Rollup5m, Rollup1h, Rollup1d, RollupDirtyBucket, LatestValue):
+        model.objects.filter(series_id__in=series_ids).delete()
+    Series.objects.filter(id__in=series_ids).delete()
+    return readings_deleted

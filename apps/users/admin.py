@@ -9,8 +9,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Group
 
-from apps.core.admin_mixins import OrganizationScopedAdminMixin, count_column, subquery_count
-from apps.devices.models import Site
+from apps.core.admin_mixins import OrganizationScopedAdminMixin, count_column, related_count
 from apps.users.choices import Role
 from apps.users.models import Organization, User
 
@@ -28,8 +27,8 @@ class OrganizationAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
             super()
             .get_queryset(request)
             .annotate(
-                member_count=subquery_count(User.objects.all(), field="organization"),
-                site_count=subquery_count(Site.objects.all(), field="organization"),
+                member_count=related_count(Organization, "members"),
+                site_count=related_count(Organization, "sites"),
             )
         )
 

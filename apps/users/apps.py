@@ -6,3 +6,6 @@ class UsersConfig(AppConfig):
 
     name = "apps.users"
     label = "users"
+
+    def ready(self):
+        from apps.users import receivers  # noqa: F401  (failed logins count towards a lock)

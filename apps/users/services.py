@@ -1,4 +1,4 @@
-"""Writes on users: roles, site grants and personal API tokens."""
+"""Writes on users: roles and personal API tokens (site grants are the devices app's: ``user_grant_site``)."""
 
 import datetime
 
@@ -6,11 +6,8 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
-from guardian.shortcuts import assign_perm, remove_perm
 
-from apps.audit.choices import AuditAction
-from apps.audit.services import audit_record
-from apps.devices.models import Site
+from apps.core.audit import AuditAction, audit
 from apps.users.choices import Role
 from apps.users.models import ApiToken
 
@@ -22,24 +19,6 @@ def user_set_role(*, user, role: Role) -> None:
     user.groups.add(Group.objects.get(name=role))
     user.is_staff = role == Role.ADMIN
     user.save(update_fields=["is_staff"])
-
-
-@transaction.atomic
-def user_grant_site(*, user, site: Site, operate: bool) -> None:
-    """Let ``user`` see ``site``; with ``operate``, also acknowledge alerts and manage rules there."""
-    if user.organization_id != site.organization_id:
-        raise ValueError(f"{user} belongs to another organization than site {site}.")
-    assign_perm("devices.view_site", user, site)
-    if operate:
-        assign_perm("devices.operate_site", user, site)
-    else:
-        remove_perm("devices.operate_site", user, site)
-
-
-@transaction.atomic
-def user_revoke_site(*, user, site: Site) -> None:
-    remove_perm("devices.view_site", user, site)
-    remove_perm("devices.operate_site", user, site)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -54,9 +33,7 @@ def api_token_create(*, user, name: str, expires_at: datetime.datetime | None = 
     token = ApiToken.objects.create(
         user=user, name=name, prefix=prefix, key_hash=ApiToken.hash_secret(plaintext), expires_at=expires_at
     )
-    audit_record(
-        actor=user, action=AuditAction.TOKEN_CREATE, target=token, after={"name": name, "expires_at": expires_at}
-    )
+    audit(actor=user, action=AuditAction.TOKEN_CREATE, target=token, after={"name": name, "expires_at": expires_at})
     return token, plaintext
 
 
@@ -86,5 +63,5 @@ def api_token_revoke(*, token: ApiToken, by) -> bool:
         raise PermissionDenied("Only the owner may revoke a personal API token.")
     revoked = token.revoke()
     if revoked:
-        audit_record(actor=by, action=AuditAction.TOKEN_REVOKE, target=token)
+        audit(actor=by, action=AuditAction.TOKEN_REVOKE, target=token)
     return revoked

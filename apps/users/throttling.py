@@ -22,7 +22,6 @@ from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.forms import AuthenticationForm
-from django.contrib.auth.signals import user_login_failed
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 
@@ -60,9 +59,6 @@ def count_login_failure(sender, credentials, request=None, **kwargs):
         )
         if not decision.allowed:
             cache.set(_lock_key(scope, identity), 1, timeout=lock_seconds)
-
-
-user_login_failed.connect(count_login_failure, dispatch_uid="login-throttle-count")
 
 
 class ThrottledModelBackend(ModelBackend):

@@ -50,7 +50,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "apps.core.security.SecurityHeadersMiddleware",
-    "apps.audit.context.AuditContextMiddleware",
+    "apps.core.audit.AuditContextMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -194,8 +194,6 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-# Task modules besides each app's tasks.py (which autodiscovery finds by itself).
-CELERY_IMPORTS = ("apps.alerts.notification_tasks",)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Notifications: email through any SMTP server; links in notifications point at FIELDWATCH_BASE_URL.

@@ -7,9 +7,15 @@ import pytest
 from django.core import mail
 from django.db import connection
 
+from apps.alerts import evaluation
 from apps.alerts.choices import AlertEventKind, AlertStatus, ChannelKind, DeliveryStatus
-from apps.alerts.escalation import escalation_start, escalations_run
+from apps.alerts.escalation import escalations_run, escalations_start
 from apps.alerts.models import Alert, AlertEvent, Delivery
+from apps.alerts.rules_cache import RulesCache
+from apps.alerts.tasks import deliveries_enqueue
+from apps.telemetry.ingest.records import CommittedReading
+from apps.telemetry.models import Reading, Series
+from apps.telemetry.signals import readings_committed
 from tests.support.escalation import (
     OPENED_AT,
     alert,
@@ -22,6 +28,11 @@ from tests.support.escalation import (
 )
 
 MINUTE = datetime.timedelta(minutes=1)
+
+
+def run_escalations(**kwargs) -> dict:
+    """``escalations_run`` as the beat task runs it: deliveries are queued (for Celery) after each claim commits."""
+    return escalations_run(enqueue_deliveries=deliveries_enqueue, **kwargs)
 
 
 @pytest.fixture
@@ -41,7 +52,7 @@ def on_call(organization, site_a, bob):
 def test_opening_an_alert_points_it_at_the_first_step(on_call):
     opened = alert(on_call["rule"], on_call["device"])
 
-    escalation_start(alert=opened)
+    escalations_start(alert_ids=[opened.pk])
 
     opened.refresh_from_db()
     assert (opened.next_escalation_position, opened.next_escalation_at) == (1, OPENED_AT)
@@ -53,7 +64,7 @@ def test_first_step_follows_the_lowest_position_and_its_delay(organization, site
     escalation_policy = policy(organization, (20, 30 * MINUTE, [channel], []), (10, 5 * MINUTE, [channel], []))
     opened = alert(rule(device, escalation_policy), device)
 
-    escalation_start(alert=opened)
+    escalations_start(alert_ids=[opened.pk])
 
     opened.refresh_from_db()
     assert (opened.next_escalation_position, opened.next_escalation_at) == (10, OPENED_AT + 5 * MINUTE)
@@ -64,20 +75,20 @@ def test_rule_without_policy_or_without_steps_never_escalates(organization, site
     no_policy = alert(rule(device), device)
     empty_policy = alert(rule(device, policy(organization), name="Empty policy"), device)
 
-    escalation_start(alert=no_policy)
-    escalation_start(alert=empty_policy)
+    escalations_start(alert_ids=[no_policy.pk])
+    escalations_start(alert_ids=[empty_policy.pk])
 
     assert Alert.objects.filter(next_escalation_at__isnull=False).count() == 0
-    assert escalations_run(now=OPENED_AT + datetime.timedelta(days=1))["claimed"] == 0
+    assert run_escalations(now=OPENED_AT + datetime.timedelta(days=1))["claimed"] == 0
 
 
 def test_due_step_notifies_each_target_once_and_moves_to_the_next(on_call, django_capture_on_commit_callbacks):
     opened = alert(on_call["rule"], on_call["device"])
-    escalation_start(alert=opened)
+    escalations_start(alert_ids=[opened.pk])
 
     with django_capture_on_commit_callbacks(execute=False) as enqueued:
-        first = escalations_run(now=OPENED_AT + datetime.timedelta(seconds=5))
-        again = escalations_run(now=OPENED_AT + datetime.timedelta(seconds=15))
+        first = run_escalations(now=OPENED_AT + datetime.timedelta(seconds=5))
+        again = run_escalations(now=OPENED_AT + datetime.timedelta(seconds=15))
 
     assert (first["claimed"], first["deliveries"], again["claimed"]) == (1, 2, 0)
     assert len(enqueued) == 1  # the step's deliveries are queued once, after the claim commits
@@ -94,13 +105,13 @@ def test_due_step_notifies_each_target_once_and_moves_to_the_next(on_call, djang
 
 def test_later_step_waits_for_its_delay_then_ends_the_chase(on_call, django_capture_on_commit_callbacks):
     opened = alert(on_call["rule"], on_call["device"])
-    escalation_start(alert=opened)
+    escalations_start(alert_ids=[opened.pk])
     with django_capture_on_commit_callbacks(execute=False):
-        escalations_run(now=OPENED_AT + MINUTE)
+        run_escalations(now=OPENED_AT + MINUTE)
 
-        assert escalations_run(now=OPENED_AT + 14 * MINUTE)["claimed"] == 0
-        assert escalations_run(now=OPENED_AT + 15 * MINUTE)["claimed"] == 1
-        assert escalations_run(now=OPENED_AT + datetime.timedelta(days=1))["claimed"] == 0
+        assert run_escalations(now=OPENED_AT + 14 * MINUTE)["claimed"] == 0
+        assert run_escalations(now=OPENED_AT + 15 * MINUTE)["claimed"] == 1
+        assert run_escalations(now=OPENED_AT + datetime.timedelta(days=1))["claimed"] == 0
 
     bob_delivery = Delivery.objects.get(user=on_call["bob"])
     assert (bob_delivery.kind, bob_delivery.target, bob_delivery.step.position) == ("email", "bob@acme.example", 2)
@@ -128,19 +139,19 @@ def test_acknowledged_or_closed_alerts_are_not_escalated(on_call, status, next_e
         next_escalation_at=next_escalation_at,
     )
 
-    assert escalations_run(now=OPENED_AT + datetime.timedelta(days=1))["claimed"] == 0
+    assert run_escalations(now=OPENED_AT + datetime.timedelta(days=1))["claimed"] == 0
     assert not Delivery.objects.exists()
 
 
 def test_acknowledging_between_steps_stops_the_next_one(on_call, django_capture_on_commit_callbacks):
     opened = alert(on_call["rule"], on_call["device"])
-    escalation_start(alert=opened)
+    escalations_start(alert_ids=[opened.pk])
     with django_capture_on_commit_callbacks(execute=False):
-        escalations_run(now=OPENED_AT + MINUTE)
+        run_escalations(now=OPENED_AT + MINUTE)
         Alert.objects.filter(pk=opened.pk).update(
             status=AlertStatus.ACKNOWLEDGED, acknowledged_by=on_call["bob"], next_escalation_at=None
         )
-        escalations_run(now=OPENED_AT + datetime.timedelta(hours=1))
+        run_escalations(now=OPENED_AT + datetime.timedelta(hours=1))
 
     assert not Delivery.objects.filter(user=on_call["bob"]).exists()
     assert Delivery.objects.count() == 2
@@ -155,37 +166,52 @@ def test_user_already_on_an_email_list_is_mailed_once_and_inactive_channels_are_
     silenced.save()
     escalation_policy = policy(organization, (1, datetime.timedelta(0), [email_channel(organization), silenced], [bob]))
     opened = alert(rule(device, escalation_policy), device)
-    escalation_start(alert=opened)
+    escalations_start(alert_ids=[opened.pk])
 
-    escalations_run(now=OPENED_AT)
+    run_escalations(now=OPENED_AT)
 
     assert list(Delivery.objects.values_list("target", flat=True)) == ["ops@acme.example, lead@acme.example"]
 
 
 def test_deleted_step_is_skipped_and_the_chase_goes_on(on_call, django_capture_on_commit_callbacks):
     opened = alert(on_call["rule"], on_call["device"])
-    escalation_start(alert=opened)
+    escalations_start(alert_ids=[opened.pk])
     on_call["rule"].escalation_policy.steps.get(position=1).delete()
 
     with django_capture_on_commit_callbacks(execute=False):
-        escalations_run(now=OPENED_AT + MINUTE)
-        escalations_run(now=OPENED_AT + 15 * MINUTE)
+        run_escalations(now=OPENED_AT + MINUTE)
+        run_escalations(now=OPENED_AT + 15 * MINUTE)
 
     assert list(Delivery.objects.values_list("target", flat=True)) == ["bob@acme.example"]
 
 
 def test_first_step_due_at_once_is_sent_as_soon_as_the_alert_commits(
-    organization, site_a, django_capture_on_commit_callbacks
+    organization, site_a, monkeypatch, django_capture_on_commit_callbacks
 ):
-    """The opening transaction kicks a run on commit instead of waiting up to 10 s for beat."""
+    """A committed reading that opens the alert kicks an escalation run instead of waiting up to 10 s for beat."""
     device = heat_pump(site_a)
     escalation_policy = policy(organization, (1, datetime.timedelta(0), [email_channel(organization)], []))
+    rule(device, escalation_policy)
+    monkeypatch.setattr(evaluation, "rules_cache", RulesCache())  # this test's rules, not a previous test's
+    series = Series.objects.create(device=device, metric_key="supply_temp")
+    now = datetime.datetime.now(datetime.UTC)
+
     with django_capture_on_commit_callbacks(execute=True):
-        opened = alert(rule(device, escalation_policy), device, opened_at=datetime.datetime.now(datetime.UTC))
-        escalation_start(alert=opened)
+        readings_committed.send_robust(
+            sender=Reading, readings=[CommittedReading(series.id, device.id, "supply_temp", now, 85.5)]
+        )
 
     assert [message.to for message in mail.outbox] == [["ops@acme.example", "lead@acme.example"]]
     assert Delivery.objects.get().status == DeliveryStatus.SENT
+
+
+def test_a_first_step_with_a_delay_waits_for_beat(organization, site_a, django_capture_on_commit_callbacks):
+    device = heat_pump(site_a)
+    escalation_policy = policy(organization, (1, MINUTE, [email_channel(organization)], []))
+    opened = alert(rule(device, escalation_policy), device, opened_at=datetime.datetime.now(datetime.UTC))
+
+    assert escalations_start(alert_ids=[opened.pk]) is False
+    assert not Delivery.objects.exists()
 
 
 def test_escalation_query_count_does_not_grow_with_due_alerts(on_call, django_assert_max_num_queries):
@@ -195,7 +221,7 @@ def test_escalation_query_count_does_not_grow_with_due_alerts(on_call, django_as
 
     # 4 to find the work (alerts, steps, their channels, their users) + per alert: savepoint, claim, 2 inserts.
     with django_assert_max_num_queries(4 + 20 * 5):
-        assert escalations_run(now=OPENED_AT)["claimed"] == 20
+        assert run_escalations(now=OPENED_AT)["claimed"] == 20
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -224,7 +250,7 @@ def test_concurrent_runs_send_each_step_exactly_once(transactional_db, organizat
         try:
             barrier.wait()
             for _ in range(rounds):
-                claimed.append(escalations_run()["claimed"])
+                claimed.append(run_escalations()["claimed"])
         except Exception as error:  # noqa: BLE001 - reported by the assertion below
             errors.append(error)
         finally:

@@ -22,7 +22,7 @@ from celery import Celery
 from django.utils import timezone
 
 from apps.alerts.choices import AlertEventKind, AlertStatus, ChannelKind, DeliveryStatus
-from apps.alerts.escalation import escalation_start
+from apps.alerts.escalation import escalations_start
 from apps.alerts.models import Alert, AlertEvent, Delivery
 from tests.support.escalation import (
     alert,
@@ -39,7 +39,7 @@ from tests.support.processes import REPO_ROOT, database_url, wait_until
 pytestmark = pytest.mark.e2e
 
 SECRET = "e2e-webhook-secret"
-ESCALATE_TASK = "apps.alerts.notification_tasks.escalations_run_task"
+ESCALATE_TASK = "apps.alerts.tasks.escalations_run_task"
 SECOND = datetime.timedelta(seconds=1)
 
 
@@ -190,7 +190,9 @@ def test_two_workers_send_every_escalation_step_exactly_once(workers, smtp, rece
     alerts = []
     for device, alert_rule in zip(devices, rules, strict=True):
         opened = alert(alert_rule, device, opened_at=opened_at)
-        escalation_start(alert=opened)  # first step due in 1 s: left to the workers, no kick from this process
+        escalations_start(
+            alert_ids=[opened.pk]
+        )  # first step due in 1 s: left to the workers, no kick from this process
         alerts.append(opened)
     acknowledged = alerts[0]
 

@@ -7,9 +7,9 @@ import time
 import pytest
 
 from apps.alerts.choices import DeliveryStatus
-from apps.alerts.escalation import escalation_start, escalations_run
+from apps.alerts.escalation import escalations_run, escalations_start
 from apps.alerts.models import Delivery
-from apps.alerts.notification_tasks import delivery_send_task
+from apps.alerts.tasks import deliveries_enqueue, delivery_send_task
 from tests.support.escalation import OPENED_AT, alert, email_channel, heat_pump, policy, rule, webhook_channel
 from tests.support.local_servers import SmtpSink, WebhookReceiver
 from tests.support.ports import free_port
@@ -49,9 +49,9 @@ def escalate(device, channels, django_capture_on_commit_callbacks, users=()):
     """Open an alert whose first step notifies ``channels`` and run that step, sending on commit (Celery eager)."""
     escalation_policy = policy(device.site.organization, (1, datetime.timedelta(0), channels, list(users)))
     opened = alert(rule(device, escalation_policy), device)
-    escalation_start(alert=opened)
+    escalations_start(alert_ids=[opened.pk])
     with django_capture_on_commit_callbacks(execute=True):
-        escalations_run(now=OPENED_AT + datetime.timedelta(seconds=1))
+        escalations_run(enqueue_deliveries=deliveries_enqueue, now=OPENED_AT + datetime.timedelta(seconds=1))
     return opened
 
 

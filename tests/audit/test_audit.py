@@ -11,10 +11,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.alerts.models import Alert, NotificationChannel
-from apps.audit.choices import AuditAction
-from apps.audit.context import current_request
 from apps.audit.models import AuditEvent
 from apps.audit.services import audit_events_purge, audit_record
+from apps.core.audit import AuditAction, current_request
 from apps.core.management.commands.install_schedules import declared_periodic_tasks
 from apps.devices.broker_auth import mqtt_credential_issue, mqtt_credential_revoke
 from apps.devices.key_rotation import api_key_rotate, api_keys_revoke_replaced

@@ -25,7 +25,7 @@ from apps.alerts.services import alert_acknowledge
 from apps.dashboard import fanout
 from apps.dashboard.consumers import LiveConsumer
 from apps.dashboard.fanout import Coalescer, LivePublisher, devices_offline_publish, merge_latest
-from apps.telemetry.ingest.hooks import CommittedReading
+from apps.telemetry.ingest.records import CommittedReading
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 from tests.support.evaluation import Feed, evaluate, hot_rule
 

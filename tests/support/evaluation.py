@@ -8,7 +8,7 @@ from apps.alerts.choices import Operator, RuleKind
 from apps.alerts.evaluation import batch_evaluate
 from apps.alerts.models import AlertRule
 from apps.alerts.rules_cache import rules_load
-from apps.telemetry.ingest.hooks import CommittedReading
+from apps.telemetry.ingest.records import CommittedReading
 from apps.telemetry.models import Reading, Series
 
 T0 = timezone.now().replace(microsecond=0) - datetime.timedelta(minutes=30)

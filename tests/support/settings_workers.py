@@ -16,6 +16,4 @@ FIELDWATCH_BASE_URL = env("FIELDWATCH_BASE_URL", "http://127.0.0.1:8000")
 ALERT_DELIVERY_MAX_ATTEMPTS = env_int("ALERT_DELIVERY_MAX_ATTEMPTS", 5)
 # A queue of the test's own, so a platform worker on the same Redis never takes the test's tasks.
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_TASK_DEFAULT_QUEUE", "celery")
-# Celery's autodiscovery imports only ``<app>.tasks``; the escalation tasks live beside it.
-CELERY_IMPORTS = ("apps.alerts.notification_tasks",)
 CACHES = {"default": {**CACHES["default"], "KEY_PREFIX": env("CACHE_KEY_PREFIX", "fw-test")}}

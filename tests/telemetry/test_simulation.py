@@ -13,7 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from apps.core.probes import mqtt_address
+from apps.core.mqtt import broker_address
 from apps.devices import demo
 from apps.devices.models import Device
 from apps.telemetry import simulation as sim
@@ -294,8 +294,8 @@ class Subscriber:
         )
 
     def __enter__(self):
-        host, port, _ = mqtt_address()
-        self.client.connect(host, port, keepalive=10)
+        broker = broker_address()
+        self.client.connect(broker.host, broker.port, keepalive=10)
         self.client.loop_start()
         assert self.subscribed.wait(5), "no SUBACK from the local broker"
         return self

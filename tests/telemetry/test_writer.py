@@ -1,4 +1,5 @@
-"""The ingest writer on real PostgreSQL: idempotent COPY flushes, LatestValue, last_seen, dead letters, hooks."""
+"""The ingest writer on real PostgreSQL: idempotent COPY flushes, LatestValue, last_seen, dead letters, and the
+readings_committed signal."""
 
 import threading
 import time
@@ -9,11 +10,10 @@ from django.db import DatabaseError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from apps.telemetry.choices import IngestSource, RejectReason
-from apps.telemetry.ingest import hooks
-from apps.telemetry.ingest.hooks import CommittedReading
-from apps.telemetry.ingest.records import ValidReading
+from apps.telemetry.ingest.records import CommittedReading, ValidReading
 from apps.telemetry.ingest.writer import DeadLetterRow, SeriesResolver, readings_write
 from apps.telemetry.models import DeadLetter, LatestValue, Reading, Series
+from apps.telemetry.signals import readings_committed
 from tests.devices.factories import DeviceFactory
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -41,11 +41,17 @@ def resolver():
 
 
 @pytest.fixture
-def subscribers(monkeypatch):
-    """An empty hook registry for the test; returns it so tests can register on it."""
-    registry = []
-    monkeypatch.setattr(hooks, "_subscribers", registry)
-    return registry
+def committed(monkeypatch):
+    """Only this test's receiver on ``readings_committed`` (alert evaluation and live fan-out set aside); the list
+    of batches it received."""
+    monkeypatch.setattr(readings_committed, "receivers", [])
+    calls = []
+
+    def receiver(sender, readings, **kwargs):
+        calls.append(readings)
+
+    readings_committed.connect(receiver, weak=False)
+    return calls
 
 
 def write(readings, resolver, **kwargs):
@@ -214,14 +220,13 @@ def test_dead_letter_text_that_postgresql_would_refuse_is_made_storable(db, reso
     assert len(letter.detail) == 500
 
 
-# --- hooks ---------------------------------------------------------------------------------------------------------
+# --- readings_committed -----------------------------------------------------------------------------------------------
 
 
-def test_hooks_run_once_after_commit_with_exactly_the_inserted_readings(
-    device, resolver, subscribers, django_capture_on_commit_callbacks
+def test_readings_committed_is_sent_once_after_commit_with_exactly_the_inserted_readings(
+    device, resolver, committed, django_capture_on_commit_callbacks
 ):
-    calls = []
-    hooks.on_readings_committed(calls.append)
+    calls = committed
     write([ValidReading(device.id, "t", at(0), 1.0)], resolver)  # stored before: a duplicate below
     calls.clear()
 
@@ -234,11 +239,10 @@ def test_hooks_run_once_after_commit_with_exactly_the_inserted_readings(
     assert result.committed == calls[0]
 
 
-def test_hooks_are_not_called_when_nothing_was_inserted(
-    device, resolver, subscribers, django_capture_on_commit_callbacks
+def test_readings_committed_is_not_sent_when_nothing_was_inserted(
+    device, resolver, committed, django_capture_on_commit_callbacks
 ):
-    calls = []
-    hooks.on_readings_committed(calls.append)
+    calls = committed
     write([ValidReading(device.id, "t", at(0), 1.0)], resolver)
 
     calls.clear()
@@ -249,11 +253,10 @@ def test_hooks_are_not_called_when_nothing_was_inserted(
     assert calls == []
 
 
-def test_hooks_are_not_called_when_the_caller_transaction_rolls_back(
-    device, resolver, subscribers, django_capture_on_commit_callbacks
+def test_readings_committed_is_not_sent_when_the_caller_transaction_rolls_back(
+    device, resolver, committed, django_capture_on_commit_callbacks
 ):
-    calls = []
-    hooks.on_readings_committed(calls.append)
+    calls = committed
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks, pytest.raises(RuntimeError):  # noqa: SIM117
         with transaction.atomic():
@@ -265,10 +268,9 @@ def test_hooks_are_not_called_when_the_caller_transaction_rolls_back(
 
 
 def test_a_failing_statement_rolls_back_the_whole_flush_and_propagates(
-    device, resolver, subscribers, django_capture_on_commit_callbacks
+    device, resolver, committed, django_capture_on_commit_callbacks
 ):
-    calls = []
-    hooks.on_readings_committed(calls.append)
+    calls = committed
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks, pytest.raises(DatabaseError):
         # payload_size is a PositiveIntegerField: the CHECK constraint fails the dead-letter COPY.
@@ -287,23 +289,22 @@ def test_a_failing_statement_rolls_back_the_whole_flush_and_propagates(
     assert len(calls) == 1
 
 
-def test_a_raising_hook_neither_breaks_the_writer_nor_the_other_hooks(
-    device, resolver, subscribers, django_capture_on_commit_callbacks, caplog
+def test_a_raising_receiver_neither_breaks_the_writer_nor_the_other_receivers(
+    device, resolver, committed, django_capture_on_commit_callbacks, caplog
 ):
-    calls = []
+    def broken(sender, readings, **kwargs):
+        raise ValueError("receiver bug")
 
-    @hooks.on_readings_committed
-    def broken(readings):
-        raise ValueError("subscriber bug")
-
-    hooks.on_readings_committed(calls.append)
+    readings_committed.connect(broken, weak=False)  # connected after the fixture's: order must not matter
+    readings_committed.receivers.reverse()
+    calls = committed
 
     with django_capture_on_commit_callbacks(execute=True):
         result = write([ValidReading(device.id, "t", at(0), 1.0)], resolver)
 
     assert result.inserted == 1
     assert len(calls) == 1
-    assert "subscriber bug" in caplog.text
+    assert "receiver bug" in caplog.text
     assert Reading.objects.count() == 1
 
 

@@ -16,7 +16,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 from django.conf import settings
@@ -25,6 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from apps.core.mqtt import broker_address, mqtt_client
 from apps.telemetry.choices import IngestSource
 from apps.telemetry.ingest import metrics
 from apps.telemetry.ingest.directory import DeviceDirectory
@@ -59,7 +59,7 @@ class MqttListener:
         flush_messages: int,
         flush_interval: float,
     ):
-        self.url = urlparse(url)
+        self.broker = broker_address(url)
         self.prefix = prefix
         self.shared_group = shared_group
         self.client_id = client_id
@@ -73,16 +73,7 @@ class MqttListener:
 
     # --- MQTT side (paho's network thread) --------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        if self.url.username:
-            client.username_pw_set(self.url.username, self.url.password)
-        if self.url.scheme in {"mqtts", "ssl"}:
-            client.tls_set()
+        client = mqtt_client(self.broker, client_id=self.client_id, manual_ack=True)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -94,7 +85,7 @@ class MqttListener:
         if reason_code.is_failure:
             logger.error("broker refused the connection: %s", reason_code)
             return
-        logger.info("connected to %s (session present: %s)", self.url.netloc, flags.session_present)
+        logger.info("connected to %s (session present: %s)", self.broker, flags.session_present)
         # Subscribing again on a resumed session is harmless and covers a broker that lost its state.
         client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in subscriptions(self.prefix, self.shared_group)])
         self.connected.set()
@@ -127,12 +118,12 @@ class MqttListener:
 
     # --- flushing (main thread) -------------------------------------------------------------------------------------
     def run(self) -> None:
-        host = self.url.hostname or "127.0.0.1"
-        port = self.url.port or (8883 if self.url.scheme in {"mqtts", "ssl"} else 1883)
         connect_properties = Properties(PacketTypes.CONNECT)
         connect_properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
         connect_properties.ReceiveMaximum = RECEIVE_MAXIMUM
-        self.client.connect_async(host, port, keepalive=30, clean_start=False, properties=connect_properties)
+        self.client.connect_async(
+            self.broker.host, self.broker.port, keepalive=30, clean_start=False, properties=connect_properties
+        )
         self.client.loop_start()
         logger.info("listening on %s as %s", ", ".join(subscriptions(self.prefix, self.shared_group)), self.client_id)
         try:

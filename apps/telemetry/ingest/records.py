@@ -3,6 +3,7 @@
 parsing     bytes -> document -> RawRecord*          (shape errors become RecordError, whole-payload ones Rejection)
 validation  RawRecord* x DeviceRule -> ValidReading* (every refusal a RecordError with a RejectReason code)
 writer      ValidReading* -> rows in telemetry_reading, LatestValue and Device.last_seen, in one transaction
+            -> CommittedReading* to the receivers of ``apps.telemetry.signals.readings_committed``
 """
 
 import datetime
@@ -75,6 +76,17 @@ class ValidReading(NamedTuple):
     """A reading that passed validation. A tuple, not a dataclass: ingest creates one per value, 10^5 a second,
     and a frozen dataclass costs about four times as much to construct."""
 
+    device_id: int
+    metric_key: str
+    ts: datetime.datetime
+    value: float
+
+
+class CommittedReading(NamedTuple):
+    """A reading that is now durably stored (inserted by this flush, not a duplicate). A tuple for speed, as
+    ValidReading."""
+
+    series_id: int
     device_id: int
     metric_key: str
     ts: datetime.datetime

@@ -7,7 +7,7 @@ This is the hot path, so nothing here runs per reading except building a COPY ro
 3. one statement with data-modifying CTEs inserts the new readings (a repeated (series, ts) is skipped, so a
    redelivered message is idempotent), advances LatestValue and Device.last_seen, and returns the inserted rows;
 4. refused input (dead letters) is COPYed in the same transaction;
-5. after the commit, the inserted readings go to the subscribers of ``hooks.readings_committed``.
+5. after the commit, the inserted readings go to the receivers of ``apps.telemetry.signals.readings_committed``.
 
 Database errors propagate: the caller retries the same batch with backoff and acknowledges only after success,
 which the idempotent insert makes safe.
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import psycopg
 from django.db import connection, transaction
 
-from apps.telemetry.ingest import hooks
-from apps.telemetry.ingest.hooks import CommittedReading
-from apps.telemetry.ingest.records import ValidReading
+from apps.telemetry.ingest.records import CommittedReading, ValidReading
+from apps.telemetry.models import Reading
+from apps.telemetry.signals import readings_committed
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def readings_write(
     """Store a batch of validated readings and dead letters in one transaction; see the module docstring.
 
     ``duplicates`` counts readings not inserted because their (series, ts) was stored already or repeated within
-    the batch. ``hooks.readings_committed`` runs after the commit (of the outermost transaction, when called
+    the batch. ``readings_committed`` is sent after the commit (of the outermost transaction, when called
     inside one) with exactly the inserted readings. ``resolver`` defaults to the process-wide series cache.
     """
     resolver = resolver or _default_resolver
@@ -283,7 +283,7 @@ def readings_write(
         if dead_letters:
             _dead_letters_insert(cursor, dead_letters)
         if committed:
-            transaction.on_commit(functools.partial(hooks.readings_committed, committed))
+            transaction.on_commit(functools.partial(readings_committed.send_robust, sender=Reading, readings=committed))
     if outermost and staged:
         _staging_ready.add(connection.connection)  # the staging table survived a real commit
     return WriteResult(inserted=len(committed), duplicates=len(readings) - len(committed), committed=committed)

@@ -13,13 +13,12 @@ import signal
 import socket
 import threading
 import time
-from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.core.probes import mqtt_address
+from apps.core.mqtt import broker_address, mqtt_client
 from apps.devices.models import Device
 from apps.telemetry.simulation import Metric, SimDevice, Simulation, devices_pick
 
@@ -90,13 +89,12 @@ class Command(BaseCommand):
             gateway_fraction=options["gateway_fraction"],
             spike_probability=options["spike_probability"],
         )
-        host, port, _ = mqtt_address()
+        broker = broker_address()
         logger.info(
-            "Simulating %d devices at %g readings/s to %s:%d under %s/ (bad %.1f %%, via gateways %.0f %%).",
+            "Simulating %d devices at %g readings/s to %s under %s/ (bad %.1f %%, via gateways %.0f %%).",
             len(devices),
             options["rate"],
-            host,
-            port,
+            broker,
             prefix,
             options["bad_fraction"] * 100,
             options["gateway_fraction"] * 100,
@@ -197,17 +195,9 @@ class Publisher:
     """A paho MQTT 5 client that connects and reconnects in its own thread and counts what happens to messages."""
 
     def __init__(self):
-        url = urlparse(settings.MQTT_URL)
-        self.host, self.port, tls = mqtt_address()
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"fieldwatch-simulate-{socket.gethostname()}-{os.getpid()}",
-            protocol=mqtt.MQTTv5,
-        )
-        if url.username:
-            self.client.username_pw_set(url.username, url.password)
-        if tls:
-            self.client.tls_set()
+        self.broker = broker_address()
+        self.host, self.port = self.broker.host, self.broker.port
+        self.client = mqtt_client(self.broker, client_id=f"fieldwatch-simulate-{socket.gethostname()}-{os.getpid()}")
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.max_queued_messages_set(MAX_QUEUED)
         self.client.on_connect = self._on_connect

@@ -1,12 +1,13 @@
-"""Audit recording that needs no call in the code it observes (decoupling, as STYLE.md allows signals for):
+"""The audit log listens; nobody imports it (the app order's one exception, see docs/architecture.md):
 
+* events the other apps ask for with ``apps.core.audit.audit`` (keys, tokens, alerts, exports, ...);
 * logins, logouts and failed logins, from django.contrib.auth's signals (admin, dashboard, any ``authenticate``);
 * configuration changes of the models below: the row as it is in the database before ``save()`` (pre_save) and
   the instance after it (post_save), reduced to the changed fields; creations and deletions.
 
 High-volume tables (readings, latest values, series, dead letters, alerts changed by ingest) are deliberately not
 connected; the ingest writer's ``last_seen`` updates are plain SQL and never reach these receivers, and a save
-that touches only ``last_seen`` is ignored all the same.
+that touches only ``last_seen`` is ignored all the same (``apps.core.signals``).
 """
 
 from django.contrib.auth import get_user_model
@@ -14,9 +15,10 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out, user_lo
 from django.db.models.signals import post_delete, post_save, pre_save
 
 from apps.alerts.models import AlertRule, EscalationPolicy, NotificationChannel
-from apps.audit.choices import AuditAction
 from apps.audit.services import audit_record, changed_fields, model_snapshot
+from apps.core.audit import AuditAction, audit_requested
 from apps.core.security import client_ip
+from apps.core.signals import saves_only_ingest_fields
 from apps.devices.models import Device, DeviceType, Gateway, MetricDefinition, Site
 
 CONFIGURATION_MODELS = (
@@ -29,7 +31,16 @@ CONFIGURATION_MODELS = (
     EscalationPolicy,
     NotificationChannel,
 )
-NOT_CONFIGURATION_FIELDS = frozenset({"last_seen"})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Events the apps ask for
+# ---------------------------------------------------------------------------------------------------------------------
+def record_requested(sender, signal, **event):
+    audit_record(**event)  # the keywords of apps.core.audit.audit
+
+
+audit_requested.connect(record_requested, dispatch_uid="audit-requested")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -67,20 +78,16 @@ user_login_failed.connect(record_login_failed, dispatch_uid="audit-login-failed"
 # ---------------------------------------------------------------------------------------------------------------------
 # Configuration changes
 # ---------------------------------------------------------------------------------------------------------------------
-def _only_untracked(update_fields) -> bool:
-    return update_fields is not None and set(update_fields) <= NOT_CONFIGURATION_FIELDS
-
-
 def capture_before(sender, instance, raw=False, update_fields=None, **kwargs):
     """Read the row as stored (one query per update of a configuration object; they are rare and human-made)."""
-    if raw or instance._state.adding or instance.pk is None or _only_untracked(update_fields):
+    if raw or instance._state.adding or instance.pk is None or saves_only_ingest_fields(update_fields):
         return
     stored = sender._base_manager.filter(pk=instance.pk).first()
     instance._audit_before = model_snapshot(stored) if stored is not None else None
 
 
 def record_save(sender, instance, created, raw=False, update_fields=None, **kwargs):
-    if raw or _only_untracked(update_fields):
+    if raw or saves_only_ingest_fields(update_fields):
         return
     after = model_snapshot(instance)
     if created:

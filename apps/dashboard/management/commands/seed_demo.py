@@ -3,6 +3,8 @@
 Every row is found by its natural key and brought back to the catalogue's values, so running it again changes
 nothing new. Two things are only ever created, never redone: a user's password (an admin may have changed it) and
 a gateway's API key (its plaintext exists once, in this command's output).
+
+It lives in the dashboard, the top of the app order, because it seeds every app below it (users, devices, alerts).
 """
 
 from django.core.management.base import BaseCommand, CommandError
@@ -11,9 +13,9 @@ from django.db import transaction
 from apps.alerts.models import AlertRule
 from apps.devices import demo
 from apps.devices.models import Device, DeviceType, Gateway, MetricDefinition, Site
-from apps.devices.services import api_key_issue
+from apps.devices.services import api_key_issue, user_grant_site
 from apps.users.models import Organization, User
-from apps.users.services import user_grant_site, user_set_role
+from apps.users.services import user_set_role
 
 ADMIN_URL = "http://127.0.0.1:8000/admin/"
 
