@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 from django.db import transaction
 
+from apps.core.time import epoch_ms
 from apps.core.versioned import VersionedSnapshot
 from apps.telemetry.ingest.directory import CATALOGUE_VERSION
 from apps.telemetry.ingest.hooks import CommittedReading, on_readings_committed
@@ -49,10 +50,6 @@ def site_group(site_id: int) -> str:
 
 def device_group(device_id: int) -> str:
     return f"device.{device_id}"
-
-
-def _ms(ts: datetime.datetime) -> int:
-    return int(ts.timestamp() * 1000)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -184,7 +181,7 @@ class LivePublisher:
         per_device: dict[int, dict[str, list]] = {}
         for _, device_id, metric_key, ts, value in readings:
             values = per_device.setdefault(device_id, {})
-            ts_ms = _ms(ts)
+            ts_ms = epoch_ms(ts)
             current = values.get(metric_key)
             if current is None or current[0] <= ts_ms:
                 values[metric_key] = [ts_ms, value]

@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from apps.audit.choices import AuditAction
 from apps.audit.services import audit_record
+from apps.core.time import epoch_ms, epoch_ms_sql
 from apps.devices.models import MetricDefinition
 from apps.devices.selectors import device_list_for_user
 from apps.telemetry.choices import ExportFormat, ExportStatus
@@ -252,10 +253,6 @@ def _enqueue(export_id) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _ms(value: datetime.datetime) -> int:
-    return int(value.timestamp() * 1000)
-
-
 def _export_write(job: ExportJob) -> tuple[int, str, int]:
     """Write the job's file to storage; return (points written, storage name, bytes)."""
     parameters = job.parameters
@@ -301,7 +298,7 @@ class _LocalFile(File):
 def _point_fragment(file_format: str, interval: str, aggregates: list[str]) -> tuple[str, str]:
     """SQL that encodes one point in the target format, and the time column's name."""
     time_column = "ts" if interval == RAW else "bucket"
-    ts_ms = f"(date_part('epoch', {time_column}) * 1000)::int8"
+    ts_ms = epoch_ms_sql(time_column)
     values = [("value", False)] if interval == RAW else [EXPORT_AGGREGATES[name] for name in aggregates]
     if file_format == ExportFormat.MSGPACK:
         # fixarray header, int64 (0xd3) timestamp, then float64 (0xcb) or int64 values: big-endian as *send() gives.
@@ -390,7 +387,7 @@ class _JsonWriter:
         self.start, self.end, self.interval, self.columns = start, end, interval, columns
 
     def head(self) -> bytes:
-        head = {"start": _ms(self.start), "end": _ms(self.end), "interval": self.interval}
+        head = {"start": epoch_ms(self.start), "end": epoch_ms(self.end), "interval": self.interval}
         return (self.json.dumps(head)[:-1] + ', "series": [').encode()
 
     def series_head(self, item, *, first) -> bytes:
@@ -437,9 +434,9 @@ class _MsgpackWriter:
         return (
             b"\x84"  # fixmap of 4
             + packb("start")
-            + packb(_ms(self.start))
+            + packb(epoch_ms(self.start))
             + packb("end")
-            + packb(_ms(self.end))
+            + packb(epoch_ms(self.end))
             + packb("interval")
             + packb(self.interval)
             + packb("series")

@@ -28,6 +28,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 
+from apps.core.time import epoch_ms, epoch_ms_sql
 from apps.telemetry.choices import Resolution
 
 RAW = "raw"
@@ -54,9 +55,6 @@ AGGREGATE_SQL = {
 }
 AGGREGATES = list(AGGREGATE_SQL)
 DEFAULT_AGGREGATES = ["avg"]
-
-# Epoch milliseconds computed in the database: cheaper than building a datetime per row in Python.
-_MS = "(date_part('epoch', {column}) * 1000)::int8"
 
 UTC = datetime.UTC
 CACHE_TTL_SECONDS = 3600
@@ -103,10 +101,6 @@ class TooManyRows(Exception):
             "limit": self.limit,
             "suggestions": self.suggestions,
         }
-
-
-def epoch_ms(moment: datetime.datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -173,7 +167,7 @@ def rollup_sql(*, interval: str, aggregates: list[str], tz: str) -> str:
         if "last" in aggregates:
             merged.append("(array_agg(last_value ORDER BY last_ts DESC))[1] AS last_value")
         return (
-            f"SELECT series_id, {_MS.format(column='day')}, {expressions} FROM ("
+            f"SELECT series_id, {epoch_ms_sql('day')}, {expressions} FROM ("
             f" SELECT series_id, date_trunc('day', bucket, %s) AS day, {', '.join(merged)}"
             f" FROM telemetry_rollup_1h WHERE series_id = ANY(%s::int4[]) AND bucket >= %s AND bucket < %s"
             f" GROUP BY series_id, day"
@@ -181,7 +175,7 @@ def rollup_sql(*, interval: str, aggregates: list[str], tz: str) -> str:
         )
     table = f"telemetry_rollup_{interval}"
     return (
-        f"SELECT series_id, {_MS.format(column='bucket')}, {expressions} FROM {table}"
+        f"SELECT series_id, {epoch_ms_sql('bucket')}, {expressions} FROM {table}"
         f" WHERE series_id = ANY(%s::int4[]) AND bucket >= %s AND bucket < %s ORDER BY series_id, bucket"
     )
 
@@ -192,13 +186,13 @@ def rollup_params(*, ids: list[int], start, end, interval: str, tz: str) -> list
 
 
 RAW_SQL = (
-    f"SELECT series_id, {_MS.format(column='ts')}, value FROM telemetry_reading"
+    f"SELECT series_id, {epoch_ms_sql('ts')}, value FROM telemetry_reading"
     " WHERE series_id = ANY(%s::int4[]) AND ts >= %s AND ts < %s ORDER BY series_id, ts LIMIT %s"
 )
 
 # auto's raw attempt: at most max_points + 1 readings per series, so a dense series costs a bounded index scan.
 RAW_PER_SERIES_SQL = (
-    f"SELECT s.id, {_MS.format(column='r.ts')}, r.value FROM unnest(%s::int4[]) AS s(id)"
+    f"SELECT s.id, {epoch_ms_sql('r.ts')}, r.value FROM unnest(%s::int4[]) AS s(id)"
     " CROSS JOIN LATERAL (SELECT ts, value FROM telemetry_reading WHERE series_id = s.id AND ts >= %s AND ts < %s"
     " ORDER BY ts LIMIT %s) r ORDER BY s.id, r.ts"
 )

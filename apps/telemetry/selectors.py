@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from django.core.cache import cache
 from django.db.models import OuterRef, Subquery
 
+from apps.core.time import epoch_ms
 from apps.devices.models import MetricDefinition
 from apps.devices.selectors import device_get_for_user, device_list_for_user
 from apps.telemetry import queries
@@ -113,7 +114,7 @@ def latest_values_for_device(*, user, uid: str) -> dict:
             {
                 "metric": metric,
                 "value": value,
-                "ts": queries.epoch_ms(ts),
+                "ts": epoch_ms(ts),
                 "unit": unit or "",
                 "display_name": display_name or metric,
             }

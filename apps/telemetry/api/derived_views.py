@@ -14,6 +14,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.time import epoch_ms
 from apps.devices.choices import MetricKind
 from apps.devices.models import MetricDefinition
 from apps.devices.selectors import device_get_for_user
@@ -40,10 +41,6 @@ BUCKET_PARAMETERS = [
     OpenApiParameter("interval", OpenApiTypes.STR, enum=list(DERIVED_INTERVALS), description="Default 1h"),
     OpenApiParameter("tz", OpenApiTypes.STR, description="IANA zone for 1d buckets (default UTC)"),
 ]
-
-
-def _ms(value: datetime.datetime) -> int:
-    return int(value.timestamp() * 1000)
 
 
 def _range(request) -> tuple[datetime.datetime, datetime.datetime]:
@@ -122,12 +119,12 @@ class DeviceEnergyView(APIView):
             if series_id is not None
             else None
         )
-        points = [[_ms(bucket), kwh, kwh * factor] for bucket, kwh in (result.points if result else [])]
+        points = [[epoch_ms(bucket), kwh, kwh * factor] for bucket, kwh in (result.points if result else [])]
         total = result.total if result else 0.0
         return Response(
             {
-                "start": _ms(start),
-                "end": _ms(end),
+                "start": epoch_ms(start),
+                "end": epoch_ms(end),
                 "interval": interval,
                 "tz": tz if interval == "1d" else "UTC",
                 "emission_factor_kg_per_kwh": factor,
@@ -168,8 +165,8 @@ class DeviceVolumeView(APIView):
         )
         return Response(
             {
-                "start": _ms(start),
-                "end": _ms(end),
+                "start": epoch_ms(start),
+                "end": epoch_ms(end),
                 "interval": interval,
                 "tz": tz if interval == "1d" else "UTC",
                 "series": [
@@ -178,7 +175,7 @@ class DeviceVolumeView(APIView):
                         "metric": key,
                         "unit": definition.unit,
                         "columns": ["ts", "volume"],
-                        "points": [[_ms(bucket), volume] for bucket, volume in (result.points if result else [])],
+                        "points": [[epoch_ms(bucket), volume] for bucket, volume in (result.points if result else [])],
                         "total": {"volume": result.total if result else 0.0},
                     }
                 ],
@@ -231,4 +228,4 @@ class DeviceStatisticsView(APIView):
                     else 0.0
                 )
             series.append(item)
-        return Response({"start": _ms(start), "end": _ms(end), "series": series})
+        return Response({"start": epoch_ms(start), "end": epoch_ms(end), "series": series})

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
+from apps.core.time import from_epoch_ms
 from apps.telemetry.choices import ExportFormat
 from apps.telemetry.exports import EXPORT_AGGREGATES, EXPORT_TABLES, RAW
 
@@ -13,11 +14,11 @@ from apps.telemetry.exports import EXPORT_AGGREGATES, EXPORT_TABLES, RAW
 def parse_instant(value, *, field: str) -> datetime.datetime:
     """An instant given as epoch milliseconds or ISO-8601 (naive means UTC), as the series API accepts them."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.datetime.fromtimestamp(value / 1000, tz=datetime.UTC)
+        return from_epoch_ms(value)
     if isinstance(value, str):
         text = value.strip()
         if text.lstrip("-").isdigit():
-            return datetime.datetime.fromtimestamp(int(text) / 1000, tz=datetime.UTC)
+            return from_epoch_ms(int(text))
         try:
             parsed = parse_datetime(text.replace(" ", "+") if "T" in text else text)
         except ValueError:

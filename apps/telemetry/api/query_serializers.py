@@ -9,6 +9,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apps.core.time import epoch_ms, from_epoch_ms
 from apps.devices.validators import EXTERNAL_ID_RE, METRIC_KEY_RE
 from apps.telemetry import queries
 
@@ -27,7 +28,7 @@ class TimestampField(serializers.Field):
         text = str(data).strip()
         try:
             if text.lstrip("-").isdigit():
-                return datetime.datetime.fromtimestamp(int(text) / 1000, tz=datetime.UTC)
+                return from_epoch_ms(int(text))
             moment = parse_datetime(text.replace(" ", "+"))  # a '+' in a query string arrives as a space
         except (ValueError, OverflowError, OSError):
             moment = None
@@ -36,7 +37,7 @@ class TimestampField(serializers.Field):
         return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
     def to_representation(self, value):
-        return queries.epoch_ms(value)
+        return epoch_ms(value)
 
 
 def _split(value: str) -> list[str]:
