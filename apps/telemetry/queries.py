@@ -198,7 +198,7 @@ RAW_PER_SERIES_SQL = (
 )
 
 
-def _fetch(sql: str, params: list) -> list[tuple]:
+def rows_fetch(sql: str, params: list) -> list[tuple]:
     """Run a data statement on psycopg directly, with binary results (as the ingest writer does).
 
     Django's cursor reads results as text; parsing 50 series x 365 points x several aggregates from text cost
@@ -244,7 +244,7 @@ def raw_rows_estimate(*, ids: list[int], start: datetime.datetime, end: datetime
             interval = candidate
     seconds = INTERVAL_SECONDS[interval]
     aligned_start = datetime.datetime.fromtimestamp(start.timestamp() // seconds * seconds, tz=UTC)
-    rows = _fetch(
+    rows = rows_fetch(
         f"SELECT coalesce(sum(count), 0)::int8,"
         f" (SELECT rolled_until FROM telemetry_rollupwatermark WHERE resolution = %s)"
         f" FROM telemetry_rollup_{interval} WHERE series_id = ANY(%s::int4[]) AND bucket >= %s AND bucket < %s",
@@ -289,7 +289,7 @@ def series_fetch(*, refs: list[SeriesRef], query: SeriesQuery, now: datetime.dat
     interval, grouped = query.interval, None
 
     if interval == AUTO and raw_is_candidate(start=query.start, end=query.end, max_points=query.max_points):
-        rows = _fetch(RAW_PER_SERIES_SQL, [ids, query.start, query.end, query.max_points + 1]) if ids else []
+        rows = rows_fetch(RAW_PER_SERIES_SQL, [ids, query.start, query.end, query.max_points + 1]) if ids else []
         grouped = _group(rows)
         if all(len(points) <= query.max_points for points in grouped.values()):
             interval = RAW
@@ -304,14 +304,14 @@ def series_fetch(*, refs: list[SeriesRef], query: SeriesQuery, now: datetime.dat
         if estimated > limit:
             raise too_many_rows(estimated=estimated, query=query, now=now)
         # The estimate can miss readings not rolled up at all; the LIMIT makes the bound hold regardless.
-        rows = _fetch(RAW_SQL, [ids, query.start, query.end, limit + 1]) if ids else []
+        rows = rows_fetch(RAW_SQL, [ids, query.start, query.end, limit + 1]) if ids else []
         if len(rows) > limit:
             raise too_many_rows(estimated=len(rows), query=query, now=now)
         grouped = _group(rows)
     elif grouped is None:
         sql = rollup_sql(interval=interval, aggregates=query.aggregates, tz=query.tz)
         params = rollup_params(ids=ids, start=query.start, end=query.end, interval=interval, tz=query.tz)
-        grouped = _group(_fetch(sql, params)) if ids else {}
+        grouped = _group(rows_fetch(sql, params)) if ids else {}
 
     columns = ["ts", "value"] if interval == RAW else ["ts", *query.aggregates]
     return {
