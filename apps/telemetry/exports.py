@@ -11,7 +11,10 @@ File formats, all with timestamps in epoch milliseconds like the series API:
 - ``csv``: a header ``device,metric,ts,<value | agg...>`` then one line per point, series after series.
 - ``json``: the series API's document ``{"start","end","interval","series":[{"device","metric","unit","columns",
   "points"}]}``.
-- ``msgpack``: the same document as one MessagePack map (timestamps int64, values float64, count int64).
+- ``msgpack``: the same document as one MessagePack map (timestamps and count integers, values float64).
+
+Aggregates are the series API's (``queries.AGGREGATE_SQL``): ``stddev`` is the sample standard deviation, empty
+(CSV) or null for a bucket of one reading.
 
 Encoding: each statement reads one page of one series by keyset (the primary key range scan) with binary results,
 and the encoder the API uses for the same format writes it: the ``csv`` module, orjson, the ``msgpack`` library.
@@ -43,11 +46,10 @@ from apps.devices.models import MetricDefinition
 from apps.devices.selectors import device_list_for_user
 from apps.telemetry.choices import ExportFormat, ExportStatus
 from apps.telemetry.models import ExportJob, Series
-from apps.telemetry.queries import rows_fetch
+from apps.telemetry.queries import AGGREGATE_SQL, DEFAULT_AGGREGATES, RAW, rows_fetch
 
 logger = logging.getLogger(__name__)
 
-RAW = "raw"
 # Interval -> the rollup table it is read from; "raw" reads telemetry_reading.
 EXPORT_TABLES = {
     RAW: "telemetry_reading",
@@ -56,19 +58,6 @@ EXPORT_TABLES = {
     "1h": "telemetry_rollup_1h",
     "1d": "telemetry_rollup_1d",
 }
-# Aggregate -> SQL over a rollup row. stddev is the population standard deviation; the greatest(..., 0) absorbs the
-# rounding that can make sum_sq/n - mean^2 slightly negative for constant series.
-EXPORT_AGGREGATES = {
-    "avg": "sum / count",
-    "min": "min",
-    "max": "max",
-    "count": "count",
-    "sum": "sum",
-    "stddev": "sqrt(greatest(sum_sq / count - (sum / count) ^ 2, 0))",
-    "first": "first_value",
-    "last": "last_value",
-}
-DEFAULT_AGGREGATES = ["avg"]
 CONTENT_TYPES = {
     ExportFormat.CSV: "text/csv",
     ExportFormat.JSON: "application/json",
@@ -309,7 +298,7 @@ def _page_sql(interval: str, aggregates: list[str]) -> str:
     Params: series id, after (exclusive), end (exclusive), page size.
     """
     time_column = "ts" if interval == RAW else "bucket"
-    values = ["value"] if interval == RAW else [EXPORT_AGGREGATES[name] for name in aggregates]
+    values = ["value"] if interval == RAW else [AGGREGATE_SQL[name] for name in aggregates]
     return (
         f"SELECT {time_column}, {epoch_ms_sql(time_column)}, {', '.join(values)} FROM {EXPORT_TABLES[interval]}"
         f" WHERE series_id = %s AND {time_column} > %s AND {time_column} < %s ORDER BY {time_column} LIMIT %s"

@@ -42,7 +42,9 @@ INTERVAL_SECONDS = {
 }
 INTERVALS = [AUTO, RAW, *INTERVAL_SECONDS]
 
-# SQL expression of each aggregate over the rollup columns (a table row, or a merged row with the same names).
+# SQL expression of each aggregate over the rollup columns (a table row, or a merged row with the same names): the one
+# definition, used by the series API, exports and the derived statistics. greatest(0, ...) absorbs the rounding that
+# can make sum_sq - sum²/count slightly negative for a constant series.
 AGGREGATE_SQL = {
     "avg": "sum / count",
     "min": "min",

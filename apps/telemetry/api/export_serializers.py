@@ -8,7 +8,8 @@ from rest_framework import serializers
 
 from apps.core.time import from_epoch_ms
 from apps.telemetry.choices import ExportFormat
-from apps.telemetry.exports import EXPORT_AGGREGATES, EXPORT_TABLES, RAW
+from apps.telemetry.exports import EXPORT_TABLES
+from apps.telemetry.queries import AGGREGATES, RAW
 
 
 def parse_instant(value, *, field: str) -> datetime.datetime:
@@ -64,7 +65,11 @@ class ExportCreateSerializer(serializers.Serializer):
     end = serializers.JSONField(help_text="Epoch milliseconds or ISO-8601, exclusive")
     interval = serializers.ChoiceField(choices=list(EXPORT_TABLES), default=RAW)
     agg = serializers.ListField(
-        child=serializers.ChoiceField(choices=list(EXPORT_AGGREGATES)), required=False, allow_empty=False
+        child=serializers.ChoiceField(choices=AGGREGATES),
+        required=False,
+        allow_empty=False,
+        help_text="Aggregates of rollup intervals, as in the series API; default `avg`. `stddev` is the sample "
+        "standard deviation (n - 1), null (empty in CSV) for a bucket of one reading.",
     )
     format = serializers.ChoiceField(choices=ExportFormat.choices, default=ExportFormat.CSV)
 

@@ -56,7 +56,8 @@ class SeriesQuerySerializer(serializers.Serializer):
     interval = serializers.ChoiceField(choices=queries.INTERVALS, default=queries.AUTO)
     agg = serializers.CharField(
         required=False,
-        help_text=f"Comma-separated, of {', '.join(queries.AGGREGATES)}; default `avg`. Ignored for raw.",
+        help_text=f"Comma-separated, of {', '.join(queries.AGGREGATES)}; default `avg`. Ignored for raw. "
+        "`stddev` is the sample standard deviation (n - 1).",
     )
     tz = serializers.CharField(required=False, default="UTC", help_text="IANA zone of `1d` buckets; default UTC.")
     max_points = serializers.IntegerField(
@@ -141,7 +142,8 @@ class SeriesDataSerializer(serializers.Serializer):
     columns = serializers.ListField(child=serializers.CharField(), help_text='`["ts", "value"]` or `["ts", *agg]`.')
     points = serializers.ListField(
         child=serializers.ListField(child=serializers.FloatField(allow_null=True)),
-        help_text="Rows matching `columns`; `ts` in epoch ms (bucket start). `stddev` is null for one reading.",
+        help_text="Rows matching `columns`; `ts` in epoch ms (bucket start). `stddev` is the sample standard deviation "
+        "(n - 1), null for one reading.",
     )
 
 
