@@ -1,10 +1,11 @@
 """Asynchronous exports: a user asks for series over a range, a Celery worker writes the file to Django storage.
 
-Lifecycle: ``export_create`` stores a pending ``ExportJob`` and enqueues the task after commit; ``export_run``
-claims the job with a conditional UPDATE (pending -> running, so a redelivered or duplicated task never runs one job
-twice), streams the rows out of PostgreSQL series by series and records done or failed; ``export_retry`` puts a
-failed job back to pending; ``exports_expire`` (beat) deletes the files of expired jobs and, a grace period later,
-their rows.
+Lifecycle: ``export_create`` stores a pending ``ExportJob`` and its caller (the API view) enqueues
+``tasks.export_run_task`` with ``tasks.export_enqueue``; ``export_run`` claims the job with a conditional UPDATE
+(pending -> running, so a redelivered or duplicated task never runs one job twice), streams the rows out of
+PostgreSQL series by series and records done or failed; ``export_retry`` puts a failed job back to pending, to be
+enqueued again by its caller; ``exports_expire`` (beat) deletes the files of expired jobs and, a grace period later,
+their rows. This module does not know the task queue: the tasks import it, not the other way round.
 
 File formats, all with timestamps in epoch milliseconds like the series API:
 
@@ -85,7 +86,7 @@ def export_create(
     aggregates: list[str] | None,
     file_format: str,
 ) -> ExportJob:
-    """Store a pending export of already resolved and permission-checked series and enqueue it after commit.
+    """Store a pending export of already resolved and permission-checked series; the caller enqueues it.
 
     ``series`` items are ``{"id", "device", "metric", "unit"}``: labels are frozen into the job so the file says
     what the user asked for even if a device is renamed meanwhile.
@@ -102,17 +103,14 @@ def export_create(
         audit_record(
             actor=user, action=AuditAction.EXPORT_CREATE, target=job, after={**parameters, "format": file_format}
         )
-        _enqueue(job.id)
     return job
 
 
 def export_retry(*, job: ExportJob) -> bool:
-    """Put a failed job back to pending and enqueue it; False when the job was not failed (nothing to retry)."""
+    """Put a failed job back to pending for its caller to enqueue; False when the job was not failed."""
     reset = ExportJob.objects.filter(pk=job.pk, status=ExportStatus.FAILED).update(
         status=ExportStatus.PENDING, progress=0, error="", rows=None, file_size=None, finished_at=None, expires_at=None
     )
-    if reset:
-        _enqueue(job.pk)
     job.refresh_from_db()
     return bool(reset)
 
@@ -235,12 +233,6 @@ def export_is_expired(job: ExportJob, *, now: datetime.datetime | None = None) -
 
 def export_file_extension(file_format: str) -> str:
     return {ExportFormat.CSV: "csv", ExportFormat.JSON: "json", ExportFormat.MSGPACK: "msgpack"}[file_format]
-
-
-def _enqueue(export_id) -> None:
-    from apps.telemetry.tasks import export_run_task
-
-    transaction.on_commit(lambda: export_run_task.delay(str(export_id)))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
