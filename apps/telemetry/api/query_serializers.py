@@ -4,40 +4,11 @@ import datetime
 import zoneinfo
 
 from django.conf import settings
-from django.utils.dateparse import parse_datetime
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from apps.core.time import epoch_ms, from_epoch_ms
 from apps.devices.validators import EXTERNAL_ID_RE, METRIC_KEY_RE
 from apps.telemetry import queries
-
-DEFAULT_RANGE = datetime.timedelta(hours=24)
-
-
-@extend_schema_field(OpenApiTypes.STR)
-class TimestampField(serializers.Field):
-    """ISO-8601 (a time without offset is UTC) or integer epoch milliseconds."""
-
-    default_error_messages = {
-        "invalid": "Use an ISO-8601 date-time (e.g. 2026-03-29T00:00:00+01:00) or epoch milliseconds.",
-    }
-
-    def to_internal_value(self, data):
-        text = str(data).strip()
-        try:
-            if text.lstrip("-").isdigit():
-                return from_epoch_ms(int(text))
-            moment = parse_datetime(text.replace(" ", "+"))  # a '+' in a query string arrives as a space
-        except (ValueError, OverflowError, OSError):
-            moment = None
-        if moment is None:
-            self.fail("invalid")
-        return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
-
-    def to_representation(self, value):
-        return epoch_ms(value)
+from apps.telemetry.api.fields import DEFAULT_RANGE, InstantField
 
 
 def _split(value: str) -> list[str]:
@@ -51,8 +22,8 @@ class SeriesQuerySerializer(serializers.Serializer):
         required=False,
         help_text=f"Instead of device/metrics: `uid:metric,uid:metric,...`, at most {settings.QUERY_MAX_SERIES}.",
     )
-    start = TimestampField(required=False, help_text="ISO-8601 or epoch ms; default `end` - 24 h.")
-    end = TimestampField(required=False, help_text="ISO-8601 or epoch ms, exclusive; default now.")
+    start = InstantField(required=False, help_text="ISO-8601 or epoch ms; default `end` - 24 h.")
+    end = InstantField(required=False, help_text="ISO-8601 or epoch ms, exclusive; default now.")
     interval = serializers.ChoiceField(choices=queries.INTERVALS, default=queries.AUTO)
     agg = serializers.CharField(
         required=False,
