@@ -28,6 +28,8 @@ import _django  # before any import from the checkout: sys.path, DEBUG off
 import psycopg
 from _support import ScratchDatabase, argument_parser, catalogue_seed, log, machine_facts, result_print
 
+from apps.core.time import epoch_ms, epoch_ms_sql
+
 SCRATCH_DB = "fieldwatch_bench_ts"
 METRICS = [f"m{i}" for i in range(5)]  # metrics per device: --series 50 is 10 devices x 5 metrics
 REPEATS = 7
@@ -62,8 +64,6 @@ _GENERATE_LOAD = """
     WHERE s.id = ANY(%(ids)s::int4[])
     ORDER BY s.id, g
 """
-
-_MS = "(date_part('epoch', {column}) * 1000)::int8"
 
 
 def _stats(samples: list[float]) -> dict:
@@ -329,7 +329,7 @@ class TimeseriesBenchmark:
 
         client = Client(HTTP_HOST="localhost")
         client.force_login(self.user)
-        start_ms, end_ms = int(self.start.timestamp() * 1000), int(self.end.timestamp() * 1000)
+        start_ms, end_ms = epoch_ms(self.start), epoch_ms(self.end)
         day_ms = 86_400_000
         wide = {"series": ",".join(uids), "start": start_ms, "end": end_ms}
         raw = {"series": uids[0], "start": end_ms - day_ms, "end": end_ms, "interval": "raw"}
@@ -337,14 +337,14 @@ class TimeseriesBenchmark:
         wide_figures = self._api(client, wide)
         interval = wide_figures["interval"]
         wide_sql = (
-            f"SELECT series_id, {_MS.format(column='bucket')}, sum / count FROM telemetry_rollup_{interval}"
+            f"SELECT series_id, {epoch_ms_sql('bucket')}, sum / count FROM telemetry_rollup_{interval}"
             " WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s ORDER BY series_id, bucket"
         )
         wide_figures["sql"] = self._sql(wide_sql, [ids, self.start, self.end], wide_figures["points"])
         log("queries: 24 h raw of one series")
         raw_figures = self._api(client, raw)
         raw_sql = (
-            f"SELECT {_MS.format(column='ts')}, value FROM telemetry_reading"
+            f"SELECT {epoch_ms_sql('ts')}, value FROM telemetry_reading"
             " WHERE series_id = %s AND ts >= %s AND ts < %s ORDER BY ts"
         )
         day_before = self.end - datetime.timedelta(days=1)
@@ -400,8 +400,8 @@ class TimeseriesBenchmark:
     def _sql(self, sql: str, params: list, points: int) -> dict:
         """The hand-written statement on a plain psycopg connection: execute + fetchall, 1 warm-up, REPEATS runs.
 
-        Timed with psycopg's default text results and with binary results (what the API's ``_fetch`` asks for);
-        the ratio is taken against the faster, so it shows the API's own overhead over the best plain fetch.
+        Timed with psycopg's default text results and with binary results (what the API's ``queries.rows_fetch``
+        asks for); the ratio is taken against the faster, so it shows the API's own overhead over the best plain fetch.
         """
         figures = {}
         with psycopg.connect(self.url, autocommit=True) as connection:

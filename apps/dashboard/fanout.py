@@ -37,6 +37,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.alerts.models import Alert
+from apps.core.time import epoch_ms
 from apps.core.versioned import CACHE_ERRORS, VersionedSnapshot
 from apps.devices.models import Device
 from apps.telemetry.ingest.directory import CATALOGUE_VERSION
@@ -55,10 +56,6 @@ def site_group(site_id: int) -> str:
 
 def device_group(device_id: int) -> str:
     return f"device.{device_id}"
-
-
-def _ms(ts: datetime.datetime) -> int:
-    return int(ts.timestamp() * 1000)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -188,7 +185,7 @@ class LivePublisher:
         per_device: dict[int, dict[str, list]] = {}
         for _, device_id, metric_key, ts, value in readings:
             values = per_device.setdefault(device_id, {})
-            ts_ms = _ms(ts)
+            ts_ms = epoch_ms(ts)
             current = values.get(metric_key)
             if current is None or current[0] <= ts_ms:
                 values[metric_key] = [ts_ms, value]

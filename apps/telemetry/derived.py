@@ -19,7 +19,8 @@ reading; the first reading of the range is differenced against the last one befo
 equals the meter's advance over it.
 
 Statistics: avg, min, max and count are computed from raw readings in one aggregate statement (exact for any range
-while raw data is retained; the rollup-based series API serves ranges beyond raw retention).
+while raw data is retained; the rollup-based series API serves ranges beyond raw retention), by the series API's
+aggregate definitions.
 """
 
 import datetime
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection
+
+from apps.telemetry.queries import AGGREGATE_SQL
 
 # Power units energy understands -> factor to kW.
 POWER_UNITS = {"W": 0.001, "kW": 1.0, "MW": 1000.0}
@@ -158,21 +161,23 @@ def volume_buckets(
     return DerivedBuckets(points=points, total=sum(volume for _, volume in points))
 
 
+STATISTICS = ["avg", "min", "max", "count"]
+# The readings of each series folded into the rollup columns the aggregate definitions read.
+_STATISTICS_SQL = f"""
+SELECT id, {", ".join(AGGREGATE_SQL[name] for name in STATISTICS)}
+FROM (
+    SELECT s.id, count(r.value) AS count, sum(r.value) AS sum, min(r.value) AS min, max(r.value) AS max
+    FROM unnest(%s::int[]) AS s (id)
+    LEFT JOIN telemetry_reading r ON r.series_id = s.id AND r.ts >= %s AND r.ts < %s
+    GROUP BY s.id
+) folded
+"""
+
+
 def statistics_compute(
     *, series_ids: list[int], start: datetime.datetime, end: datetime.datetime
 ) -> dict[int, dict[str, float | int | None]]:
     """avg, min, max and count per series over ``[start, end)``: one statement for all series."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT s.id, avg(r.value), min(r.value), max(r.value), count(r.value)
-            FROM unnest(%s::int[]) AS s (id)
-            LEFT JOIN telemetry_reading r ON r.series_id = s.id AND r.ts >= %s AND r.ts < %s
-            GROUP BY s.id
-            """,
-            [series_ids, start, end],
-        )
-        return {
-            series_id: {"avg": avg, "min": low, "max": high, "count": count}
-            for series_id, avg, low, high, count in cursor.fetchall()
-        }
+        cursor.execute(_STATISTICS_SQL, [series_ids, start, end])
+        return {series_id: dict(zip(STATISTICS, values, strict=True)) for series_id, *values in cursor.fetchall()}

@@ -1,46 +1,55 @@
 """Asynchronous exports: a user asks for series over a range, a Celery worker writes the file to Django storage.
 
-Lifecycle: ``export_create`` stores a pending ``ExportJob`` and enqueues the task after commit; ``export_run``
-claims the job with a conditional UPDATE (pending -> running, so a redelivered or duplicated task never runs one job
-twice), streams the rows out of PostgreSQL series by series and records done or failed; ``export_retry`` puts a
-failed job back to pending; ``exports_expire`` (beat) deletes the files of expired jobs and, a grace period later,
-their rows.
+Lifecycle: ``export_create`` stores a pending ``ExportJob`` and its caller (the API view) enqueues
+``tasks.export_run_task`` with ``tasks.export_enqueue``; ``export_run`` claims the job with a conditional UPDATE
+(pending -> running, so a redelivered or duplicated task never runs one job twice), streams the rows out of
+PostgreSQL series by series and records done or failed; ``export_retry`` puts a failed job back to pending, to be
+enqueued again by its caller; ``exports_expire`` (beat) deletes the files of expired jobs and, a grace period later,
+their rows. This module does not know the task queue: the tasks import it, not the other way round.
 
 File formats, all with timestamps in epoch milliseconds like the series API:
 
 - ``csv``: a header ``device,metric,ts,<value | agg...>`` then one line per point, series after series.
 - ``json``: the series API's document ``{"start","end","interval","series":[{"device","metric","unit","columns",
   "points"}]}``.
-- ``msgpack``: the same document as one MessagePack map (timestamps int64, values float64, count int64).
+- ``msgpack``: the same document as one MessagePack map (timestamps and count integers, values float64).
 
-Speed: PostgreSQL formats the points itself. Each statement reads one page of one series by keyset (the primary key
-range scan) and returns the page already encoded (``string_agg`` of CSV/JSON fragments, or of MessagePack bytes built
-with ``int8send``/``float8send``), so Python only copies a few megabytes per page to the file and never touches a row.
-The file is written to a local temporary file first (MessagePack needs a seek to patch each series' point count) and
-then handed to the default storage, which moves it on a local disk and uploads it to S3-compatible stores.
+Aggregates are the series API's (``queries.AGGREGATE_SQL``): ``stddev`` is the sample standard deviation, empty
+(CSV) or null for a bucket of one reading.
+
+Encoding: each statement reads one page of one series by keyset (the primary key range scan) with binary results,
+and the encoder the API uses for the same format writes it: the ``csv`` module, orjson, the ``msgpack`` library.
+Memory is bounded by one page (``PAGE_ROWS`` points). The file is written to a local temporary file first and then
+handed to the default storage, which moves it on a local disk and uploads it to S3-compatible stores.
 """
 
+import csv
 import datetime
+import io
 import logging
 import os
+import shutil
 import tempfile
 
+import msgpack
+import orjson
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from apps.core.audit import AuditAction, audit
+from apps.core.time import epoch_ms, epoch_ms_sql
 from apps.devices.models import MetricDefinition
 from apps.devices.selectors import device_list_for_user
 from apps.telemetry.choices import ExportFormat, ExportStatus
 from apps.telemetry.models import ExportJob, Series
+from apps.telemetry.queries import AGGREGATE_SQL, DEFAULT_AGGREGATES, RAW, rows_fetch
 
 logger = logging.getLogger(__name__)
 
-RAW = "raw"
 # Interval -> the rollup table it is read from; "raw" reads telemetry_reading.
 EXPORT_TABLES = {
     RAW: "telemetry_reading",
@@ -49,26 +58,14 @@ EXPORT_TABLES = {
     "1h": "telemetry_rollup_1h",
     "1d": "telemetry_rollup_1d",
 }
-# Aggregate -> (SQL over a rollup row, is integer). stddev is the population standard deviation; the
-# greatest(..., 0) absorbs the rounding that can make sum_sq/n - mean^2 slightly negative for constant series.
-EXPORT_AGGREGATES = {
-    "avg": ("sum / count", False),
-    "min": ("min", False),
-    "max": ("max", False),
-    "count": ("count::float8", True),
-    "sum": ("sum", False),
-    "stddev": ("sqrt(greatest(sum_sq / count - (sum / count) ^ 2, 0))", False),
-    "first": ("first_value", False),
-    "last": ("last_value", False),
-}
-DEFAULT_AGGREGATES = ["avg"]
 CONTENT_TYPES = {
     ExportFormat.CSV: "text/csv",
     ExportFormat.JSON: "application/json",
     ExportFormat.MSGPACK: "application/msgpack",
 }
-# Points per statement: large enough that statement overhead vanishes, small enough that a page is a few MB.
-PAGE_ROWS = 200_000
+# Points per statement: large enough that statement overhead vanishes, small enough that a page in Python stays at
+# a few tens of MB.
+PAGE_ROWS = 50_000
 # A job still running after this long lost its worker (acks_late redelivery finds it running and leaves it).
 RUNNING_TIMEOUT = datetime.timedelta(hours=6)
 
@@ -88,7 +85,7 @@ def export_create(
     aggregates: list[str] | None,
     file_format: str,
 ) -> ExportJob:
-    """Store a pending export of already resolved and permission-checked series and enqueue it after commit.
+    """Store a pending export of already resolved and permission-checked series; the caller enqueues it.
 
     ``series`` items are ``{"id", "device", "metric", "unit"}``: labels are frozen into the job so the file says
     what the user asked for even if a device is renamed meanwhile.
@@ -103,17 +100,14 @@ def export_create(
     with transaction.atomic():
         job = ExportJob.objects.create(user=user, parameters=parameters, format=file_format)
         audit(actor=user, action=AuditAction.EXPORT_CREATE, target=job, after={**parameters, "format": file_format})
-        _enqueue(job.id)
     return job
 
 
 def export_retry(*, job: ExportJob) -> bool:
-    """Put a failed job back to pending and enqueue it; False when the job was not failed (nothing to retry)."""
+    """Put a failed job back to pending for its caller to enqueue; False when the job was not failed."""
     reset = ExportJob.objects.filter(pk=job.pk, status=ExportStatus.FAILED).update(
         status=ExportStatus.PENDING, progress=0, error="", rows=None, file_size=None, finished_at=None, expires_at=None
     )
-    if reset:
-        _enqueue(job.pk)
     job.refresh_from_db()
     return bool(reset)
 
@@ -238,19 +232,9 @@ def export_file_extension(file_format: str) -> str:
     return {ExportFormat.CSV: "csv", ExportFormat.JSON: "json", ExportFormat.MSGPACK: "msgpack"}[file_format]
 
 
-def _enqueue(export_id) -> None:
-    from apps.telemetry.tasks import export_run_task
-
-    transaction.on_commit(lambda: export_run_task.delay(str(export_id)))
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Writing the file
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def _ms(value: datetime.datetime) -> int:
-    return int(value.timestamp() * 1000)
 
 
 def _export_write(job: ExportJob) -> tuple[int, str, int]:
@@ -261,21 +245,23 @@ def _export_write(job: ExportJob) -> tuple[int, str, int]:
     interval = parameters["interval"]
     aggregates = parameters["agg"] if interval != RAW else []
     series = parameters["series"]
-    writer = _WRITERS[job.format](
-        start=start, end=end, interval=interval, columns=["ts", *(aggregates or ["value"])], series_count=len(series)
-    )
-    handle, path = tempfile.mkstemp(prefix=f"export-{job.pk}-", suffix=f".{export_file_extension(job.format)}")
+    sql = _page_sql(interval, aggregates)
+    extension = export_file_extension(job.format)
+    handle, path = tempfile.mkstemp(prefix=f"export-{job.pk}-", suffix=f".{extension}")
     total = 0
     try:
-        with os.fdopen(handle, "w+b", buffering=1024 * 1024) as out:
-            out.write(writer.head())
+        with os.fdopen(handle, "wb", buffering=1024 * 1024) as out:
+            encoder = _ENCODERS[job.format](
+                out,
+                head={"start": epoch_ms(start), "end": epoch_ms(end), "interval": interval},
+                columns=["ts", *(aggregates or ["value"])],
+                series_count=len(series),
+            )
             for index, item in enumerate(series):
-                out.write(writer.series_head(item, first=index == 0))
-                total += writer.series_body(out, item, _pages(job.format, item, interval, aggregates, start, end))
-                out.write(writer.series_tail())
+                total += encoder.series(item, _pages(sql, item["id"], start, end), first=index == 0)
                 ExportJob.objects.filter(pk=job.pk).update(progress=int(100 * (index + 1) / len(series)), rows=total)
-            out.write(writer.tail())
-        name = f"exports/{job.pk}.{export_file_extension(job.format)}"
+            encoder.close()
+        name = f"exports/{job.pk}.{extension}"
         with open(path, "rb") as stored:
             name = default_storage.save(name, _LocalFile(stored, path))
         return total, name, default_storage.size(name)
@@ -295,184 +281,120 @@ class _LocalFile(File):
         return self._path
 
 
-def _point_fragment(file_format: str, interval: str, aggregates: list[str]) -> tuple[str, str]:
-    """SQL that encodes one point in the target format, and the time column's name."""
-    time_column = "ts" if interval == RAW else "bucket"
-    ts_ms = f"(date_part('epoch', {time_column}) * 1000)::int8"
-    values = [("value", False)] if interval == RAW else [EXPORT_AGGREGATES[name] for name in aggregates]
-    if file_format == ExportFormat.MSGPACK:
-        # fixarray header, int64 (0xd3) timestamp, then float64 (0xcb) or int64 values: big-endian as *send() gives.
-        parts = [f"'\\x{0x90 + 1 + len(values):02x}d3'::bytea", f"int8send({ts_ms})"]
-        for expression, integer in values:
-            parts += (
-                ["'\\xd3'::bytea", f"int8send(({expression})::int8)"]
-                if integer
-                else [
-                    "'\\xcb'::bytea",
-                    f"float8send({expression})",
-                ]
-            )
-        return " || ".join(parts), time_column
-    texts = [f"({expression})::int8::text" if integer else f"({expression})::text" for expression, integer in values]
-    if file_format == ExportFormat.JSON:
-        return "'[' || " + " || ',' || ".join([f"{ts_ms}::text", *texts]) + " || ']'", time_column
-    return "%(prefix)s || " + " || ',' || ".join([f"{ts_ms}::text", *texts]), time_column
+def _page_sql(interval: str, aggregates: list[str]) -> str:
+    """One page of one series by keyset over its primary key: rows ``(time, ts_ms, *values)``.
 
-
-def _pages(file_format, item, interval, aggregates, start, end):
-    """Yield (encoded page, points, last time) for one series, by keyset over its primary key."""
-    fragment, time_column = _point_fragment(file_format, interval, aggregates)
-    separator = {ExportFormat.CSV: "E'\\n'", ExportFormat.JSON: "','", ExportFormat.MSGPACK: "''::bytea"}[file_format]
-    sql = f"""
-        SELECT string_agg(fragment, {separator} ORDER BY t), count(*), max(t)
-        FROM (
-            SELECT {time_column} AS t, {fragment} AS fragment
-            FROM {EXPORT_TABLES[interval]}
-            WHERE series_id = %(series_id)s AND {time_column} > %(after)s AND {time_column} < %(end)s
-            ORDER BY {time_column}
-            LIMIT {PAGE_ROWS}
-        ) page
+    Params: series id, after (exclusive), end (exclusive), page size.
     """
-    prefix = _csv_field(item["device"]) + "," + _csv_field(item["metric"]) + ","
+    time_column = "ts" if interval == RAW else "bucket"
+    values = ["value"] if interval == RAW else [AGGREGATE_SQL[name] for name in aggregates]
+    return (
+        f"SELECT {time_column}, {epoch_ms_sql(time_column)}, {', '.join(values)} FROM {EXPORT_TABLES[interval]}"
+        f" WHERE series_id = %s AND {time_column} > %s AND {time_column} < %s ORDER BY {time_column} LIMIT %s"
+    )
+
+
+def _pages(sql: str, series_id: int, start: datetime.datetime, end: datetime.datetime):
+    """Yield the points ``(ts_ms, *values)`` of one series in ``[start, end)``, a list of at most PAGE_ROWS at a time.
+
+    Each page is its own short statement, so a long export holds no snapshot open while it writes.
+    """
     # The first page starts at `start` inclusive: `> start - 1 µs` keeps one statement shape for every page.
     after = start - datetime.timedelta(microseconds=1)
-    with connection.cursor() as cursor:
-        while True:
-            cursor.execute(sql, {"series_id": item["id"], "after": after, "end": end, "prefix": prefix})
-            data, count, last = cursor.fetchone()
-            if not count:
-                return
-            yield (bytes(data) if file_format == ExportFormat.MSGPACK else data.encode()), count
-            if count < PAGE_ROWS:
-                return
-            after = last
+    while True:
+        rows = rows_fetch(sql, [series_id, after, end, PAGE_ROWS])
+        if rows:
+            yield [row[1:] for row in rows]
+        if len(rows) < PAGE_ROWS:
+            return
+        after = rows[-1][0]
 
 
-def _csv_field(value: str) -> str:
-    if any(character in value for character in ',"\r\n'):
-        return '"' + value.replace('"', '""') + '"'
-    return value
+class _CsvEncoder:
+    """``device,metric,<columns>`` then one line per point, through the ``csv`` module a page at a time."""
+
+    def __init__(self, out, *, head, columns, series_count):
+        self.out = out
+        self.buffer = io.StringIO()
+        self.writer = csv.writer(self.buffer, lineterminator="\n")
+        self.writer.writerow(["device", "metric", *columns])
+        self._flush()
+
+    def _flush(self):
+        self.out.write(self.buffer.getvalue().encode())
+        self.buffer.seek(0)
+        self.buffer.truncate()
+
+    def series(self, item, pages, *, first) -> int:
+        labels = (item["device"], item["metric"])
+        count = 0
+        for points in pages:
+            self.writer.writerows(labels + point for point in points)
+            self._flush()
+            count += len(points)
+        return count
+
+    def close(self):
+        pass
 
 
-class _CsvWriter:
-    def __init__(self, *, start, end, interval, columns, series_count):
-        self.columns = columns
+class _JsonEncoder:
+    """The series API's JSON document, encoded by orjson as the API's renderer does.
 
-    def head(self) -> bytes:
-        return (",".join(["device", "metric", *self.columns]) + "\n").encode()
-
-    def series_head(self, item, *, first) -> bytes:
-        return b""
-
-    def series_body(self, out, item, pages) -> int:
-        total = 0
-        for data, count in pages:
-            out.write(data)
-            out.write(b"\n")
-            total += count
-        return total
-
-    def series_tail(self) -> bytes:
-        return b""
-
-    def tail(self) -> bytes:
-        return b""
-
-
-class _JsonWriter:
-    def __init__(self, *, start, end, interval, columns, series_count):
-        import json
-
-        self.json = json
-        self.start, self.end, self.interval, self.columns = start, end, interval, columns
-
-    def head(self) -> bytes:
-        head = {"start": _ms(self.start), "end": _ms(self.end), "interval": self.interval}
-        return (self.json.dumps(head)[:-1] + ', "series": [').encode()
-
-    def series_head(self, item, *, first) -> bytes:
-        head = {"device": item["device"], "metric": item["metric"], "unit": item["unit"], "columns": self.columns}
-        return (("" if first else ", ") + self.json.dumps(head)[:-1] + ', "points": [').encode()
-
-    def series_body(self, out, item, pages) -> int:
-        total = 0
-        for data, count in pages:
-            if total:
-                out.write(b",")
-            out.write(data)
-            total += count
-        return total
-
-    def series_tail(self) -> bytes:
-        return b"]}"
-
-    def tail(self) -> bytes:
-        return b"]}\n"
-
-
-class _MsgpackWriter:
-    """The JSON document's structure as one MessagePack map.
-
-    A series' point count is only known at its end, so its points array gets an array32 header (valid MessagePack
-    for any count) that is patched in place once the series is written.
+    The document is streamed, so its brackets and commas are written here; every value inside is orjson's (a page of
+    points is one orjson array with its own brackets cut off).
     """
 
-    def __init__(self, *, start, end, interval, columns, series_count):
-        import msgpack
+    def __init__(self, out, *, head, columns, series_count):
+        self.out, self.columns = out, columns
+        out.write(orjson.dumps(head)[:-1] + b',"series":[')
 
-        self.packb = msgpack.packb
-        self.start, self.end, self.interval, self.columns, self.series_count = (
-            start,
-            end,
-            interval,
-            columns,
-            series_count,
-        )
+    def series(self, item, pages, *, first) -> int:
+        head = {"device": item["device"], "metric": item["metric"], "unit": item["unit"], "columns": self.columns}
+        self.out.write((b"" if first else b",") + orjson.dumps(head)[:-1] + b',"points":[')
+        count = 0
+        for points in pages:
+            self.out.write((b"," if count else b"") + orjson.dumps(points)[1:-1])
+            count += len(points)
+        self.out.write(b"]}")
+        return count
 
-    def head(self) -> bytes:
-        packb = self.packb
-        return (
-            b"\x84"  # fixmap of 4
-            + packb("start")
-            + packb(_ms(self.start))
-            + packb("end")
-            + packb(_ms(self.end))
-            + packb("interval")
-            + packb(self.interval)
-            + packb("series")
-            + b"\xdd"
-            + self.series_count.to_bytes(4, "big")
-        )
-
-    def series_head(self, item, *, first) -> bytes:
-        packb = self.packb
-        return (
-            b"\x85"
-            + b"".join(packb(key) + packb(item[key]) for key in ("device", "metric", "unit"))
-            + packb("columns")
-            + packb(self.columns)
-            + packb("points")
-        )
-
-    def series_body(self, out, item, pages) -> int:
-        out.write(b"\xdd")
-        position = out.tell()
-        out.write(b"\0\0\0\0")
-        total = 0
-        for data, count in pages:
-            out.write(data)
-            total += count
-        end = out.tell()
-        out.seek(position)
-        out.write(total.to_bytes(4, "big"))
-        out.seek(end)
-        return total
-
-    def series_tail(self) -> bytes:
-        return b""
-
-    def tail(self) -> bytes:
-        return b""
+    def close(self):
+        self.out.write(b"]}\n")
 
 
-_WRITERS = {ExportFormat.CSV: _CsvWriter, ExportFormat.JSON: _JsonWriter, ExportFormat.MSGPACK: _MsgpackWriter}
+class _MsgpackEncoder:
+    """The JSON document's structure as one MessagePack map, every byte from the ``msgpack`` library.
+
+    A MessagePack array begins with its length, and a series' point count is known only after its last page, so its
+    points are packed into a temporary spool file first and copied behind the array header once counted.
+    """
+
+    def __init__(self, out, *, head, columns, series_count):
+        self.out, self.columns = out, columns
+        self.packer = msgpack.Packer()
+        out.write(self._map_open(head, "series") + self.packer.pack_array_header(series_count))
+
+    def _map_open(self, items: dict, last_key: str) -> bytes:
+        """A map of ``items`` and ``last_key``, up to that key: its value (an array) is written by the caller."""
+        pack = self.packer.pack
+        pairs = b"".join(pack(key) + pack(value) for key, value in items.items())
+        return self.packer.pack_map_header(len(items) + 1) + pairs + pack(last_key)
+
+    def series(self, item, pages, *, first) -> int:
+        head = {"device": item["device"], "metric": item["metric"], "unit": item["unit"], "columns": self.columns}
+        count = 0
+        with tempfile.TemporaryFile() as spool:
+            for points in pages:
+                spool.write(b"".join(map(self.packer.pack, points)))
+                count += len(points)
+            self.out.write(self._map_open(head, "points") + self.packer.pack_array_header(count))
+            spool.seek(0)
+            shutil.copyfileobj(spool, self.out)
+        return count
+
+    def close(self):
+        pass
+
+
+_ENCODERS = {ExportFormat.CSV: _CsvEncoder, ExportFormat.JSON: _JsonEncoder, ExportFormat.MSGPACK: _MsgpackEncoder}

@@ -28,6 +28,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 
+from apps.core.time import epoch_ms, epoch_ms_sql
 from apps.telemetry.choices import Resolution
 
 RAW = "raw"
@@ -41,7 +42,9 @@ INTERVAL_SECONDS = {
 }
 INTERVALS = [AUTO, RAW, *INTERVAL_SECONDS]
 
-# SQL expression of each aggregate over the rollup columns (a table row, or a merged row with the same names).
+# SQL expression of each aggregate over the rollup columns (a table row, or a merged row with the same names): the one
+# definition, used by the series API, exports and the derived statistics. greatest(0, ...) absorbs the rounding that
+# can make sum_sq - sum²/count slightly negative for a constant series.
 AGGREGATE_SQL = {
     "avg": "sum / count",
     "min": "min",
@@ -54,9 +57,6 @@ AGGREGATE_SQL = {
 }
 AGGREGATES = list(AGGREGATE_SQL)
 DEFAULT_AGGREGATES = ["avg"]
-
-# Epoch milliseconds computed in the database: cheaper than building a datetime per row in Python.
-_MS = "(date_part('epoch', {column}) * 1000)::int8"
 
 UTC = datetime.UTC
 CACHE_TTL_SECONDS = 3600
@@ -103,10 +103,6 @@ class TooManyRows(Exception):
             "limit": self.limit,
             "suggestions": self.suggestions,
         }
-
-
-def epoch_ms(moment: datetime.datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -173,7 +169,7 @@ def rollup_sql(*, interval: str, aggregates: list[str], tz: str) -> str:
         if "last" in aggregates:
             merged.append("(array_agg(last_value ORDER BY last_ts DESC))[1] AS last_value")
         return (
-            f"SELECT series_id, {_MS.format(column='day')}, {expressions} FROM ("
+            f"SELECT series_id, {epoch_ms_sql('day')}, {expressions} FROM ("
             f" SELECT series_id, date_trunc('day', bucket, %s) AS day, {', '.join(merged)}"
             f" FROM telemetry_rollup_1h WHERE series_id = ANY(%s::int4[]) AND bucket >= %s AND bucket < %s"
             f" GROUP BY series_id, day"
@@ -181,7 +177,7 @@ def rollup_sql(*, interval: str, aggregates: list[str], tz: str) -> str:
         )
     table = f"telemetry_rollup_{interval}"
     return (
-        f"SELECT series_id, {_MS.format(column='bucket')}, {expressions} FROM {table}"
+        f"SELECT series_id, {epoch_ms_sql('bucket')}, {expressions} FROM {table}"
         f" WHERE series_id = ANY(%s::int4[]) AND bucket >= %s AND bucket < %s ORDER BY series_id, bucket"
     )
 
@@ -192,19 +188,19 @@ def rollup_params(*, ids: list[int], start, end, interval: str, tz: str) -> list
 
 
 RAW_SQL = (
-    f"SELECT series_id, {_MS.format(column='ts')}, value FROM telemetry_reading"
+    f"SELECT series_id, {epoch_ms_sql('ts')}, value FROM telemetry_reading"
     " WHERE series_id = ANY(%s::int4[]) AND ts >= %s AND ts < %s ORDER BY series_id, ts LIMIT %s"
 )
 
 # auto's raw attempt: at most max_points + 1 readings per series, so a dense series costs a bounded index scan.
 RAW_PER_SERIES_SQL = (
-    f"SELECT s.id, {_MS.format(column='r.ts')}, r.value FROM unnest(%s::int4[]) AS s(id)"
+    f"SELECT s.id, {epoch_ms_sql('r.ts')}, r.value FROM unnest(%s::int4[]) AS s(id)"
     " CROSS JOIN LATERAL (SELECT ts, value FROM telemetry_reading WHERE series_id = s.id AND ts >= %s AND ts < %s"
     " ORDER BY ts LIMIT %s) r ORDER BY s.id, r.ts"
 )
 
 
-def _fetch(sql: str, params: list) -> list[tuple]:
+def rows_fetch(sql: str, params: list) -> list[tuple]:
     """Run a data statement on psycopg directly, with binary results (as the ingest writer does).
 
     Django's cursor reads results as text; parsing 50 series x 365 points x several aggregates from text cost
@@ -250,7 +246,7 @@ def raw_rows_estimate(*, ids: list[int], start: datetime.datetime, end: datetime
             interval = candidate
     seconds = INTERVAL_SECONDS[interval]
     aligned_start = datetime.datetime.fromtimestamp(start.timestamp() // seconds * seconds, tz=UTC)
-    rows = _fetch(
+    rows = rows_fetch(
         f"SELECT coalesce(sum(count), 0)::int8,"
         f" (SELECT rolled_until FROM telemetry_rollupwatermark WHERE resolution = %s)"
         f" FROM telemetry_rollup_{interval} WHERE series_id = ANY(%s::int4[]) AND bucket >= %s AND bucket < %s",
@@ -295,7 +291,7 @@ def series_fetch(*, refs: list[SeriesRef], query: SeriesQuery, now: datetime.dat
     interval, grouped = query.interval, None
 
     if interval == AUTO and raw_is_candidate(start=query.start, end=query.end, max_points=query.max_points):
-        rows = _fetch(RAW_PER_SERIES_SQL, [ids, query.start, query.end, query.max_points + 1]) if ids else []
+        rows = rows_fetch(RAW_PER_SERIES_SQL, [ids, query.start, query.end, query.max_points + 1]) if ids else []
         grouped = _group(rows)
         if all(len(points) <= query.max_points for points in grouped.values()):
             interval = RAW
@@ -310,14 +306,14 @@ def series_fetch(*, refs: list[SeriesRef], query: SeriesQuery, now: datetime.dat
         if estimated > limit:
             raise too_many_rows(estimated=estimated, query=query, now=now)
         # The estimate can miss readings not rolled up at all; the LIMIT makes the bound hold regardless.
-        rows = _fetch(RAW_SQL, [ids, query.start, query.end, limit + 1]) if ids else []
+        rows = rows_fetch(RAW_SQL, [ids, query.start, query.end, limit + 1]) if ids else []
         if len(rows) > limit:
             raise too_many_rows(estimated=len(rows), query=query, now=now)
         grouped = _group(rows)
     elif grouped is None:
         sql = rollup_sql(interval=interval, aggregates=query.aggregates, tz=query.tz)
         params = rollup_params(ids=ids, start=query.start, end=query.end, interval=interval, tz=query.tz)
-        grouped = _group(_fetch(sql, params)) if ids else {}
+        grouped = _group(rows_fetch(sql, params)) if ids else {}
 
     columns = ["ts", "value"] if interval == RAW else ["ts", *query.aggregates]
     return {

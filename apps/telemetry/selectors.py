@@ -1,5 +1,8 @@
 """Reads of telemetry for a user: every one resolves devices through ``device_list_for_user`` first, so a series of
-a device outside the user's sites is indistinguishable from one that does not exist."""
+a device outside the user's sites is indistinguishable from one that does not exist.
+
+Series queries, latest values and the derived figures (energy, volume, statistics) of a device; the computations
+themselves live in ``queries`` and ``derived``, which check no permissions."""
 
 import datetime
 from dataclasses import dataclass
@@ -7,9 +10,19 @@ from dataclasses import dataclass
 from django.core.cache import cache
 from django.db.models import OuterRef, Subquery
 
+from apps.core.time import epoch_ms
+from apps.devices.choices import MetricKind
 from apps.devices.models import MetricDefinition
 from apps.devices.selectors import device_get_for_user, device_list_for_user
 from apps.telemetry import queries
+from apps.telemetry.derived import (
+    POWER_UNITS,
+    DerivedBuckets,
+    bucket_zone,
+    energy_buckets,
+    statistics_compute,
+    volume_buckets,
+)
 from apps.telemetry.models import LatestValue, Series
 from apps.telemetry.queries import SeriesQuery, SeriesRef
 
@@ -28,6 +41,11 @@ class MetricNotFound(Exception):
     def __init__(self, uid: str, metric: str):
         super().__init__(uid, metric)
         self.uid, self.metric = uid, metric
+
+
+class MetricUnsuitable(Exception):
+    """The device has the metric, but not of the kind a derived figure needs (power for energy, a totalizer for
+    volume). The message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +131,148 @@ def latest_values_for_device(*, user, uid: str) -> dict:
             {
                 "metric": metric,
                 "value": value,
-                "ts": queries.epoch_ms(ts),
+                "ts": epoch_ms(ts),
                 "unit": unit or "",
                 "display_name": display_name or metric,
             }
             for metric, value, ts, unit, display_name in rows
         ],
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Derived figures of one device (energy, volume, statistics): the response bodies, timestamps in epoch ms
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _visible_device(*, user, uid: str):
+    device = device_get_for_user(user=user, uid=uid)
+    if device is None:
+        raise DeviceNotFound(uid)
+    return device
+
+
+def _device_metrics(device, keys: list[str]) -> tuple[dict[str, MetricDefinition], dict[str, int]]:
+    """Definitions and series ids of ``keys`` on ``device``, in two statements.
+
+    A key with neither raises ``MetricNotFound``; one with only a definition has never reported (no series id).
+    """
+    definitions = {
+        definition.key: definition
+        for definition in MetricDefinition.objects.filter(device_type_id=device.device_type_id, key__in=keys)
+    }
+    series_ids = dict(Series.objects.filter(device=device, metric_key__in=keys).values_list("metric_key", "id"))
+    for key in keys:
+        if key not in definitions and key not in series_ids:
+            raise MetricNotFound(device.uid, key)
+    return definitions, series_ids
+
+
+def device_energy_for_user(
+    *, user, uid: str, metric: str, start: datetime.datetime, end: datetime.datetime, interval: str, tz: str
+) -> dict:
+    """kWh and CO2e (the site's emission factor) per bucket and in total from a power metric of a visible device.
+
+    Raises ``DeviceNotFound``, ``MetricNotFound``, and ``MetricUnsuitable`` for a metric not in W, kW or MW.
+    """
+    device = _visible_device(user=user, uid=uid)
+    definitions, series_ids = _device_metrics(device, [metric])
+    definition, series_id = definitions.get(metric), series_ids.get(metric)
+    unit = definition.unit if definition else ""
+    if unit not in POWER_UNITS:
+        raise MetricUnsuitable(f"{metric!r} is in {unit or 'no unit'!r}; energy needs a power metric in W, kW or MW.")
+    factor = float(device.site.emission_factor_kg_per_kwh)
+    result = (
+        energy_buckets(
+            series_id=series_id, unit_factor=POWER_UNITS[unit], start=start, end=end, interval=interval, tz=tz
+        )
+        if series_id is not None
+        else DerivedBuckets()
+    )
+    return {
+        "start": epoch_ms(start),
+        "end": epoch_ms(end),
+        "interval": interval,
+        "tz": bucket_zone(interval, tz),
+        "emission_factor_kg_per_kwh": factor,
+        "series": [
+            {
+                "device": device.uid,
+                "metric": metric,
+                "unit": "kWh",
+                "source_unit": unit,
+                "columns": ["ts", "energy_kwh", "co2e_kg"],
+                "points": [[epoch_ms(bucket), kwh, kwh * factor] for bucket, kwh in result.points],
+                "total": {"energy_kwh": result.total, "co2e_kg": result.total * factor},
+            }
+        ],
+    }
+
+
+def device_volume_for_user(
+    *, user, uid: str, metric: str, start: datetime.datetime, end: datetime.datetime, interval: str, tz: str
+) -> dict:
+    """Consumption per bucket and in total from a totalizer metric of a visible device (counter resets handled).
+
+    Raises ``DeviceNotFound``, ``MetricNotFound``, and ``MetricUnsuitable`` for a metric that is not a totalizer.
+    """
+    device = _visible_device(user=user, uid=uid)
+    definitions, series_ids = _device_metrics(device, [metric])
+    definition, series_id = definitions.get(metric), series_ids.get(metric)
+    if definition is None or definition.kind != MetricKind.TOTALIZER:
+        raise MetricUnsuitable(f"{metric!r} is not a totalizer metric.")
+    result = (
+        volume_buckets(series_id=series_id, start=start, end=end, interval=interval, tz=tz)
+        if series_id is not None
+        else DerivedBuckets()
+    )
+    return {
+        "start": epoch_ms(start),
+        "end": epoch_ms(end),
+        "interval": interval,
+        "tz": bucket_zone(interval, tz),
+        "series": [
+            {
+                "device": device.uid,
+                "metric": metric,
+                "unit": definition.unit,
+                "columns": ["ts", "volume"],
+                "points": [[epoch_ms(bucket), volume] for bucket, volume in result.points],
+                "total": {"volume": result.total},
+            }
+        ],
+    }
+
+
+def device_statistics_for_user(
+    *, user, uid: str, metrics: list[str], start: datetime.datetime, end: datetime.datetime
+) -> dict:
+    """avg, min, max and count of each metric of a visible device over ``[start, end)``, plus the total energy of a
+    power metric and the volume of a totalizer. Raises ``DeviceNotFound`` and ``MetricNotFound``."""
+    device = _visible_device(user=user, uid=uid)
+    definitions, series_ids = _device_metrics(device, metrics)
+    stats = statistics_compute(series_ids=list(series_ids.values()), start=start, end=end) if series_ids else {}
+    factor = float(device.site.emission_factor_kg_per_kwh)
+    series = []
+    for key in metrics:
+        definition, series_id = definitions.get(key), series_ids.get(key)
+        unit = definition.unit if definition else ""
+        row = stats.get(series_id, {"avg": None, "min": None, "max": None, "count": 0})
+        item = {"device": device.uid, "metric": key, "unit": unit, **row}
+        if unit in POWER_UNITS:
+            energy = (
+                energy_buckets(
+                    series_id=series_id, unit_factor=POWER_UNITS[unit], start=start, end=end, interval="1d"
+                ).total
+                if series_id is not None
+                else 0.0
+            )
+            item.update(energy_kwh=energy, co2e_kg=energy * factor)
+        if definition is not None and definition.kind == MetricKind.TOTALIZER:
+            item["volume"] = (
+                volume_buckets(series_id=series_id, start=start, end=end, interval="1d").total
+                if series_id is not None
+                else 0.0
+            )
+        series.append(item)
+    return {"start": epoch_ms(start), "end": epoch_ms(end), "series": series}

@@ -5,6 +5,7 @@ import csv
 import datetime
 import io
 import json
+import statistics
 import threading
 
 import msgpack
@@ -35,7 +36,9 @@ def media(settings, tmp_path):
 
 @pytest.fixture
 def plant(site_a, site_b):
-    """Two devices on site A (power in kW, temperature) and one on site B, with raw readings and 1m rollups."""
+    """Two devices on site A (power in kW, temperature) and one on site B, with raw readings and 1m rollups.
+
+    Each 1m rollup summarises the readings ``bucket_values[bucket]``, so a test can recompute its aggregates."""
     device_type = DeviceTypeFactory(organization=site_a.organization)
     MetricDefinitionFactory(device_type=device_type, key="power", unit="kW", kind=MetricKind.GAUGE)
     MetricDefinitionFactory(device_type=device_type, key="temp", unit="°C")
@@ -46,6 +49,7 @@ def plant(site_a, site_b):
     series = {}
     readings = []
     rollups = []
+    bucket_values = {}
     for uid, device in devices.items():
         for metric in ("power", "temp"):
             item = Series.objects.create(device=device, metric_key=metric)
@@ -54,24 +58,25 @@ def plant(site_a, site_b):
                 readings.append(Reading(series=item, ts=T0 + datetime.timedelta(seconds=20 * i - 120), value=i * 1.5))
             for i in range(10):
                 bucket = T0 + datetime.timedelta(minutes=i - 2)
+                values = bucket_values[bucket] = [9 + i, 11.25 + i, 11 + i]  # min, max, last all differ
                 rollups.append(
                     Rollup1m(
                         series=item,
                         bucket=bucket,
-                        count=3,
-                        sum=3 * (10 + i),
-                        sum_sq=3 * (10 + i) ** 2 + 2,
-                        min=9 + i,
-                        max=11 + i + 0.25,
+                        count=len(values),
+                        sum=sum(values),
+                        sum_sq=sum(value * value for value in values),
+                        min=min(values),
+                        max=max(values),
                         first_ts=bucket,
-                        first_value=9 + i,
+                        first_value=values[0],
                         last_ts=bucket + datetime.timedelta(seconds=40),
-                        last_value=11 + i,
+                        last_value=values[-1],
                     )
                 )
     Reading.objects.bulk_create(readings)
     Rollup1m.objects.bulk_create(rollups)
-    return {"devices": devices, "series": series}
+    return {"devices": devices, "series": series, "bucket_values": bucket_values}
 
 
 def create(client, body, **kwargs):
@@ -153,13 +158,44 @@ def test_rollup_export_in_json_and_msgpack_has_the_series_api_shape(
         ).order_by("bucket")
         expected = []
         for row in rollups:
-            mean = row.sum / row.count
-            expected.append(
-                [ms(row.bucket), mean, row.max, row.count, (row.sum_sq / row.count - mean**2) ** 0.5, row.last_value]
-            )
+            values = plant["bucket_values"][row.bucket]
+            mean, stddev = statistics.mean(values), statistics.stdev(values)  # stdev: the sample deviation
+            expected.append([ms(row.bucket), mean, max(values), len(values), stddev, values[-1]])
         assert len(expected) == 6
         assert item["points"] == [pytest.approx(point, rel=1e-12) for point in expected]
         assert all(isinstance(point[3], int) for point in item["points"])
+
+
+@pytest.mark.parametrize("file_format", ["csv", "json", "msgpack"])
+def test_stddev_of_a_bucket_of_one_reading_is_null_in_every_format(client, bob, plant, file_format):
+    series = plant["series"][("hp-1", "power")]
+    bucket = T0 + datetime.timedelta(hours=1)
+    Rollup1m.objects.create(
+        series=series, bucket=bucket, count=1, sum=5.0, sum_sq=25.0, min=5.0, max=5.0,
+        first_ts=bucket, first_value=5.0, last_ts=bucket, last_value=5.0,
+    )  # fmt: skip
+    job = ExportJob.objects.create(
+        user=bob,
+        format=file_format,
+        parameters={
+            "series": [{"id": series.id, "device": "hp-1", "metric": "power", "unit": "kW"}],
+            "start": bucket.isoformat(),
+            "end": (bucket + datetime.timedelta(minutes=1)).isoformat(),
+            "interval": "1m",
+            "agg": ["count", "stddev", "avg"],
+        },
+    )
+    export_run(export_id=job.id)
+    client.force_login(bob)
+    content = download(client, job.id)
+    if file_format == "csv":
+        assert list(csv.reader(io.StringIO(content.decode()))) == [
+            ["device", "metric", "ts", "count", "stddev", "avg"],
+            ["hp-1", "power", str(ms(bucket)), "1", "", "5.0"],
+        ]
+    else:
+        document = json.loads(content) if file_format == "json" else msgpack.unpackb(content)
+        assert document["series"][0]["points"] == [[ms(bucket), 1, None, 5.0]]
 
 
 def test_pages_of_a_long_series_are_written_once_each(client, bob, plant, monkeypatch):
@@ -212,6 +248,7 @@ def test_other_users_cannot_see_download_or_retry_an_export(
         ({"series": {"device": "hp-1"}}, "series", "metrics"),
         ({"series": ["hp-1:power"], "end": ms(T0)}, "end", "after start"),
         ({"series": ["hp-1:power"], "start": "yesterday"}, "start", "not an instant"),
+        ({"series": ["hp-1:power"], "start": 10**20}, "start", "not an instant"),  # beyond datetime's years
         ({"series": ["hp-1:power"], "agg": ["avg"]}, "agg", "rollup intervals"),
         ({"series": ["hp-1:power"], "interval": "1m", "agg": ["median"]}, "agg", "not a valid choice"),
         ({"series": ["hp-1:power"], "format": "xlsx"}, "format", "not a valid choice"),

@@ -6,6 +6,7 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
+from apps.core.time import epoch_ms
 from apps.telemetry import queries
 from apps.telemetry.models import RollupWatermark
 
@@ -85,7 +86,7 @@ def test_too_many_rows_suggests_a_coarser_interval_and_a_range_that_fits():
     coarser, shorter, export = refusal.suggestions
     assert coarser == {"interval": "1h", "points": 240}
     # a tenth of the range, less a 10 % margin, to the minute: 0.9 days
-    assert shorter == {"start": queries.epoch_ms(at(2026, 11, 10, 2, 24)), "end": queries.epoch_ms(at(2026, 11, 11))}
+    assert shorter == {"start": epoch_ms(at(2026, 11, 10, 2, 24)), "end": epoch_ms(at(2026, 11, 11))}
     assert export == {"export": "/api/v1/exports"}
     assert refusal.as_dict()["reason"] == "too_many_rows"
 

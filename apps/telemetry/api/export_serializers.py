@@ -1,30 +1,12 @@
-"""Request and response shapes of the export and derived-metric endpoints."""
-
-import datetime
+"""Request and response shapes of the export endpoints."""
 
 from django.conf import settings
-from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
+from apps.telemetry.api.fields import InstantField
 from apps.telemetry.choices import ExportFormat
-from apps.telemetry.exports import EXPORT_AGGREGATES, EXPORT_TABLES, RAW
-
-
-def parse_instant(value, *, field: str) -> datetime.datetime:
-    """An instant given as epoch milliseconds or ISO-8601 (naive means UTC), as the series API accepts them."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.datetime.fromtimestamp(value / 1000, tz=datetime.UTC)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lstrip("-").isdigit():
-            return datetime.datetime.fromtimestamp(int(text) / 1000, tz=datetime.UTC)
-        try:
-            parsed = parse_datetime(text.replace(" ", "+") if "T" in text else text)
-        except ValueError:
-            parsed = None
-        if parsed is not None:
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
-    raise serializers.ValidationError({field: f"{value!r} is not an instant: use epoch milliseconds or ISO-8601."})
+from apps.telemetry.exports import EXPORT_TABLES
+from apps.telemetry.queries import AGGREGATES, RAW
 
 
 def parse_series_pairs(value) -> list[tuple[str, str]]:
@@ -59,18 +41,20 @@ class ExportCreateSerializer(serializers.Serializer):
     """Validates the body of ``POST /api/v1/exports``; series are resolved against the user's scope by the view."""
 
     series = serializers.JSONField(help_text='["<uid>:<metric>", ...] (at most 50) or {"device", "metrics"}')
-    start = serializers.JSONField(help_text="Epoch milliseconds or ISO-8601, inclusive")
-    end = serializers.JSONField(help_text="Epoch milliseconds or ISO-8601, exclusive")
+    start = InstantField(help_text="Epoch milliseconds or ISO-8601, inclusive")
+    end = InstantField(help_text="Epoch milliseconds or ISO-8601, exclusive")
     interval = serializers.ChoiceField(choices=list(EXPORT_TABLES), default=RAW)
     agg = serializers.ListField(
-        child=serializers.ChoiceField(choices=list(EXPORT_AGGREGATES)), required=False, allow_empty=False
+        child=serializers.ChoiceField(choices=AGGREGATES),
+        required=False,
+        allow_empty=False,
+        help_text="Aggregates of rollup intervals, as in the series API; default `avg`. `stddev` is the sample "
+        "standard deviation (n - 1), null (empty in CSV) for a bucket of one reading.",
     )
     format = serializers.ChoiceField(choices=ExportFormat.choices, default=ExportFormat.CSV)
 
     def validate(self, attrs):
         attrs["pairs"] = parse_series_pairs(attrs["series"])
-        attrs["start"] = parse_instant(attrs["start"], field="start")
-        attrs["end"] = parse_instant(attrs["end"], field="end")
         if attrs["start"] >= attrs["end"]:
             raise serializers.ValidationError({"end": "end must be after start."})
         if attrs["interval"] == RAW and attrs.get("agg"):

@@ -22,6 +22,7 @@ from apps.telemetry.exports import (
     export_series_resolve,
 )
 from apps.telemetry.models import ExportJob
+from apps.telemetry.tasks import export_enqueue
 
 
 def _job_for_user(request, export_id) -> ExportJob:
@@ -69,6 +70,7 @@ class ExportCreateView(APIView):
             aggregates=data.get("agg"),
             file_format=data["format"],
         )
+        export_enqueue(job.id)
         return _accepted(job)
 
 
@@ -123,4 +125,5 @@ class ExportRetryView(APIView):
                 {"detail": f"Only a failed export can be retried; this one is {job.status}."},
                 status=status.HTTP_409_CONFLICT,
             )
+        export_enqueue(job.id)
         return _accepted(job)

@@ -4,39 +4,11 @@ import datetime
 import zoneinfo
 
 from django.conf import settings
-from django.utils.dateparse import parse_datetime
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.devices.validators import EXTERNAL_ID_RE, METRIC_KEY_RE
 from apps.telemetry import queries
-
-DEFAULT_RANGE = datetime.timedelta(hours=24)
-
-
-@extend_schema_field(OpenApiTypes.STR)
-class TimestampField(serializers.Field):
-    """ISO-8601 (a time without offset is UTC) or integer epoch milliseconds."""
-
-    default_error_messages = {
-        "invalid": "Use an ISO-8601 date-time (e.g. 2026-03-29T00:00:00+01:00) or epoch milliseconds.",
-    }
-
-    def to_internal_value(self, data):
-        text = str(data).strip()
-        try:
-            if text.lstrip("-").isdigit():
-                return datetime.datetime.fromtimestamp(int(text) / 1000, tz=datetime.UTC)
-            moment = parse_datetime(text.replace(" ", "+"))  # a '+' in a query string arrives as a space
-        except (ValueError, OverflowError, OSError):
-            moment = None
-        if moment is None:
-            self.fail("invalid")
-        return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
-
-    def to_representation(self, value):
-        return queries.epoch_ms(value)
+from apps.telemetry.api.fields import DEFAULT_RANGE, InstantField
 
 
 def _split(value: str) -> list[str]:
@@ -50,12 +22,13 @@ class SeriesQuerySerializer(serializers.Serializer):
         required=False,
         help_text=f"Instead of device/metrics: `uid:metric,uid:metric,...`, at most {settings.QUERY_MAX_SERIES}.",
     )
-    start = TimestampField(required=False, help_text="ISO-8601 or epoch ms; default `end` - 24 h.")
-    end = TimestampField(required=False, help_text="ISO-8601 or epoch ms, exclusive; default now.")
+    start = InstantField(required=False, help_text="ISO-8601 or epoch ms; default `end` - 24 h.")
+    end = InstantField(required=False, help_text="ISO-8601 or epoch ms, exclusive; default now.")
     interval = serializers.ChoiceField(choices=queries.INTERVALS, default=queries.AUTO)
     agg = serializers.CharField(
         required=False,
-        help_text=f"Comma-separated, of {', '.join(queries.AGGREGATES)}; default `avg`. Ignored for raw.",
+        help_text=f"Comma-separated, of {', '.join(queries.AGGREGATES)}; default `avg`. Ignored for raw. "
+        "`stddev` is the sample standard deviation (n - 1).",
     )
     tz = serializers.CharField(required=False, default="UTC", help_text="IANA zone of `1d` buckets; default UTC.")
     max_points = serializers.IntegerField(
@@ -140,7 +113,8 @@ class SeriesDataSerializer(serializers.Serializer):
     columns = serializers.ListField(child=serializers.CharField(), help_text='`["ts", "value"]` or `["ts", *agg]`.')
     points = serializers.ListField(
         child=serializers.ListField(child=serializers.FloatField(allow_null=True)),
-        help_text="Rows matching `columns`; `ts` in epoch ms (bucket start). `stddev` is null for one reading.",
+        help_text="Rows matching `columns`; `ts` in epoch ms (bucket start). `stddev` is the sample standard deviation "
+        "(n - 1), null for one reading.",
     )
 
 

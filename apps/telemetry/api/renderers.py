@@ -1,7 +1,6 @@
 """MessagePack and CSV renderings of query responses."""
 
 import csv
-import datetime
 import io
 import zoneinfo
 from collections.abc import Iterator
@@ -10,6 +9,8 @@ import msgpack
 import orjson
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.utils.encoders import JSONEncoder
+
+from apps.core.time import from_epoch_ms
 
 
 class FastJSONRenderer(JSONRenderer):
@@ -51,7 +52,7 @@ def csv_rows(payload: dict, *, tz: str = "UTC") -> Iterator[str]:
     for series in payload["series"]:
         device, metric = series["device"], series["metric"]
         for point in series["points"]:
-            moment = datetime.datetime.fromtimestamp(point[0] / 1000, tz=zone)
+            moment = from_epoch_ms(point[0], tz=zone)
             writer.writerow([device, metric, moment.isoformat(), *point[1:]])
             if buffer.tell() > 64 * 1024:
                 yield buffer.getvalue()

@@ -1,0 +1,71 @@
+"""Validation of the query parameters of the derived figures: ``/api/v1/devices/<uid>/energy``, ``/volume`` and
+``/statistics``."""
+
+import zoneinfo
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from apps.telemetry.api.fields import DEFAULT_RANGE, InstantField
+from apps.telemetry.derived import DERIVED_INTERVALS
+
+MAX_BUCKETS = 10_000
+
+
+class DerivedRangeSerializer(serializers.Serializer):
+    start = InstantField(
+        required=False, allow_blank=True, help_text="Epoch ms or ISO-8601, inclusive (default: end - 24 h)"
+    )
+    end = InstantField(required=False, allow_blank=True, help_text="Epoch ms or ISO-8601, exclusive (default: now)")
+
+    def validate(self, attrs):
+        end = attrs.get("end") or timezone.now()
+        start = attrs.get("start") or end - DEFAULT_RANGE
+        if start >= end:
+            raise serializers.ValidationError({"end": "end must be after start."})
+        return {**attrs, "start": start, "end": end}
+
+
+class DerivedBucketsSerializer(DerivedRangeSerializer):
+    """One metric in buckets: energy and volume."""
+
+    metric = serializers.CharField(
+        error_messages={"required": "Give the metric: ?metric=<key>.", "blank": "Give the metric: ?metric=<key>."}
+    )
+    interval = serializers.ChoiceField(
+        choices=list(DERIVED_INTERVALS),
+        default="1h",
+        help_text="Default 1h",
+        error_messages={"invalid_choice": f"Use one of {', '.join(DERIVED_INTERVALS)}."},
+    )
+    tz = serializers.CharField(default="UTC", help_text="IANA zone for 1d buckets (default UTC)")
+
+    def validate_tz(self, value):
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise serializers.ValidationError(f"{value!r} is not an IANA time zone.") from None
+        return value
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        interval = attrs["interval"]
+        count = (attrs["end"] - attrs["start"]) / DERIVED_INTERVALS[interval]
+        if count > MAX_BUCKETS:
+            raise serializers.ValidationError(
+                {"interval": f"{int(count)} buckets of {interval}; at most {MAX_BUCKETS}: choose a coarser interval."}
+            )
+        return attrs
+
+
+class DerivedStatisticsSerializer(DerivedRangeSerializer):
+    metrics = serializers.CharField(
+        help_text="Comma-separated metric keys",
+        error_messages={"required": "Give the metrics: ?metrics=a,b.", "blank": "Give the metrics: ?metrics=a,b."},
+    )
+
+    def validate_metrics(self, value) -> list[str]:
+        keys = list(dict.fromkeys(key for key in value.split(",") if key))
+        if not keys:
+            raise serializers.ValidationError("Give the metrics: ?metrics=a,b.")
+        return keys
