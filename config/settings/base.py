@@ -214,7 +214,10 @@ ALERT_DELIVERY_MAX_ATTEMPTS = env_int("ALERT_DELIVERY_MAX_ATTEMPTS", 5)
 # ---------------------------------------------------------------------------------------------------------------------
 MQTT_URL = env("MQTT_URL", "mqtt://127.0.0.1:1883")
 MQTT_TOPIC_PREFIX = env("MQTT_TOPIC_PREFIX", "fieldwatch")
-MQTT_SHARED_GROUP = env("MQTT_SHARED_GROUP", "fieldwatch-ingest")
+# Empty: one listener with a plain subscription, which Mosquitto persists with the session, so nothing is lost across
+# listener or broker restarts. A group name makes listeners split the stream through an MQTT 5 shared subscription,
+# which Mosquitto 2.0 does not restore after a broker restart (docs/delivery.md, measured by bench/crash_drill.py).
+MQTT_SHARED_GROUP = env("MQTT_SHARED_GROUP", "")
 MQTT_CLIENT_ID = env("MQTT_CLIENT_ID", "")  # empty: derived from the host name and process id
 
 INGEST_MQTT_MAX_BYTES = env_int("INGEST_MQTT_MAX_BYTES", 256 * 1024)

@@ -46,6 +46,7 @@ class Delivery:
     qos: int
     message: IngestMessage
     arrived: float
+    connection: int  # which connection of this process it came on (see MqttListener._on_connect)
 
 
 class MqttListener:
@@ -70,6 +71,12 @@ class MqttListener:
         self.directory = DeviceDirectory()
         self.client = self._make_client()
         self.connected = threading.Event()
+        # Packet ids are only meaningful on the connection a message came on. After a reconnect the broker resends
+        # every unacknowledged message (same ids, DUP set) and, once the resent copy is acknowledged, may reuse its
+        # id for a new message; acknowledging the old delivery's id then would acknowledge that new message before
+        # it is stored. So a delivery from an earlier connection is written (idempotently) but not acknowledged:
+        # its resent copy is, when that copy's batch commits.
+        self.connection = 0
 
     # --- MQTT side (paho's network thread) --------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
@@ -85,6 +92,7 @@ class MqttListener:
         if reason_code.is_failure:
             logger.error("broker refused the connection: %s", reason_code)
             return
+        self.connection += 1
         logger.info("connected to %s (session present: %s)", self.broker, flags.session_present)
         # Subscribing again on a resumed session is harmless and covers a broker that lost its state.
         client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in subscriptions(self.prefix, self.shared_group)])
@@ -114,7 +122,7 @@ class MqttListener:
             device_uid=target.device_uid if target else None,
             gateway_uid=target.gateway_uid if target else None,
         )
-        self.inbox.put(Delivery(message.mid, message.qos, ingest, received_at))
+        self.inbox.put(Delivery(message.mid, message.qos, ingest, received_at, self.connection))
 
     # --- flushing (main thread) -------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -186,8 +194,9 @@ class MqttListener:
                 self.stopping.wait(delay)  # a stop request cuts the wait short for one last attempt
                 delay = min(delay * 2, 30)
         elapsed = time.perf_counter() - started
+        connection = self.connection
         for delivery in batch:
-            if delivery.qos:
+            if delivery.qos and delivery.connection == connection:
                 self.client.ack(delivery.mid, delivery.qos)
         metrics.FLUSH_SIZE.observe(result.inserted + result.duplicates)
         metrics.FLUSH_SECONDS.observe(elapsed)
