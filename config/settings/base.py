@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from config.env import env, env_bool, env_int, env_list
+from config.env import development_fernet_key, env, env_bool, env_int, env_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -12,6 +12,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # Core
 # ---------------------------------------------------------------------------------------------------------------------
 SECRET_KEY = env("DJANGO_SECRET_KEY", "local-development-only-not-secret")
+# Fernet keys for secrets stored encrypted (apps/core/encryption.py): the first encrypts, any decrypts. Locally a key
+# derived from SECRET_KEY; production requires the variable.
+FIELDWATCH_SECRET_KEYS = env_list("FIELDWATCH_SECRET_KEYS", [development_fernet_key(SECRET_KEY)])
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
