@@ -211,6 +211,10 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Fieldwatch <fieldwatch@localhost
 FIELDWATCH_BASE_URL = env("FIELDWATCH_BASE_URL", "http://127.0.0.1:8000")
 # Attempts per notification before it is given up (and recorded so); retries back off exponentially.
 ALERT_DELIVERY_MAX_ATTEMPTS = env_int("ALERT_DELIVERY_MAX_ATTEMPTS", 5)
+# Closed (cleared or resolved) alerts are deleted with their history and deliveries this long after they closed;
+# the delivery log of any alert is kept for DELIVERY_RETENTION_DAYS.
+ALERT_HISTORY_RETENTION_DAYS = env_int("ALERT_HISTORY_RETENTION_DAYS", 365)
+DELIVERY_RETENTION_DAYS = env_int("DELIVERY_RETENTION_DAYS", 90)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # MQTT and ingest
@@ -261,6 +265,7 @@ ROLLUP_RETENTION_DAYS = {
 }
 # Exports are deleted this long after they finish; queries beyond this many raw rows answer 413.
 EXPORT_EXPIRY_DAYS = env_int("EXPORT_EXPIRY_DAYS", 7)
+DEAD_LETTER_RETENTION_DAYS = env_int("DEAD_LETTER_RETENTION_DAYS", 30)
 QUERY_MAX_RAW_ROWS = env_int("QUERY_MAX_RAW_ROWS", 200_000)
 QUERY_MAX_SERIES = 50
 QUERY_DEFAULT_MAX_POINTS = 1000
