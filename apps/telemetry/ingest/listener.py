@@ -70,6 +70,8 @@ class MqttListener:
         self.directory = DeviceDirectory()
         self.client = self._make_client()
         self.connected = threading.Event()
+        self.last_progress = time.monotonic()
+        metrics.LISTENER_LOOP_AGE.set_function(lambda: time.monotonic() - self.last_progress)
 
     # --- MQTT side (paho's network thread) --------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
@@ -89,6 +91,7 @@ class MqttListener:
         # Subscribing again on a resumed session is harmless and covers a broker that lost its state.
         client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in subscriptions(self.prefix, self.shared_group)])
         self.connected.set()
+        metrics.LISTENER_CONNECTED.set(1)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         refused = [str(code) for code in reason_codes if code.is_failure]
@@ -99,6 +102,7 @@ class MqttListener:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected.clear()
+        metrics.LISTENER_CONNECTED.set(0)
         if not self.stopping.is_set():
             logger.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
@@ -131,6 +135,7 @@ class MqttListener:
                 batch = self._collect()
                 if batch:
                     self._flush(batch)
+                self.last_progress = time.monotonic()
             # Drain: whatever arrived before the stop is written and acknowledged, then we leave.
             batch = self._collect(drain=True)
             if batch:
