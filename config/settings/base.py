@@ -1,5 +1,6 @@
 """Settings shared by every environment. Values come from the environment (see ``config.env``)."""
 
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -222,7 +223,10 @@ DELIVERY_RETENTION_DAYS = env_int("DELIVERY_RETENTION_DAYS", 90)
 MQTT_URL = env("MQTT_URL", "mqtt://127.0.0.1:1883")
 MQTT_TOPIC_PREFIX = env("MQTT_TOPIC_PREFIX", "fieldwatch")
 MQTT_SHARED_GROUP = env("MQTT_SHARED_GROUP", "fieldwatch-ingest")
-MQTT_CLIENT_ID = env("MQTT_CLIENT_ID", "")  # empty: derived from the host name and process id
+# Empty: fieldwatch-listener-<host>-<FIELDWATCH_LISTENER_INSTANCE, default 0>, stable across restarts.
+MQTT_CLIENT_ID = env("MQTT_CLIENT_ID", "")
+# Where a listener locks its client id, so a second one on the host under the same id refuses to start.
+LISTENER_LOCK_DIR = env("LISTENER_LOCK_DIR", tempfile.gettempdir())
 
 INGEST_MQTT_MAX_BYTES = env_int("INGEST_MQTT_MAX_BYTES", 256 * 1024)
 INGEST_HTTP_MAX_BYTES = env_int("INGEST_HTTP_MAX_BYTES", 5 * 1024 * 1024)

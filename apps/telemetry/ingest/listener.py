@@ -9,6 +9,7 @@ duplicate instead of a second row. If the database is down, flushes are retried 
 acknowledged; the broker stops sending once the receive window is full and keeps the rest queued.
 """
 
+import fcntl
 import logging
 import os
 import queue
@@ -215,6 +216,34 @@ def _close_connection() -> None:
 
 
 def default_client_id() -> str:
-    """Stable across restarts on one host (the broker keeps the session for it); distinct per instance."""
+    """``MQTT_CLIENT_ID``, else ``fieldwatch-listener-<host>-<FIELDWATCH_LISTENER_INSTANCE or 0>``: stable across
+    restarts on one host, so the broker keeps the session (and its queued messages) for it. A second listener on the
+    same host needs its own instance number; ``client_id_claim`` refuses to start one that would share an id."""
     instance = os.environ.get("FIELDWATCH_LISTENER_INSTANCE", "0")
     return settings.MQTT_CLIENT_ID or f"fieldwatch-listener-{socket.gethostname()}-{instance}"
+
+
+class ClientIdInUse(Exception):
+    pass
+
+
+def client_id_claim(client_id: str):
+    """Hold a host-local lock on ``client_id`` for the life of the process, or raise ``ClientIdInUse``.
+
+    Two processes under one client id take the session over from each other at every reconnect (the broker drops
+    the older connection), so neither gets anywhere. The lock is an ``flock`` the kernel releases when the process
+    ends, however it ends, so a listener restarted right after a crash is never refused. Returns the open lock file;
+    keep a reference to it.
+    """
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in client_id)
+    path = os.path.join(settings.LISTENER_LOCK_DIR, f"fieldwatch-mqtt-{safe}.lock")
+    lock = open(path, "a+")  # noqa: SIM115 - held open for the life of the process
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ClientIdInUse(
+            f"another listener on this host is running as MQTT client {client_id!r}; give this one its own id "
+            "(FIELDWATCH_LISTENER_INSTANCE=1, or --client-id)"
+        ) from None
+    return lock
