@@ -10,6 +10,7 @@ acknowledged; the broker stops sending once the receive window is full and keeps
 """
 
 import fcntl
+import functools
 import logging
 import os
 import queue
@@ -30,7 +31,7 @@ from apps.telemetry.choices import IngestSource
 from apps.telemetry.ingest import metrics
 from apps.telemetry.ingest.directory import DeviceDirectory
 from apps.telemetry.ingest.topics import parse_topic, subscriptions
-from apps.telemetry.services import IngestMessage, telemetry_ingest
+from apps.telemetry.services import IngestMessage, ingest_internal_error, telemetry_ingest
 
 logger = logging.getLogger("fieldwatch.listener")
 
@@ -173,31 +174,60 @@ class MqttListener:
         return batch
 
     def _flush(self, batch: list[Delivery]) -> None:
-        """Write the batch, retrying with backoff until it commits; then acknowledge every message of it."""
+        """Write the batch (database errors retried with backoff until it commits), then acknowledge it.
+
+        Any other error (a bug, a payload nobody anticipated) is not retried as it is: unacknowledged, the broker
+        would redeliver the same batch to a listener that fails the same way, for ever. The batch is split in
+        halves until the message that raises stands alone; that one is dead-lettered as ``internal_error`` (with
+        the exception's class) and acknowledged, and every other message is stored and acknowledged as usual.
+        """
+        started = time.perf_counter()
+        try:
+            result = self._retrying(
+                len(batch), lambda: telemetry_ingest(messages=[d.message for d in batch], directory=self.directory)
+            )
+        except Exception as error:
+            if len(batch) > 1:
+                metrics.FLUSH_ISOLATIONS.inc()
+                logger.warning("flush of %d messages raised %r; splitting it to isolate the cause", len(batch), error)
+                middle = len(batch) // 2
+                self._flush(batch[:middle])
+                self._flush(batch[middle:])
+                return
+            poison = batch[0].message
+            logger.exception("message on %s raised inside ingest; dead-lettered as internal_error", poison.origin)
+            if self._retrying(1, functools.partial(ingest_internal_error, message=poison, error=error)):
+                self._ack(batch)
+            return
+        if result is None:
+            return
+        self._ack(batch)
+        metrics.FLUSH_SIZE.observe(result.inserted + result.duplicates)
+        metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
+        metrics.LISTENER_LAG.set(time.time() - batch[0].arrived)
+
+    def _retrying(self, size: int, write):
+        """``write()``, retried with backoff while the database fails; None when a stop request ends the retries
+        (nothing acknowledged, so nothing lost: the broker redelivers to the next listener)."""
         delay = 0.5
         while True:
-            started = time.perf_counter()
             try:
-                result = telemetry_ingest(messages=[delivery.message for delivery in batch], directory=self.directory)
-                break
+                return write()
             except (DatabaseError, InterfaceError) as error:
                 metrics.FLUSH_FAILURES.inc()
                 close_old_connections()
                 _close_connection()
                 if self.stopping.is_set():
-                    # Unacknowledged, so nothing is lost: the broker redelivers these to the next listener.
-                    logger.warning("stopping with %d unacknowledged messages (database: %s)", len(batch), error)
-                    return
-                logger.error("flush of %d messages failed, retrying in %.1f s: %s", len(batch), delay, error)
+                    logger.warning("stopping with %d unacknowledged messages (database: %s)", size, error)
+                    return None
+                logger.error("flush of %d messages failed, retrying in %.1f s: %s", size, delay, error)
                 self.stopping.wait(delay)  # a stop request cuts the wait short for one last attempt
                 delay = min(delay * 2, 30)
-        elapsed = time.perf_counter() - started
+
+    def _ack(self, batch: list[Delivery]) -> None:
         for delivery in batch:
             if delivery.qos:
                 self.client.ack(delivery.mid, delivery.qos)
-        metrics.FLUSH_SIZE.observe(result.inserted + result.duplicates)
-        metrics.FLUSH_SECONDS.observe(elapsed)
-        metrics.LISTENER_LAG.set(time.time() - batch[0].arrived)
 
 
 def _utc(epoch: float):
