@@ -5,6 +5,8 @@ supported through ``<NAME>_FILE``: when set, the variable's value is read from t
 Kubernetes mount secrets as files, so the secret never appears in ``docker inspect`` or ``ps e``).
 """
 
+import base64
+import hashlib
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -59,3 +61,9 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def development_fernet_key(secret_key: str) -> str:
+    """A Fernet key derived from Django's ``SECRET_KEY``, for local and test settings only (production sets
+    ``FIELDWATCH_SECRET_KEYS`` explicitly and refuses to start without it)."""
+    return base64.urlsafe_b64encode(hashlib.sha256(f"fieldwatch-secrets:{secret_key}".encode()).digest()).decode()

@@ -4,6 +4,7 @@ Scoped to the user's organization by ``OrganizationScopedAdminMixin``. Bulk ackn
 which check the user's right on each alert's site; the alert's history and the delivery log are read-only.
 """
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 
@@ -131,12 +132,63 @@ class EscalationPolicyAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     inlines = [EscalationStepInline]
 
 
+class NotificationChannelForm(forms.ModelForm):
+    """The webhook secret is write-only: never rendered back into the page (it is stored encrypted and must stay
+    unread by anyone who can open the form); a blank field keeps the stored one."""
+
+    webhook_secret = forms.CharField(
+        required=False,
+        max_length=128,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Webhook: the HMAC-SHA256 key the receiver verifies signatures with. Leave blank to keep the "
+        "current one.",
+    )
+    remove_webhook_secret = forms.BooleanField(required=False, label="Remove the webhook secret")
+
+    class Meta:
+        model = NotificationChannel
+        fields = ("organization", "name", "kind", "email_to", "webhook_url", "webhook_secret", "is_active")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stored_secret = self.instance.webhook_secret if self.instance.pk else ""
+        if self.stored_secret:
+            self.fields["webhook_secret"].help_text = "A secret is set (not shown). " + (
+                self.fields["webhook_secret"].help_text
+            )
+
+    def clean_webhook_secret(self):
+        return self.cleaned_data["webhook_secret"] or self.stored_secret
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("remove_webhook_secret"):
+            cleaned["webhook_secret"] = ""
+        return cleaned
+
+
 @admin.register(NotificationChannel)
 class NotificationChannelAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     organization_path = "organization"
-    list_display = ("name", "kind", "is_active", "organization")
+    form = NotificationChannelForm
+    list_display = ("name", "kind", "is_active", "organization", "has_webhook_secret")
     list_filter = ("kind", "is_active")
     list_select_related = ("organization",)
+    fields = (
+        "organization",
+        "name",
+        "kind",
+        "email_to",
+        "webhook_url",
+        "webhook_secret",
+        "remove_webhook_secret",
+        "is_active",
+    )
+
+    @admin.display(boolean=True, description="webhook secret")
+    def has_webhook_secret(self, channel):
+        return bool(channel.webhook_secret)
 
 
 @admin.register(Delivery)

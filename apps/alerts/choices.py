@@ -40,6 +40,7 @@ class AlertStatus(models.TextChoices):
 
 
 OPEN_STATUSES = (AlertStatus.ACTIVE, AlertStatus.ACKNOWLEDGED)
+CLOSED_STATUSES = (AlertStatus.CLEARED, AlertStatus.RESOLVED)
 
 
 class AlertEventKind(models.TextChoices):

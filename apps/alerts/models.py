@@ -16,6 +16,7 @@ from apps.alerts.choices import (
     RuleKind,
     Severity,
 )
+from apps.core.encryption import EncryptedTextField
 
 
 class NotificationChannel(models.Model):
@@ -26,8 +27,10 @@ class NotificationChannel(models.Model):
     kind = models.CharField(max_length=10, choices=ChannelKind.choices)
     email_to = models.TextField(blank=True, help_text="Email: addresses, one per line or comma-separated.")
     webhook_url = models.URLField(blank=True, max_length=500)
-    webhook_secret = models.CharField(
-        max_length=128, blank=True, help_text="Webhook: the HMAC-SHA256 key the receiver verifies signatures with."
+    webhook_secret = EncryptedTextField(
+        max_length=128,
+        blank=True,
+        help_text="Webhook: the HMAC-SHA256 key the receiver verifies signatures with (stored encrypted).",
     )
     is_active = models.BooleanField(default=True)
 

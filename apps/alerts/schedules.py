@@ -13,4 +13,9 @@ PERIODIC_TASKS = [
         "task": "apps.alerts.tasks.escalations_run_task",
         "every_seconds": 10,
     },
+    {
+        "name": "Purge old alert history and deliveries",
+        "task": "apps.alerts.tasks.alert_history_purge_task",
+        "every_seconds": 6 * 3600,
+    },
 ]

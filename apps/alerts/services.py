@@ -8,16 +8,19 @@ admins may act; viewers get ``PermissionDenied``.
 
 import datetime
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from apps.alerts.choices import AlertEventKind, AlertStatus, Operator, RuleKind
+from apps.alerts.choices import CLOSED_STATUSES, AlertEventKind, AlertStatus, Operator, RuleKind
 from apps.alerts.evaluation import Opening, no_data_message, threshold_message, transitions_apply
-from apps.alerts.models import Alert, AlertEvent, AlertRule, RuleCondition
+from apps.alerts.models import Alert, AlertEvent, AlertRule, Delivery, RuleCondition
 from apps.alerts.rules_cache import DeviceLabel, RulesIndex, _cached
 from apps.alerts.signals import alerts_changed_on_commit
 from apps.core.audit import AuditAction, audit
+from apps.core.retention import rows_purge
 from apps.devices.models import Device, MetricDefinition
 from apps.devices.selectors import user_can_operate_site
 
@@ -357,3 +360,22 @@ def alerts_evaluate_timers(*, now: datetime.datetime | None = None) -> dict[str,
     with transaction.atomic():
         outcome = transitions_apply(openings, [], index=index, retrigger=False)
     return {"opened": len(outcome.opened), "escalation_due": outcome.escalation_due}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Retention
+# ---------------------------------------------------------------------------------------------------------------------
+def alert_history_purge(*, now: datetime.datetime | None = None) -> dict[str, int]:
+    """Delete closed alerts (with their events and deliveries) closed over ``ALERT_HISTORY_RETENTION_DAYS`` ago, and
+    deliveries older than ``DELIVERY_RETENTION_DAYS`` of any alert, in bounded batches. Open alerts and their history
+    are never touched, however old."""
+    now = now or timezone.now()
+    closed_before = now - datetime.timedelta(days=settings.ALERT_HISTORY_RETENTION_DAYS)
+    delivered_before = now - datetime.timedelta(days=settings.DELIVERY_RETENTION_DAYS)
+    closed = Alert.objects.filter(status__in=CLOSED_STATUSES).annotate(
+        closed_at=Coalesce("resolved_at", "cleared_at", "last_triggered_at")
+    )
+    return {
+        "deliveries": rows_purge(Delivery.objects.filter(created_at__lt=delivered_before)),
+        "alerts": rows_purge(closed.filter(closed_at__lt=closed_before)),
+    }

@@ -6,7 +6,7 @@ from apps.alerts.choices import DeliveryStatus
 from apps.alerts.escalation import escalations_run
 from apps.alerts.models import Delivery
 from apps.alerts.notifications import delivery_send
-from apps.alerts.services import alerts_evaluate_timers
+from apps.alerts.services import alert_history_purge, alerts_evaluate_timers
 
 
 @shared_task(ignore_result=True)
@@ -44,3 +44,9 @@ def delivery_send_task(self, delivery_id: int):
     if status == DeliveryStatus.RETRYING:
         raise self.retry(countdown=2**delivery.attempts)
     return status
+
+
+@shared_task(ignore_result=True)
+def alert_history_purge_task():
+    """Delete closed alerts past ALERT_HISTORY_RETENTION_DAYS and deliveries past DELIVERY_RETENTION_DAYS."""
+    return alert_history_purge()

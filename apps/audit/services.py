@@ -7,11 +7,12 @@ import json
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models, transaction
+from django.db import models
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
 from apps.core.audit import SYSTEM_ACTOR, current_actor, current_request
+from apps.core.retention import rows_purge
 from apps.core.security import client_ip
 
 # Fields whose values never go into the log (secrets); a change to them is recorded as "<changed>".
@@ -139,26 +140,6 @@ def audit_record(
 
 
 def audit_events_purge(*, now: datetime.datetime | None = None, batch_size: int = 5000, max_batches: int = 1000) -> int:
-    """Delete events older than ``AUDIT_RETENTION_DAYS`` in batches of ``batch_size``; return how many.
-
-    Each batch is its own short transaction over at most ``batch_size`` primary keys, so a first purge after a long
-    time neither holds locks for minutes nor builds one huge WAL burst; ``max_batches`` bounds one run (the next
-    run continues).
-    """
-    now = now or timezone.now()
-    cutoff = now - datetime.timedelta(days=settings.AUDIT_RETENTION_DAYS)
-    deleted = 0
-    for _ in range(max_batches):
-        with transaction.atomic():
-            ids = list(
-                AuditEvent.objects.filter(occurred_at__lt=cutoff)
-                .order_by("id")
-                .values_list("id", flat=True)[:batch_size]
-            )
-            if not ids:
-                break
-            count, _ = AuditEvent.objects.filter(id__in=ids).delete()
-        deleted += count
-        if len(ids) < batch_size:
-            break
-    return deleted
+    """Delete events older than ``AUDIT_RETENTION_DAYS`` in bounded batches (``rows_purge``); return how many."""
+    cutoff = (now or timezone.now()) - datetime.timedelta(days=settings.AUDIT_RETENTION_DAYS)
+    return rows_purge(AuditEvent.objects.filter(occurred_at__lt=cutoff), batch_size=batch_size, max_batches=max_batches)

@@ -25,6 +25,7 @@ class RejectReason(models.TextChoices):
     INVALID_TIMESTAMP = "invalid_timestamp", "Timestamp cannot be read"
     FUTURE_TIMESTAMP = "future_timestamp", "Timestamp is too far in the future"
     STALE_TIMESTAMP = "stale_timestamp", "Timestamp is older than raw retention"
+    INTERNAL_ERROR = "internal_error", "Ingest failed on this input (a bug): kept for diagnosis"
 
 
 class Resolution(models.TextChoices):

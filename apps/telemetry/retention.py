@@ -36,9 +36,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.core.db import timescale
+from apps.core.retention import rows_purge
 from apps.devices.models import DeviceType, Site
 from apps.telemetry.archive import archive_day, day_bounds
-from apps.telemetry.models import ArchivedDay, Reading, Rollup1d, Rollup1h, Rollup1m, Rollup5m, Series
+from apps.telemetry.models import ArchivedDay, DeadLetter, Reading, Rollup1d, Rollup1h, Rollup1m, Rollup5m, Series
 
 logger = logging.getLogger(__name__)
 
@@ -273,3 +274,16 @@ def rollups_retention_enforce(*, now: datetime.datetime | None = None, batch_siz
             batch_size=batch_size,
         )
     return deleted
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Dead letters
+# ---------------------------------------------------------------------------------------------------------------------
+def dead_letters_purge(*, now: datetime.datetime | None = None) -> int:
+    """Delete dead letters older than ``DEAD_LETTER_RETENTION_DAYS`` in bounded batches; return how many.
+
+    A flood of bad input (a misconfigured gateway sending garbage every second) must not fill the disk: the dead
+    letters are for diagnosing, and the rejection counters keep the long-term picture.
+    """
+    cutoff = (now or timezone.now()) - datetime.timedelta(days=settings.DEAD_LETTER_RETENTION_DAYS)
+    return rows_purge(DeadLetter.objects.filter(received_at__lt=cutoff))

@@ -8,4 +8,9 @@ PERIODIC_TASKS = [
         "every_seconds": 3600,
     },
     {"name": "Delete expired exports", "task": "apps.telemetry.tasks.exports_expire_task", "every_seconds": 3600},
+    {
+        "name": "Purge old dead letters",
+        "task": "apps.telemetry.tasks.dead_letters_purge_task",
+        "every_seconds": 6 * 3600,
+    },
 ]

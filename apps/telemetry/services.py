@@ -168,6 +168,20 @@ def telemetry_ingest(*, messages: list[IngestMessage], directory: DeviceDirector
     return ingest_commit(ingest_prepare(messages=messages, directory=directory))
 
 
+def ingest_internal_error(*, message: IngestMessage, error: BaseException) -> int:
+    """Keep a message that made ingest raise (a bug, not the sender's fault) as an ``internal_error`` dead letter
+    naming the exception, and count it, so the listener can acknowledge it instead of failing on it for ever.
+    Returns the number of dead letters written (1)."""
+    detail = f"{type(error).__module__}.{type(error).__qualname__}: {error}"
+    readings_write(
+        [],
+        received_at=message.received_at,
+        dead_letters=[_dead_letter(message, RejectReason.INTERNAL_ERROR, detail, message.device_uid or "")],
+    )
+    metrics.REJECTED.labels(message.source, RejectReason.INTERNAL_ERROR).inc()
+    return 1
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # A purged device's history
 # ---------------------------------------------------------------------------------------------------------------------

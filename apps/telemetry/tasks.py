@@ -4,7 +4,7 @@ from celery import shared_task
 from django.db import transaction
 
 from apps.telemetry.exports import export_run, exports_expire
-from apps.telemetry.retention import retention_enforce
+from apps.telemetry.retention import dead_letters_purge, retention_enforce
 from apps.telemetry.rollups import rollups_advance
 
 
@@ -18,6 +18,12 @@ def rollups_advance_task():
 def retention_enforce_task():
     """Archive raw days that are about to expire, then drop expired readings and rollups in bounded batches."""
     return retention_enforce()
+
+
+@shared_task(ignore_result=True)
+def dead_letters_purge_task():
+    """Delete dead letters older than DEAD_LETTER_RETENTION_DAYS, in bounded batches."""
+    return dead_letters_purge()
 
 
 @shared_task(bind=True, ignore_result=True, acks_late=True)

@@ -1,10 +1,11 @@
 """Settings shared by every environment. Values come from the environment (see ``config.env``)."""
 
+import tempfile
 from pathlib import Path
 
 import dj_database_url
 
-from config.env import env, env_bool, env_int, env_list
+from config.env import development_fernet_key, env, env_bool, env_int, env_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -12,6 +13,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # Core
 # ---------------------------------------------------------------------------------------------------------------------
 SECRET_KEY = env("DJANGO_SECRET_KEY", "local-development-only-not-secret")
+# Fernet keys for secrets stored encrypted (apps/core/encryption.py): the first encrypts, any decrypts. Locally a key
+# derived from SECRET_KEY; production requires the variable.
+FIELDWATCH_SECRET_KEYS = env_list("FIELDWATCH_SECRET_KEYS", [development_fernet_key(SECRET_KEY)])
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
@@ -208,6 +212,10 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Fieldwatch <fieldwatch@localhost
 FIELDWATCH_BASE_URL = env("FIELDWATCH_BASE_URL", "http://127.0.0.1:8000")
 # Attempts per notification before it is given up (and recorded so); retries back off exponentially.
 ALERT_DELIVERY_MAX_ATTEMPTS = env_int("ALERT_DELIVERY_MAX_ATTEMPTS", 5)
+# Closed (cleared or resolved) alerts are deleted with their history and deliveries this long after they closed;
+# the delivery log of any alert is kept for DELIVERY_RETENTION_DAYS.
+ALERT_HISTORY_RETENTION_DAYS = env_int("ALERT_HISTORY_RETENTION_DAYS", 365)
+DELIVERY_RETENTION_DAYS = env_int("DELIVERY_RETENTION_DAYS", 90)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # MQTT and ingest
@@ -218,7 +226,10 @@ MQTT_TOPIC_PREFIX = env("MQTT_TOPIC_PREFIX", "fieldwatch")
 # listener or broker restarts. A group name makes listeners split the stream through an MQTT 5 shared subscription,
 # which Mosquitto 2.0 does not restore after a broker restart (docs/delivery.md, measured by bench/crash_drill.py).
 MQTT_SHARED_GROUP = env("MQTT_SHARED_GROUP", "")
-MQTT_CLIENT_ID = env("MQTT_CLIENT_ID", "")  # empty: derived from the host name and process id
+# Empty: fieldwatch-listener-<host>-<FIELDWATCH_LISTENER_INSTANCE, default 0>, stable across restarts.
+MQTT_CLIENT_ID = env("MQTT_CLIENT_ID", "")
+# Where a listener locks its client id, so a second one on the host under the same id refuses to start.
+LISTENER_LOCK_DIR = env("LISTENER_LOCK_DIR", tempfile.gettempdir())
 
 INGEST_MQTT_MAX_BYTES = env_int("INGEST_MQTT_MAX_BYTES", 256 * 1024)
 INGEST_HTTP_MAX_BYTES = env_int("INGEST_HTTP_MAX_BYTES", 5 * 1024 * 1024)
@@ -261,6 +272,7 @@ ROLLUP_RETENTION_DAYS = {
 }
 # Exports are deleted this long after they finish; queries beyond this many raw rows answer 413.
 EXPORT_EXPIRY_DAYS = env_int("EXPORT_EXPIRY_DAYS", 7)
+DEAD_LETTER_RETENTION_DAYS = env_int("DEAD_LETTER_RETENTION_DAYS", 30)
 QUERY_MAX_RAW_ROWS = env_int("QUERY_MAX_RAW_ROWS", 200_000)
 QUERY_MAX_SERIES = 50
 QUERY_DEFAULT_MAX_POINTS = 1000

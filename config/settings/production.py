@@ -1,10 +1,15 @@
 """Production: every secret from the environment, no defaults for them; HTTPS only."""
 
+from django.core.exceptions import ImproperlyConfigured
+
 from config.env import env, env_bool, env_int, env_list
 from config.settings.base import *  # noqa: F403
 
 DEBUG = False
 SECRET_KEY = env("DJANGO_SECRET_KEY")
+FIELDWATCH_SECRET_KEYS = env_list("FIELDWATCH_SECRET_KEYS", [])
+if not any(key.strip() for key in FIELDWATCH_SECRET_KEYS):
+    raise ImproperlyConfigured("FIELDWATCH_SECRET_KEYS is required in production (Fernet keys, comma-separated).")
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", [])
 
 # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.

@@ -12,8 +12,8 @@ Kill points (``KILL_POINTS``):
 * ``subscribed``: as soon as the listener has logged its SUBACK, before its first flush;
 * ``streaming``: at a random message of the publisher, wherever the listener is;
 * ``committed``: right after a flush committed and before its acknowledgements went out. The drill's listener
-  process (``tests.support.drill_listener``) connects one extra receiver to ``readings_committed`` that marks each
-  commit in a file and holds the flushing thread 50 ms, and the drill kills inside that window.
+  process (``tests.support.instrumented_listener``) connects one extra receiver to ``readings_committed`` that
+  marks each commit in a file and holds the flushing thread 50 ms, and the drill kills inside that window.
 
 Used by ``tests/telemetry/test_crash_drill.py`` (a short randomised series in ``make test``) and
 ``bench/crash_drill.py`` (hundreds of runs, figures for the record).
@@ -39,7 +39,6 @@ from tests.support.processes import REPO_ROOT, wait_until
 
 KILL_POINTS = ("startup", "subscribed", "streaming", "committed")
 METRIC = "return_temp"
-COMMIT_HOLD_SECONDS = 0.05
 NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason: the broker took the message and had nobody to give it to
 
 
@@ -80,7 +79,7 @@ class DrillListener:
         self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed with it
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.drill_listener", "--client-id", self.client_id],
+            [sys.executable, "-m", "tests.support.instrumented_listener", "--client-id", self.client_id],
             cwd=REPO_ROOT,
             env={**self.env, "FIELDWATCH_DRILL_COMMIT_MARKER": str(self.marker)},
             stdout=log,

@@ -50,7 +50,10 @@ def manage(*args: str, database_url: str | None = None, timeout: float = 300, **
 
 
 class ManagedProcess:
-    """A long-running ``manage.py`` command (the listener, a worker) started and stopped by a test."""
+    """A long-running ``manage.py`` command (the listener, a worker) started and stopped by a test. ``entry`` is what
+    Python runs: a subclass may run an instrumented module (``-m tests.support.<name>``) with the same arguments."""
+
+    entry: tuple[str, ...] = ("manage.py",)
 
     def __init__(self, *args: str, database_url: str | None = None, **env):
         self.args = args
@@ -63,7 +66,7 @@ class ManagedProcess:
     def start(self) -> "ManagedProcess":
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's lifetime
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", *self.args], cwd=REPO_ROOT, env=self.env, stdout=self.log, stderr=self.log
+            [sys.executable, *self.entry, *self.args], cwd=REPO_ROOT, env=self.env, stdout=self.log, stderr=self.log
         )
         return self
 

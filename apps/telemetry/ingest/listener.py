@@ -9,6 +9,8 @@ duplicate instead of a second row. If the database is down, flushes are retried 
 acknowledged; the broker stops sending once the receive window is full and keeps the rest queued.
 """
 
+import fcntl
+import functools
 import logging
 import os
 import queue
@@ -29,7 +31,7 @@ from apps.telemetry.choices import IngestSource
 from apps.telemetry.ingest import metrics
 from apps.telemetry.ingest.directory import DeviceDirectory
 from apps.telemetry.ingest.topics import parse_topic, subscriptions
-from apps.telemetry.services import IngestMessage, telemetry_ingest
+from apps.telemetry.services import IngestMessage, ingest_internal_error, telemetry_ingest
 
 logger = logging.getLogger("fieldwatch.listener")
 
@@ -77,6 +79,8 @@ class MqttListener:
         # it is stored. So a delivery from an earlier connection is written (idempotently) but not acknowledged:
         # its resent copy is, when that copy's batch commits.
         self.connection = 0
+        self.last_progress = time.monotonic()
+        metrics.LISTENER_LOOP_AGE.set_function(lambda: time.monotonic() - self.last_progress)
 
     # --- MQTT side (paho's network thread) --------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
@@ -97,6 +101,7 @@ class MqttListener:
         # Subscribing again on a resumed session is harmless and covers a broker that lost its state.
         client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in subscriptions(self.prefix, self.shared_group)])
         self.connected.set()
+        metrics.LISTENER_CONNECTED.set(1)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         refused = [str(code) for code in reason_codes if code.is_failure]
@@ -107,6 +112,7 @@ class MqttListener:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected.clear()
+        metrics.LISTENER_CONNECTED.set(0)
         if not self.stopping.is_set():
             logger.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
@@ -139,6 +145,7 @@ class MqttListener:
                 batch = self._collect()
                 if batch:
                     self._flush(batch)
+                self.last_progress = time.monotonic()
             # Drain: whatever arrived before the stop is written and acknowledged, then we leave.
             batch = self._collect(drain=True)
             if batch:
@@ -175,32 +182,61 @@ class MqttListener:
         return batch
 
     def _flush(self, batch: list[Delivery]) -> None:
-        """Write the batch, retrying with backoff until it commits; then acknowledge every message of it."""
+        """Write the batch (database errors retried with backoff until it commits), then acknowledge it.
+
+        Any other error (a bug, a payload nobody anticipated) is not retried as it is: unacknowledged, the broker
+        would redeliver the same batch to a listener that fails the same way, for ever. The batch is split in
+        halves until the message that raises stands alone; that one is dead-lettered as ``internal_error`` (with
+        the exception's class) and acknowledged, and every other message is stored and acknowledged as usual.
+        """
+        started = time.perf_counter()
+        try:
+            result = self._retrying(
+                len(batch), lambda: telemetry_ingest(messages=[d.message for d in batch], directory=self.directory)
+            )
+        except Exception as error:
+            if len(batch) > 1:
+                metrics.FLUSH_ISOLATIONS.inc()
+                logger.warning("flush of %d messages raised %r; splitting it to isolate the cause", len(batch), error)
+                middle = len(batch) // 2
+                self._flush(batch[:middle])
+                self._flush(batch[middle:])
+                return
+            poison = batch[0].message
+            logger.exception("message on %s raised inside ingest; dead-lettered as internal_error", poison.origin)
+            if self._retrying(1, functools.partial(ingest_internal_error, message=poison, error=error)):
+                self._ack(batch)
+            return
+        if result is None:
+            return
+        self._ack(batch)
+        metrics.FLUSH_SIZE.observe(result.inserted + result.duplicates)
+        metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
+        metrics.LISTENER_LAG.set(time.time() - batch[0].arrived)
+
+    def _retrying(self, size: int, write):
+        """``write()``, retried with backoff while the database fails; None when a stop request ends the retries
+        (nothing acknowledged, so nothing lost: the broker redelivers to the next listener)."""
         delay = 0.5
         while True:
-            started = time.perf_counter()
             try:
-                result = telemetry_ingest(messages=[delivery.message for delivery in batch], directory=self.directory)
-                break
+                return write()
             except (DatabaseError, InterfaceError) as error:
                 metrics.FLUSH_FAILURES.inc()
                 close_old_connections()
                 _close_connection()
                 if self.stopping.is_set():
-                    # Unacknowledged, so nothing is lost: the broker redelivers these to the next listener.
-                    logger.warning("stopping with %d unacknowledged messages (database: %s)", len(batch), error)
-                    return
-                logger.error("flush of %d messages failed, retrying in %.1f s: %s", len(batch), delay, error)
+                    logger.warning("stopping with %d unacknowledged messages (database: %s)", size, error)
+                    return None
+                logger.error("flush of %d messages failed, retrying in %.1f s: %s", size, delay, error)
                 self.stopping.wait(delay)  # a stop request cuts the wait short for one last attempt
                 delay = min(delay * 2, 30)
-        elapsed = time.perf_counter() - started
-        connection = self.connection
+
+    def _ack(self, batch: list[Delivery]) -> None:
+        connection = self.connection  # see __init__: only deliveries of the current connection
         for delivery in batch:
             if delivery.qos and delivery.connection == connection:
                 self.client.ack(delivery.mid, delivery.qos)
-        metrics.FLUSH_SIZE.observe(result.inserted + result.duplicates)
-        metrics.FLUSH_SECONDS.observe(elapsed)
-        metrics.LISTENER_LAG.set(time.time() - batch[0].arrived)
 
 
 def _utc(epoch: float):
@@ -219,6 +255,34 @@ def _close_connection() -> None:
 
 
 def default_client_id() -> str:
-    """Stable across restarts on one host (the broker keeps the session for it); distinct per instance."""
+    """``MQTT_CLIENT_ID``, else ``fieldwatch-listener-<host>-<FIELDWATCH_LISTENER_INSTANCE or 0>``: stable across
+    restarts on one host, so the broker keeps the session (and its queued messages) for it. A second listener on the
+    same host needs its own instance number; ``client_id_claim`` refuses to start one that would share an id."""
     instance = os.environ.get("FIELDWATCH_LISTENER_INSTANCE", "0")
     return settings.MQTT_CLIENT_ID or f"fieldwatch-listener-{socket.gethostname()}-{instance}"
+
+
+class ClientIdInUse(Exception):
+    pass
+
+
+def client_id_claim(client_id: str):
+    """Hold a host-local lock on ``client_id`` for the life of the process, or raise ``ClientIdInUse``.
+
+    Two processes under one client id take the session over from each other at every reconnect (the broker drops
+    the older connection), so neither gets anywhere. The lock is an ``flock`` the kernel releases when the process
+    ends, however it ends, so a listener restarted right after a crash is never refused. Returns the open lock file;
+    keep a reference to it.
+    """
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in client_id)
+    path = os.path.join(settings.LISTENER_LOCK_DIR, f"fieldwatch-mqtt-{safe}.lock")
+    lock = open(path, "a+")  # noqa: SIM115 - held open for the life of the process
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ClientIdInUse(
+            f"another listener on this host is running as MQTT client {client_id!r}; give this one its own id "
+            "(FIELDWATCH_LISTENER_INSTANCE=1, or --client-id)"
+        ) from None
+    return lock

@@ -22,3 +22,12 @@ LISTENER_LAG = Gauge(
     "fieldwatch_ingest_listener_lag_seconds", "Age of the oldest message of the last flush when it was committed"
 )
 FLUSH_FAILURES = Counter("fieldwatch_ingest_flush_failures_total", "Flushes that failed and were retried")
+FLUSH_ISOLATIONS = Counter(
+    "fieldwatch_ingest_flush_isolations_total", "Batches split because a message raised an unexpected error"
+)
+LISTENER_CONNECTED = Gauge("fieldwatch_ingest_listener_connected", "1 while the listener is connected to the broker")
+# Evaluated at scrape time (set_function), so it grows while the flushing loop is stuck, e.g. retrying a flush
+# against an unreachable database; an idle listener's loop turns every 0.25 s.
+LISTENER_LOOP_AGE = Gauge(
+    "fieldwatch_ingest_listener_loop_age_seconds", "Seconds since the listener's flushing loop last made progress"
+)

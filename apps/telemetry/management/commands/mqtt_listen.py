@@ -3,10 +3,10 @@
 import signal
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from prometheus_client import start_http_server
 
-from apps.telemetry.ingest.listener import MqttListener, default_client_id
+from apps.telemetry.ingest.listener import ClientIdInUse, MqttListener, client_id_claim, default_client_id
 
 
 class Command(BaseCommand):
@@ -28,13 +28,18 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, client_id=None, group=None, flush_messages=None, flush_ms=None, metrics_port=None, **opts):
+        client_id = client_id or default_client_id()
+        try:
+            self.client_id_lock = client_id_claim(client_id)
+        except ClientIdInUse as error:
+            raise CommandError(str(error)) from None
         if metrics_port:
             start_http_server(metrics_port, addr="127.0.0.1")
         listener = MqttListener(
             url=settings.MQTT_URL,
             prefix=settings.MQTT_TOPIC_PREFIX,
             shared_group=group or None,
-            client_id=client_id or default_client_id(),
+            client_id=client_id,
             flush_messages=flush_messages,
             flush_interval=flush_ms / 1000,
         )

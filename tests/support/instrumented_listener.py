@@ -1,0 +1,62 @@
+"""``python -m tests.support.instrumented_listener <mqtt_listen options>``: the listener exactly as
+``manage.py mqtt_listen`` runs it, plus test-only instruments switched on by the environment. The product itself
+carries no test hook.
+
+* ``FIELDWATCH_DRILL_COMMIT_MARKER=<path>`` (the crash drill, tests/support/crash_drill.py): a receiver of
+  ``readings_committed`` appends a byte to the file after each committed flush and holds the flushing thread for
+  a moment, so the drill can SIGKILL the listener between a commit and its acknowledgements.
+* ``FIELDWATCH_TEST_POISON=1``: validation raises ``PoisonError`` for any record carrying the value key
+  ``poison``, a stand-in for a bug deep in the pipeline (tests/telemetry/test_listener_poison.py).
+"""
+
+import os
+import sys
+import time
+
+COMMIT_HOLD_SECONDS = 0.05
+
+
+class PoisonError(RuntimeError):
+    pass
+
+
+def commit_marker(path: str) -> None:
+    from apps.telemetry.models import Reading
+    from apps.telemetry.signals import readings_committed
+
+    def mark_commit(sender, readings, **kwargs):
+        with open(path, "ab") as file:
+            file.write(b"c")
+        time.sleep(COMMIT_HOLD_SECONDS)
+
+    readings_committed.connect(mark_commit, sender=Reading, weak=False, dispatch_uid="test-commit-marker")
+
+
+def poison_validation() -> None:
+    from apps.telemetry import services
+
+    validate = services.validate_records
+
+    def validate_or_raise(records, **kwargs):
+        if any("poison" in record.values for record in records):
+            raise PoisonError("a record the pipeline cannot handle")
+        return validate(records, **kwargs)
+
+    services.validate_records = validate_or_raise
+
+
+def main() -> None:
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    if marker := os.environ.get("FIELDWATCH_DRILL_COMMIT_MARKER"):
+        commit_marker(marker)
+    if os.environ.get("FIELDWATCH_TEST_POISON") == "1":
+        poison_validation()
+    call_command("mqtt_listen", *sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
