@@ -1,6 +1,6 @@
-"""A message that makes ingest raise (a bug, injected by tests/support/instrumented_listener.py) costs nothing but itself:
-the listener isolates it by splitting the batch, dead-letters it as internal_error, stores and acknowledges every
-other message, stays alive, and does not see the same batch again."""
+"""A message that makes ingest raise (a bug, injected by tests/support/instrumented_listener.py) costs nothing but
+itself: the listener isolates it by splitting the batch, dead-letters it as internal_error, stores and acknowledges
+every other message, stays alive, and does not see the same batch again."""
 
 import time
 import uuid
