@@ -90,7 +90,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # ---------------------------------------------------------------------------------------------------------------------
 AUTH_USER_MODEL = "users.User"
 AUTHENTICATION_BACKENDS = [
-    # ModelBackend plus login throttling (apps/users/throttling.py): refuses while a username or IP is locked.
+    # ModelBackend plus login throttling (apps/users/throttling.py): refuses while a (username, address) pair or an
+    # address is throttled.
     "apps.users.throttling.ThrottledModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -106,9 +107,14 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:overview"
 LOGOUT_REDIRECT_URL = "login"
 
-# Login throttling: this many failed logins for one username, or from one IP, lock further attempts for the period.
-LOGIN_FAILURES_BEFORE_LOCK = env_int("LOGIN_FAILURES_BEFORE_LOCK", 5)
-LOGIN_LOCK_MINUTES = env_int("LOGIN_LOCK_MINUTES", 15)
+# Login throttling (apps/users/throttling.py). Per (username, address): this many failures are free, each further
+# one refuses the pair for 1, 2, 4, ... seconds up to the cap; failures are forgotten this long after the last one.
+LOGIN_FREE_FAILURES = env_int("LOGIN_FREE_FAILURES", 5)
+LOGIN_DELAY_MAX_SECONDS = env_int("LOGIN_DELAY_MAX_SECONDS", 15 * 60)
+LOGIN_FAILURE_MEMORY_HOURS = env_int("LOGIN_FAILURE_MEMORY_HOURS", 24)
+# Per address alone (many usernames: spraying): this many failures within the window refuse it for the window.
+LOGIN_ADDRESS_FAILURE_LIMIT = env_int("LOGIN_ADDRESS_FAILURE_LIMIT", 100)
+LOGIN_ADDRESS_WINDOW_MINUTES = env_int("LOGIN_ADDRESS_WINDOW_MINUTES", 60)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Audit log and client addresses
