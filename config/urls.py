@@ -56,5 +56,6 @@ urlpatterns = [
         name="password_reset_confirm",
     ),
     path("password-reset/done", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
+    path("", include("apps.users.urls")),
     path("", include("apps.dashboard.urls")),
 ]

@@ -7,17 +7,22 @@ superuser flag, no individual permissions), so the admin cannot be used to escal
 API tokens are listed for the organization's admins (as ``/api/v1/organization/tokens`` does) and can only be
 revoked here, through ``api_token_revoke`` (audited, cascading to the tokens a token created); nothing derived from
 a secret is shown, and tokens are created by their owners only (``POST /api/v1/tokens``), never by an admin.
+
+Authenticator (TOTP) devices replace django-otp's own admin, which can show a device's secret and its QR code and
+lets an admin type in a key: here they are listed without either and can only be removed (a lost phone), through
+``totp_device_remove`` (audited); the owner enrols a new one at their next login.
 """
 
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Group
 from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from apps.core.admin_mixins import OrganizationScopedAdminMixin, ReadOnlyAdminMixin, count_column, related_count
 from apps.users.choices import Role
 from apps.users.models import ApiToken, Organization, User
-from apps.users.services import api_token_revoke
+from apps.users.services import api_token_revoke, totp_device_may_remove, totp_device_remove
 
 
 @admin.register(Organization)
@@ -170,3 +175,52 @@ class ApiTokenAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.Mode
             self.message_user(request, f"Revoked {len(revoked)} token(s): {labels}.", messages.SUCCESS)
         if skipped := queryset.count() - len(revoked):
             self.message_user(request, f"{skipped} token(s) were already revoked; left unchanged.", messages.INFO)
+
+
+if admin.site.is_registered(TOTPDevice):
+    admin.site.unregister(TOTPDevice)
+
+
+@admin.register(TOTPDevice)
+class TOTPDeviceAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.ModelAdmin):
+    """Members' authenticator apps: who enrolled and when it was last used; removal only, never the secret."""
+
+    organization_path = "user__organization"
+    list_display = ("user", "name", "confirmed", "created_at", "last_used_at")
+    list_filter = ("confirmed", ("user", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("user",)
+    search_fields = ("user__username", "name")
+    fields = ("user", "name", "confirmed", "created_at", "last_used_at", "throttling_failure_count")
+    readonly_fields = fields
+    actions = ["remove_devices"]
+
+    def has_view_permission(self, request, obj=None):
+        user = request.user
+        return user.is_active and user.is_staff and (user.is_superuser or user.is_org_admin)
+
+    def has_module_permission(self, request):
+        return self.has_view_permission(request)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is None:
+            return self.has_view_permission(request)
+        return totp_device_may_remove(device=obj, by=request.user)
+
+    def has_remove_permission(self, request):
+        return self.has_view_permission(request)
+
+    def get_actions(self, request):
+        # Removal goes through the service (audited): the bulk delete action would bypass it.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def delete_model(self, request, obj):
+        totp_device_remove(device=obj, by=request.user)
+
+    @admin.action(description="Remove selected devices (their owners enrol again)", permissions=["remove"])
+    def remove_devices(self, request, queryset):
+        devices = list(queryset.select_related("user"))
+        for device in devices:
+            totp_device_remove(device=device, by=request.user)
+        self.message_user(request, f"Removed {len(devices)} device(s).", messages.SUCCESS)

@@ -1,4 +1,4 @@
-"""Forms of the account pages: password reset (Django's views, our limits)."""
+"""Forms of the account pages: password reset (Django's views, our limits) and the second factor."""
 
 import hashlib
 import logging
@@ -42,3 +42,21 @@ class LimitedPasswordResetForm(PasswordResetForm):
                 logger.info("Password reset emails to one address over the hourly bound; not sending")
                 return iter(())
         return super().get_users(email)
+
+
+class TokenForm(forms.Form):
+    """The six digits of an authenticator app (spaces, as apps show them, are allowed)."""
+
+    otp_token = forms.CharField(
+        label="Code from your authenticator app",
+        max_length=16,
+        widget=forms.TextInput(
+            attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True, "pattern": "[0-9 ]*"}
+        ),
+    )
+
+    def clean_otp_token(self):
+        token = self.cleaned_data["otp_token"].replace(" ", "")
+        if not (token.isascii() and token.isdigit() and len(token) == 6):
+            raise forms.ValidationError("Enter the 6 digits your authenticator app shows.")
+        return token

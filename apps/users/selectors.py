@@ -1,6 +1,7 @@
 """Reads of users' own objects, always scoped by the requesting user."""
 
 from django.db.models import QuerySet
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from apps.users.models import ApiToken
 
@@ -22,3 +23,10 @@ def api_token_list_for_organization_admin(*, user) -> QuerySet[ApiToken]:
     if not user.is_authenticated or not user.is_org_admin:
         return ApiToken.objects.none()
     return ApiToken.objects.filter(user__organization_id=user.organization_id).select_related("user", "parent")
+
+
+def totp_device_for_user(*, user, confirmed: bool = True) -> TOTPDevice | None:
+    """The user's authenticator (TOTP) device: the confirmed one, or the one awaiting its first code."""
+    if not user.is_authenticated:
+        return None
+    return TOTPDevice.objects.filter(user=user, confirmed=confirmed).order_by("id").first()

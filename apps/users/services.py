@@ -1,11 +1,15 @@
-"""Writes on users: roles and personal API tokens (site grants are the devices app's: ``user_grant_site``)."""
+"""Writes on users: roles, personal API tokens and two-factor devices (site grants are the devices app's:
+``user_grant_site``)."""
 
 import datetime
+import math
+from dataclasses import dataclass
 
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from apps.core.audit import AuditAction, audit
 from apps.users.choices import Role, TokenScope
@@ -163,3 +167,100 @@ def api_token_revoke(*, token: ApiToken, by) -> bool:
         if child.revoke():
             audit(actor=by, action=AuditAction.TOKEN_REVOKE, target=child, after={"with_parent": token.masked})
     return revoked
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Two-factor authentication (TOTP, django-otp); enforcement is apps.users.two_factor
+# ---------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CodeCheck:
+    """The outcome of a code: the device it verified, else why not and, when throttled, the seconds to wait."""
+
+    device: TOTPDevice | None
+    retry_after: int = 0
+
+    @property
+    def message(self) -> str:
+        if self.retry_after:
+            return (
+                f"Too many wrong codes. Try again in {self.retry_after} second{'s' if self.retry_after != 1 else ''}."
+            )
+        return "That code did not match. Enter the code your app shows now (it changes every 30 seconds)."
+
+
+def _check_code(device: TOTPDevice, token: str) -> CodeCheck:
+    # django-otp's throttle: after each wrong code the device refuses for 2**(failures - 1) seconds, so guessing
+    # six digits takes forever; its replay guard refuses a code that already verified.
+    allowed, details = device.verify_is_allowed()
+    if not allowed:
+        wait = (details or {}).get("locked_until")
+        return CodeCheck(None, max(1, math.ceil((wait - timezone.now()).total_seconds())) if wait else 1)
+    if device.verify_token(token):
+        return CodeCheck(device)
+    return CodeCheck(None)
+
+
+def totp_device_start(*, user) -> TOTPDevice:
+    """The unconfirmed device ``user`` is enrolling (created with a new secret if none is pending).
+
+    Kept until confirmed, so reloading the enrolment page shows the secret already scanned rather than a new one.
+    """
+    device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("id").first()
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
+    return device
+
+
+@transaction.atomic
+def totp_device_confirm(*, user, token: str) -> CodeCheck:
+    """Confirm ``user``'s pending device with its first code; afterwards logins ask for a code from it."""
+    if TOTPDevice.objects.filter(user=user, confirmed=True).exists():
+        raise PermissionDenied("This account already has an authenticator; an admin must remove it first.")
+    device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).order_by("id").first()
+    if device is None:
+        return CodeCheck(None)
+    check = _check_code(device, token)
+    if check.device is None:
+        return check
+    device.confirmed = True
+    device.save(update_fields=["confirmed"])
+    TOTPDevice.objects.filter(user=user, confirmed=False).delete()  # any other half-enrolled secret
+    audit(actor=user, action=AuditAction.TWO_FACTOR_ENROL, target=device)
+    return check
+
+
+def totp_verify(*, user, token: str) -> CodeCheck:
+    """Check a login's second step against ``user``'s confirmed device; a wrong code is audited.
+
+    Each check is its own transaction (django-otp's ``verify_token`` locks the row), so a wrong code's throttle
+    count and audit event are kept although the login does not go on.
+    """
+    with transaction.atomic():
+        device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("id").first()
+        if device is None:
+            return CodeCheck(None)
+        check = _check_code(device, token)
+        if check.device is None:
+            audit(
+                actor=user,
+                action=AuditAction.TWO_FACTOR_FAILED,
+                target=device,
+                after={"throttled": bool(check.retry_after)},
+            )
+    return check
+
+
+def totp_device_may_remove(*, device: TOTPDevice, by) -> bool:
+    """A superuser, or an admin of the device owner's organization (to let a member who lost a phone enrol anew)."""
+    if by.is_superuser:
+        return True
+    return by.is_org_admin and device.user.organization_id == by.organization_id
+
+
+@transaction.atomic
+def totp_device_remove(*, device: TOTPDevice, by) -> None:
+    """Remove ``device``: its owner enrols a new one at the next login (if two-factor applies to them)."""
+    if not totp_device_may_remove(device=device, by=by):
+        raise PermissionDenied("Only a superuser or an admin of the owner's organization may remove a device.")
+    audit(actor=by, action=AuditAction.TWO_FACTOR_REMOVE, target=device, before={"user": device.user.get_username()})
+    device.delete()

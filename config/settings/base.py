@@ -31,6 +31,9 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "guardian",
     "django_celery_beat",
+    # Before apps.users, whose admin replaces otp_totp's device admin (that one can show secrets).
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "apps.core",
     "apps.users",
     "apps.devices",
@@ -47,6 +50,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): the session's second factor; then the pages a pending session may not see.
+    "django_otp.middleware.OTPMiddleware",
+    "apps.users.two_factor.TwoFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "apps.core.security.SecurityHeadersMiddleware",
@@ -119,6 +125,13 @@ LOGIN_ADDRESS_WINDOW_MINUTES = env_int("LOGIN_ADDRESS_WINDOW_MINUTES", 60)
 # Password reset by email (Django's views): links work this long; at most this many emails to one address an hour.
 PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 60 * 60 * 24)
 PASSWORD_RESET_EMAILS_PER_HOUR = env_int("PASSWORD_RESET_EMAILS_PER_HOUR", 3)
+
+# Two-factor authentication (apps/users/two_factor.py): superusers, staff and organization admins must enrol an
+# authenticator app and enter its code at every login. On in production; off here so a fresh checkout and the demo
+# logins work without a phone (FIELDWATCH_REQUIRE_ADMIN_2FA=1 turns it on anywhere).
+FIELDWATCH_REQUIRE_ADMIN_2FA = env_bool("FIELDWATCH_REQUIRE_ADMIN_2FA", False)
+OTP_TOTP_ISSUER = env("FIELDWATCH_OTP_ISSUER", "Fieldwatch")  # the account's label in authenticator apps
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Audit log and client addresses

@@ -19,6 +19,7 @@ from django_celery_beat.models import (
     PeriodicTask,
     SolarSchedule,
 )
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from apps.alerts.models import Alert, AlertRule, Delivery, EscalationPolicy, NotificationChannel
 from apps.audit.models import AuditEvent
@@ -160,6 +161,7 @@ def _one_of_each(site):
         Organization: site.organization,
         User: (dave := User.objects.create_user("dave", organization=site.organization)),
         ApiToken: api_token_create(user=dave, name="script")[0],
+        TOTPDevice: TOTPDevice.objects.create(user=dave, name="phone", confirmed=True),
         Group: Group.objects.get(name="admin"),
         Site: site,
         DeviceType: device.device_type,
