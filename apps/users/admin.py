@@ -107,6 +107,20 @@ class UserAdmin(OrganizationScopedAdminMixin, DjangoUserAdmin):
         return ", ".join(group.name for group in user.groups.all()) or "—"
 
 
+def manages_members(request) -> bool:
+    """Whether the requesting user administers members' credentials (an organization admin or a superuser).
+
+    Worked out once per request: the admin's sidebar asks every ModelAdmin several times per page, and the role is
+    a query.
+    """
+    cached = getattr(request, "_manages_members", None)
+    if cached is None:
+        user = request.user
+        cached = user.is_active and user.is_staff and (user.is_superuser or user.is_org_admin)
+        request._manages_members = cached
+    return cached
+
+
 class ApiTokenStateFilter(admin.SimpleListFilter):
     title = "state"
     parameter_name = "state"
@@ -150,8 +164,7 @@ class ApiTokenAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.Mode
     actions = ["revoke_tokens"]
 
     def has_view_permission(self, request, obj=None):
-        user = request.user
-        return user.is_active and user.is_staff and (user.is_superuser or user.is_org_admin)
+        return manages_members(request)
 
     def has_module_permission(self, request):
         return self.has_view_permission(request)
@@ -195,8 +208,7 @@ class TOTPDeviceAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.Mo
     actions = ["remove_devices"]
 
     def has_view_permission(self, request, obj=None):
-        user = request.user
-        return user.is_active and user.is_staff and (user.is_superuser or user.is_org_admin)
+        return manages_members(request)
 
     def has_module_permission(self, request):
         return self.has_view_permission(request)
