@@ -1,4 +1,4 @@
-"""The ASGI entry point: Django for HTTP, Channels for websockets (session auth, origin-checked)."""
+"""The ASGI entry point: Django for HTTP, Channels for websockets (session auth, origin-checked, second factor)."""
 
 import os
 
@@ -13,11 +13,15 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from apps.users.two_factor import TwoFactorWebsocketMiddleware  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # A session still owing its second factor gets no websocket (apps/users/two_factor.py).
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(TwoFactorWebsocketMiddleware(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )

@@ -14,7 +14,7 @@ nothing) and test_browser.py (nothing of another site reaches a viewer's page).
 import datetime
 
 import pytest
-from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.urls import URLResolver, get_resolver, reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -22,37 +22,14 @@ from apps.alerts.models import Alert, AlertRule
 from apps.devices.choices import MetricKind
 from apps.devices.services import api_key_issue
 from apps.telemetry.exports import export_create
+from apps.users.models import ApiToken
 from apps.users.services import api_token_create
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
+from tests.support.api_routes import api_routes
 from tests.support.evaluation import Feed, evaluate, hot_rule
 
 USERS = ("alice", "bob", "carol", "mallory", "anonymous")
 SITES = {"a": "site_a", "b": "site_b", "x": "other_site"}  # x: the other organization
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Route discovery
-# ---------------------------------------------------------------------------------------------------------------------
-def _methods(callback) -> set[str]:
-    if getattr(callback, "actions", None):  # a viewset route: {method: action}
-        return {method.upper() for method in callback.actions if method not in ("options", "head")}
-    cls = callback.cls
-    return {m.upper() for m in cls.http_method_names if m not in ("options", "head", "trace") and hasattr(cls, m)}
-
-
-def api_routes() -> set[tuple[str, str]]:
-    found = set()
-
-    def walk(patterns, namespace):
-        for pattern in patterns:
-            if isinstance(pattern, URLResolver):
-                walk(pattern.url_patterns, pattern.namespace or namespace)
-            elif isinstance(pattern, URLPattern) and namespace == "api":
-                assert pattern.name, f"unnamed API route {pattern.pattern}"
-                found.update((pattern.name, method) for method in _methods(pattern.callback))
-
-    walk(get_resolver().url_patterns, None)
-    return found
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -103,6 +80,15 @@ MATRIX = {
     ("api-token-list", "GET"): everyone(200),
     ("api-token-list", "POST"): everyone(201),
     ("api-token-detail", "DELETE"): rows({"bob": 204}, target="bob"),
+    # Members' tokens: their organization's admins only (bob's own token too is not his to manage here).
+    ("organization-token-list", "GET"): [
+        ("alice", None, 200),
+        ("bob", None, 403),
+        ("carol", None, 403),
+        ("mallory", None, 200),
+        ("anonymous", None, 403),
+    ],
+    ("organization-token-detail", "DELETE"): rows({"alice": 204, "bob": 403, "carol": 403}, target="bob"),
     # Gateway keys are organization configuration: admins only; bob sees site A's gateway, so 403, not 404.
     ("gateway-key-issue", "POST"): rows({"alice": 201, "bob": 403}, [("carol", "b", 403), ("mallory", "x", 201)]),
     ("api-key-rotate", "POST"): rows({"alice": 201, "bob": 403}, [("carol", "b", 403), ("mallory", "x", 201)]),
@@ -216,6 +202,8 @@ def request_for(world, name, method, target):
         ),
         "api-token-list": ({}, {"name": "new"} if method == "POST" else None),
         "api-token-detail": ({"pk": objects.get("token") and objects["token"].pk}, None),
+        "organization-token-list": ({}, None),
+        "organization-token-detail": ({"pk": objects.get("token") and objects["token"].pk}, None),
         "gateway-key-issue": ({"uid": objects.get("gateway") and objects["gateway"].uid}, {"name": "spare"}),
         "api-key-rotate": ({"prefix": objects.get("key") and objects["key"].prefix}, None),
         "api-key-revoke": ({"prefix": objects.get("key") and objects["key"].prefix}, None),
@@ -239,6 +227,10 @@ def _check_list_scope(world, name, user, body):
     elif name == "api-token-list":
         owner = world["users"][user]
         assert results and all(row["id"] in set(owner.api_tokens.values_list("id", flat=True)) for row in results)
+    elif name == "organization-token-list":
+        organization = world["users"][user].organization
+        expected = set(ApiToken.objects.filter(user__organization=organization).values_list("id", flat=True))
+        assert expected and {row["id"] for row in results} == expected
 
 
 @pytest.mark.parametrize(("name", "method", "user", "target", "status"), CASES)

@@ -43,6 +43,9 @@ class AuditAction(models.TextChoices):
     MQTT_CREDENTIAL_ISSUE = "mqtt.issue", "MQTT credential issued"
     MQTT_CREDENTIAL_REVOKE = "mqtt.revoke", "MQTT credential revoked"
     EXPORT_CREATE = "export.create", "Export created"
+    TWO_FACTOR_ENROL = "2fa.enrol", "Two-factor device enrolled"
+    TWO_FACTOR_FAILED = "2fa.failed", "Two-factor code refused"
+    TWO_FACTOR_REMOVE = "2fa.remove", "Two-factor device removed"
 
 
 # Actors that are not users: recorded in ``actor_label`` with ``actor`` empty.

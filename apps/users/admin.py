@@ -1,17 +1,28 @@
-"""Organizations and their users.
+"""Organizations, their users and the users' personal API tokens.
 
 An organization admin (staff, not superuser) manages the people of their own organization: they cannot see other
 organizations' users, move anyone to another organization, or grant anything beyond the role groups (no
 superuser flag, no individual permissions), so the admin cannot be used to escalate beyond one's own tenant.
+
+API tokens are listed for the organization's admins (as ``/api/v1/organization/tokens`` does) and can only be
+revoked here, through ``api_token_revoke`` (audited, cascading to the tokens a token created); nothing derived from
+a secret is shown, and tokens are created by their owners only (``POST /api/v1/tokens``), never by an admin.
+
+Authenticator (TOTP) devices replace django-otp's own admin, which can show a device's secret and its QR code and
+lets an admin type in a key: here they are listed without either and can only be removed (a lost phone), through
+``totp_device_remove`` (audited); the owner enrols a new one at their next login.
 """
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Group
+from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from apps.core.admin_mixins import OrganizationScopedAdminMixin, count_column, related_count
+from apps.core.admin_mixins import OrganizationScopedAdminMixin, ReadOnlyAdminMixin, count_column, related_count
 from apps.users.choices import Role
-from apps.users.models import Organization, User
+from apps.users.models import ApiToken, Organization, User
+from apps.users.services import api_token_revoke, totp_device_may_remove, totp_device_remove
 
 
 @admin.register(Organization)
@@ -94,3 +105,134 @@ class UserAdmin(OrganizationScopedAdminMixin, DjangoUserAdmin):
     @admin.display(description="roles")
     def roles(self, user):
         return ", ".join(group.name for group in user.groups.all()) or "—"
+
+
+def manages_members(request) -> bool:
+    """Whether the requesting user administers members' credentials (an organization admin or a superuser).
+
+    Worked out once per request: the admin's sidebar asks every ModelAdmin several times per page, and the role is
+    a query.
+    """
+    cached = getattr(request, "_manages_members", None)
+    if cached is None:
+        user = request.user
+        cached = user.is_active and user.is_staff and (user.is_superuser or user.is_org_admin)
+        request._manages_members = cached
+    return cached
+
+
+class ApiTokenStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("usable", "Usable"), ("expired", "Expired"), ("revoked", "Revoked")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "usable":
+            return queryset.usable(now)
+        if self.value() == "expired":
+            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.ModelAdmin):
+    """Members' tokens, read-only but for the revoke action. Visible to organization admins and superusers, as the
+    audit log is: a role check rather than model permissions, so no data migration has to grant them."""
+
+    organization_path = "user__organization"
+    list_display = ("key", "user", "name", "scopes", "created_at", "expires_at", "last_used_at", "revoked_at")
+    list_filter = (ApiTokenStateFilter, ("user", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("user", "parent")
+    search_fields = ("prefix", "name", "user__username")
+    fields = (
+        "key",
+        "user",
+        "name",
+        "scopes",
+        "created_by_token",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    )
+    readonly_fields = fields
+    actions = ["revoke_tokens"]
+
+    def has_view_permission(self, request, obj=None):
+        return manages_members(request)
+
+    def has_module_permission(self, request):
+        return self.has_view_permission(request)
+
+    def has_revoke_permission(self, request):
+        return self.has_view_permission(request)
+
+    @admin.display(description="key", ordering="prefix")
+    def key(self, token):
+        return token.masked
+
+    @admin.display(description="created by token")
+    def created_by_token(self, token):
+        return token.parent.masked if token.parent is not None else "—"
+
+    @admin.action(description="Revoke selected tokens (and the tokens they created)", permissions=["revoke"])
+    def revoke_tokens(self, request, queryset):
+        revoked = [token for token in queryset.select_related("user") if api_token_revoke(token=token, by=request.user)]
+        if revoked:
+            labels = ", ".join(token.masked for token in revoked)
+            self.message_user(request, f"Revoked {len(revoked)} token(s): {labels}.", messages.SUCCESS)
+        if skipped := queryset.count() - len(revoked):
+            self.message_user(request, f"{skipped} token(s) were already revoked; left unchanged.", messages.INFO)
+
+
+if admin.site.is_registered(TOTPDevice):
+    admin.site.unregister(TOTPDevice)
+
+
+@admin.register(TOTPDevice)
+class TOTPDeviceAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.ModelAdmin):
+    """Members' authenticator apps: who enrolled and when it was last used; removal only, never the secret."""
+
+    organization_path = "user__organization"
+    list_display = ("user", "name", "confirmed", "created_at", "last_used_at")
+    list_filter = ("confirmed", ("user", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("user",)
+    search_fields = ("user__username", "name")
+    fields = ("user", "name", "confirmed", "created_at", "last_used_at", "throttling_failure_count")
+    readonly_fields = fields
+    actions = ["remove_devices"]
+
+    def has_view_permission(self, request, obj=None):
+        return manages_members(request)
+
+    def has_module_permission(self, request):
+        return self.has_view_permission(request)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is None:
+            return self.has_view_permission(request)
+        return totp_device_may_remove(device=obj, by=request.user)
+
+    def has_remove_permission(self, request):
+        return self.has_view_permission(request)
+
+    def get_actions(self, request):
+        # Removal goes through the service (audited): the bulk delete action would bypass it.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def delete_model(self, request, obj):
+        totp_device_remove(device=obj, by=request.user)
+
+    @admin.action(description="Remove selected devices (their owners enrol again)", permissions=["remove"])
+    def remove_devices(self, request, queryset):
+        devices = list(queryset.select_related("user"))
+        for device in devices:
+            totp_device_remove(device=device, by=request.user)
+        self.message_user(request, f"Removed {len(devices)} device(s).", messages.SUCCESS)

@@ -8,4 +8,4 @@ class UsersConfig(AppConfig):
     label = "users"
 
     def ready(self):
-        from apps.users import receivers  # noqa: F401  (failed logins count towards a lock)
+        from apps.users import receivers  # noqa: F401  (login throttling, the pending second factor)

@@ -1,8 +1,10 @@
 from django.contrib.auth.models import AbstractUser
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.db.models import Q
 
 from apps.core.credentials import SecretCredential
-from apps.users.choices import Role
+from apps.users.choices import Role, TokenScope
 
 
 class Organization(models.Model):
@@ -35,18 +37,48 @@ class User(AbstractUser):
         return self.organization_id is not None and self.has_role(Role.ADMIN)
 
 
+def default_token_scopes() -> list[str]:
+    """New tokens may only read unless their creator asks for more: least privilege by default."""
+    return [TokenScope.READ]
+
+
 class ApiToken(SecretCredential):
     """A user's personal token for scripts calling the API as that user (``Authorization: Bearer fwt_...``), shown
-    once, stored hashed (see apps.core.credentials)."""
+    once, stored hashed (see apps.core.credentials).
+
+    ``scopes`` bound what it may do whatever its user may (``TokenScope``). ``parent`` is the token whose request
+    created this one, if any: such a child is never broader nor longer-lived than its parent, is revoked with it and
+    is refused while its parent is unusable (``apps.users.services.api_token_create``).
+    """
 
     TAG = "fwt"
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100, help_text="What the token is for, e.g. 'nightly export script'.")
+    scopes = ArrayField(
+        models.CharField(max_length=16, choices=TokenScope.choices),
+        default=default_token_scopes,
+        help_text="read: safe methods (GET, HEAD, OPTIONS); write: every other method.",
+    )
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="children",
+        editable=False,
+        help_text="The token that created this one; revoking it revokes this one.",
+    )
 
     class Meta:
         verbose_name = "API token"
         ordering = ["-created_at"]
+        constraints = [
+            # A token that may do nothing, or something no view checks for, is a mistake: refused by the database.
+            models.CheckConstraint(
+                condition=Q(scopes__contained_by=TokenScope.values) & ~Q(scopes=[]), name="api_token_scopes_known"
+            ),
+        ]
 
     def __str__(self):
         return f"{self.masked} ({self.user})"

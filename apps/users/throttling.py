@@ -1,94 +1,211 @@
-"""Login throttling: after ``LOGIN_FAILURES_BEFORE_LOCK`` failed logins for one username, or from one IP, within
-``LOGIN_LOCK_MINUTES``, further attempts are refused for ``LOGIN_LOCK_MINUTES`` -- even with the right password.
+"""Login throttling: growing delays per (username, client address), and a much higher bound per address alone.
 
-Three pieces, each small:
+The rules, every web process counting in the same Redis:
 
-* ``count_login_failure`` (a ``user_login_failed`` receiver) counts failures in Redis through
-  ``apps.core.ratelimit`` (one fixed window per username and per IP, shared by every web process); the failure
-  that reaches the limit sets a lock key that expires after ``LOGIN_LOCK_MINUTES``. Failures while locked renew
-  the lock, so a guessing script never gets a fresh budget.
-* ``ThrottledModelBackend`` replaces ``ModelBackend`` in ``AUTHENTICATION_BACKENDS``: while locked it raises
-  ``PermissionDenied``, which makes ``django.contrib.auth.authenticate`` stop and fail without checking the
-  password. Every password login (admin, dashboard, any later form) is covered whatever form it uses.
-* ``ThrottledAuthenticationForm`` / ``ThrottledAdminAuthenticationForm`` turn that refusal into a clear message
-  instead of "wrong username or password".
+* **Per (username, address).** The first ``LOGIN_FREE_FAILURES`` failed logins of a pair cost nothing; each
+  further one refuses that pair for ``2**k`` seconds (k = 0, 1, 2, ... for the failures beyond the free ones),
+  capped at ``LOGIN_DELAY_MAX_SECONDS``. A pair's failures are forgotten ``LOGIN_FAILURE_MEMORY_HOURS`` after its
+  last one, and as soon as that username logs in from that address.
+* **Per address.** ``LOGIN_ADDRESS_FAILURE_LIMIT`` failures from one address within ``LOGIN_ADDRESS_WINDOW_MINUTES``
+  (whatever the usernames) refuse every login from it for that long: a bound on password spraying, set far above
+  what the people behind one office NAT mistype.
+* **No per-username lock.** The old rule (5 failures of a username locked it for 15 minutes from everywhere) let
+  anyone lock anyone out with five requests. Now a stranger only slows down their own address; the account's
+  owner, elsewhere, is untouched. The price: a username guessed from many addresses is slowed per address only,
+  which is why organization admins also have a second factor (``apps.users.two_factor``).
+* While refused, even the right password is not checked, so a refusal tells nothing. Refused attempts are not
+  failures: they neither count nor lengthen the wait, so the time the page shows stays true.
 
-Usernames are counted case-insensitively and hashed into the key (any characters, bounded key length).
+The pieces: ``ThrottledModelBackend`` (in ``AUTHENTICATION_BACKENDS`` instead of ``ModelBackend``) refuses before
+the password check by raising ``PermissionDenied``, which makes ``django.contrib.auth.authenticate`` fail at once,
+for every password login (dashboard, admin, any later form); ``count_login_failure`` and ``forget_login_failures``
+(receivers of ``user_login_failed`` / ``user_logged_in``, connected in ``apps.users.receivers``) keep the counts;
+the ``Throttled*AuthenticationForm`` classes say plainly that the login is throttled and for how long, on the
+dashboard's login page and on the admin's. ``authenticate()`` called without a request (a shell, a management
+command) has no client address and is not throttled; nobody anonymous can reach such a call.
+
+**Redis errors** (``apps.core.versioned.CACHE_ERRORS``) never fail a login: the throttle then fails open (the
+attempt goes on to the password check, uncounted) and logs a warning. Failing closed would lock every user, the
+admins who must fix the outage included, out of a site whose sessions and passwords live in PostgreSQL and work
+without Redis; the password (and the admins' second factor) still stands in front of every account meanwhile.
+
+**Why not django-axes** (8.3.1, well kept, evaluated for this): its lockout parameters can express the pair
+(``[["username", "ip_address"], "ip_address"]``) but one failure limit and one cool-off serve every parameter set,
+so "5 per pair, 100 per address" cannot be said; it locks for a fixed cool-off after the limit rather than growing
+delays; its database handler writes a row per attempt and its cache handler lets a Redis error through to the
+login (a 500); it answers a lockout with its own 429 response or template instead of an error on our login forms,
+and brings its own client-address resolution (django-ipware) next to ``apps.core.security.client_ip`` and
+``TRUSTED_PROXY_NETWORKS``. Adapting it would take as much code as the rules above, which are a few cache calls.
+
+Usernames are counted case-insensitively and hashed into the keys (any characters, bounded key length).
 """
 
 import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 
-from apps.core.ratelimit import rate_limit_hit
 from apps.core.security import client_ip
+from apps.core.versioned import CACHE_ERRORS
 
-LOCKED_MESSAGE = "Too many failed login attempts. Wait %(minutes)d minutes before trying again."
+logger = logging.getLogger(__name__)
+
+NO_ADDRESS = "-"  # a request without a usable client address: all such requests share one address bucket
+REFUSED_ATTRIBUTE = "_login_throttle_refused"  # set on the request by the backend when it refused the attempt
 
 
-def _identities(username: str | None, request) -> list[tuple[str, str]]:
-    identities = []
+@dataclass(frozen=True, slots=True)
+class LoginThrottle:
+    """Whether logins of a (username, address) are refused now, why, and for how many more seconds."""
+
+    retry_after: int = 0
+    by_address: bool = False
+
+    @property
+    def refused(self) -> bool:
+        return self.retry_after > 0
+
+    @property
+    def message(self) -> str:
+        who = "Logins from your network address" if self.by_address else "Logins as this user from your network address"
+        return f"{who} are throttled after too many failed attempts. Try again in {_duration(self.retry_after)}."
+
+
+OPEN = LoginThrottle()
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def _address(request) -> str:
+    return client_ip(request) or NO_ADDRESS
+
+
+def _pair_key(username: str, address: str) -> str:
+    digest = hashlib.sha256(f"{username.strip().lower()}\0{address}".encode()).hexdigest()[:32]
+    return f"login-throttle:pair:{digest}"
+
+
+def _address_key(address: str) -> str:
+    return f"login-throttle:address:{address}"
+
+
+def pair_delay_seconds(failures: int) -> int:
+    """Seconds a pair is refused after its ``failures``-th failure: 0 for the free ones, then 1, 2, 4, ... capped."""
+    beyond = failures - settings.LOGIN_FREE_FAILURES
+    if beyond < 0:
+        return 0
+    return min(2 ** min(beyond, 40), settings.LOGIN_DELAY_MAX_SECONDS)  # a bounded exponent: no huge integers
+
+
+def login_throttle(*, username: str | None, request) -> LoginThrottle:
+    """The throttle on logins as ``username`` from the request's address now; ``OPEN`` when Redis cannot say."""
+    if request is None:
+        return OPEN
+    address = _address(request)
+    keys = [f"{_address_key(address)}:until"]
     if username:
-        identities.append(("login-user", hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]))
-    ip = client_ip(request) if request is not None else None
-    if ip:
-        identities.append(("login-ip", ip))
-    return identities
+        keys.append(f"{_pair_key(username, address)}:until")
+    try:
+        found = cache.get_many(keys)
+    except CACHE_ERRORS:
+        logger.warning("Could not read the login throttle; letting the attempt through", exc_info=True)
+        return OPEN
+    now = time.time()
+    address_wait = math.ceil(found.get(keys[0], 0) - now)
+    pair_wait = math.ceil(found.get(keys[1], 0) - now) if username else 0
+    if address_wait <= 0 and pair_wait <= 0:
+        return OPEN
+    if address_wait >= pair_wait:
+        return LoginThrottle(retry_after=address_wait, by_address=True)
+    return LoginThrottle(retry_after=pair_wait)
 
 
-def _lock_key(scope: str, identity: str) -> str:
-    return f"login-lock:{scope}:{identity}"
-
-
-def login_locked(*, username: str | None, request) -> bool:
-    """Whether attempts for ``username`` or from the request's IP are currently refused."""
-    keys = [_lock_key(scope, identity) for scope, identity in _identities(username, request)]
-    return bool(keys) and bool(cache.get_many(keys))
+def _count(key: str, timeout: int) -> int:
+    cache.add(key, 0, timeout=timeout)
+    return cache.incr(key)
 
 
 def count_login_failure(sender, credentials, request=None, **kwargs):
-    lock_seconds = settings.LOGIN_LOCK_MINUTES * 60
-    for scope, identity in _identities(credentials.get("username"), request):
-        decision = rate_limit_hit(
-            scope=scope, identity=identity, limit=settings.LOGIN_FAILURES_BEFORE_LOCK - 1, window_seconds=lock_seconds
-        )
-        if not decision.allowed:
-            cache.set(_lock_key(scope, identity), 1, timeout=lock_seconds)
+    """A ``user_login_failed`` receiver: count a failed password check, and refuse the pair or the address for the
+    delay it has earned. Attempts the throttle refused are not counted (see the module docstring)."""
+    if request is None or getattr(request, REFUSED_ATTRIBUTE, False):
+        return
+    address = _address(request)
+    username = credentials.get("username") or ""
+    now = time.time()
+    try:
+        if username:
+            pair = _pair_key(str(username), address)
+            memory = settings.LOGIN_FAILURE_MEMORY_HOURS * 3600
+            failures = _count(f"{pair}:failures", memory)
+            cache.touch(f"{pair}:failures", memory)  # remembered from the *last* failure: slow guessing gains nothing
+            if delay := pair_delay_seconds(failures):
+                cache.set(f"{pair}:until", now + delay, timeout=delay + 1)
+        window = settings.LOGIN_ADDRESS_WINDOW_MINUTES * 60
+        if _count(f"{_address_key(address)}:failures", window) >= settings.LOGIN_ADDRESS_FAILURE_LIMIT:
+            cache.set(f"{_address_key(address)}:until", now + window, timeout=window + 1)
+    except CACHE_ERRORS:
+        logger.warning("Could not count a failed login; the throttle misses it", exc_info=True)
+
+
+def forget_login_failures(sender, request, user, **kwargs):
+    """A ``user_logged_in`` receiver: the right password from an address clears that pair's failures."""
+    if request is None:
+        return
+    pair = _pair_key(user.get_username(), _address(request))
+    try:
+        cache.delete_many([f"{pair}:failures", f"{pair}:until"])
+    except CACHE_ERRORS:
+        logger.warning("Could not reset the login throttle after a login", exc_info=True)
 
 
 class ThrottledModelBackend(ModelBackend):
-    """``ModelBackend`` that refuses, before checking the password, while the username or IP is locked."""
+    """``ModelBackend`` that refuses, before checking the password, while the pair or the address is throttled."""
 
     def authenticate(self, request, username=None, password=None, **kwargs):
         if username is None:
-            username = kwargs.get(self._username_field())
-        if login_locked(username=username, request=request):
-            raise PermissionDenied("Too many failed login attempts.")
+            username = kwargs.get(get_user_model().USERNAME_FIELD)
+        if login_throttle(username=username, request=request).refused:
+            setattr(request, REFUSED_ATTRIBUTE, True)
+            raise PermissionDenied("Login throttled after too many failed attempts.")
         return super().authenticate(request, username=username, password=password, **kwargs)
-
-    @staticmethod
-    def _username_field() -> str:
-        from django.contrib.auth import get_user_model
-
-        return get_user_model().USERNAME_FIELD
 
 
 class ThrottledLoginFormMixin:
-    """Say "locked, wait" instead of "wrong password" when the throttle refused the attempt."""
+    """Say that the login is throttled, and for how long, instead of (or after) "wrong password"."""
 
     def get_invalid_login_error(self):
-        if login_locked(username=self.cleaned_data.get("username"), request=self.request):
-            return ValidationError(LOCKED_MESSAGE, code="throttled", params={"minutes": settings.LOGIN_LOCK_MINUTES})
-        return super().get_invalid_login_error()
+        throttle = login_throttle(username=self.cleaned_data.get("username"), request=self.request)
+        if not throttle.refused:
+            return super().get_invalid_login_error()
+        throttled = ValidationError(throttle.message, code="throttled")
+        if getattr(self.request, REFUSED_ATTRIBUTE, False):
+            return throttled  # the password was not checked: nothing to say about it
+        # This failure is the one that started the wait: both are true.
+        return ValidationError([super().get_invalid_login_error(), throttled])
 
 
 class ThrottledAuthenticationForm(ThrottledLoginFormMixin, AuthenticationForm):
     """For ``LoginView(authentication_form=...)`` (the dashboard)."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "invalid_login": "Your username and password didn't match. Please try again.",
+    }
 
 
 class ThrottledAdminAuthenticationForm(ThrottledLoginFormMixin, AdminAuthenticationForm):

@@ -35,6 +35,9 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "guardian",
     "django_celery_beat",
+    # Before apps.users, whose admin replaces otp_totp's device admin (that one can show secrets).
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "apps.core",
     "apps.users",
     "apps.devices",
@@ -51,6 +54,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): the session's second factor; then the pages a pending session may not see.
+    "django_otp.middleware.OTPMiddleware",
+    "apps.users.two_factor.TwoFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "apps.core.security.SecurityHeadersMiddleware",
@@ -94,7 +100,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # ---------------------------------------------------------------------------------------------------------------------
 AUTH_USER_MODEL = "users.User"
 AUTHENTICATION_BACKENDS = [
-    # ModelBackend plus login throttling (apps/users/throttling.py): refuses while a username or IP is locked.
+    # ModelBackend plus login throttling (apps/users/throttling.py): refuses while a (username, address) pair or an
+    # address is throttled.
     "apps.users.throttling.ThrottledModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -110,9 +117,25 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:overview"
 LOGOUT_REDIRECT_URL = "login"
 
-# Login throttling: this many failed logins for one username, or from one IP, lock further attempts for the period.
-LOGIN_FAILURES_BEFORE_LOCK = env_int("LOGIN_FAILURES_BEFORE_LOCK", 5)
-LOGIN_LOCK_MINUTES = env_int("LOGIN_LOCK_MINUTES", 15)
+# Login throttling (apps/users/throttling.py). Per (username, address): this many failures are free, each further
+# one refuses the pair for 1, 2, 4, ... seconds up to the cap; failures are forgotten this long after the last one.
+LOGIN_FREE_FAILURES = env_int("LOGIN_FREE_FAILURES", 5)
+LOGIN_DELAY_MAX_SECONDS = env_int("LOGIN_DELAY_MAX_SECONDS", 15 * 60)
+LOGIN_FAILURE_MEMORY_HOURS = env_int("LOGIN_FAILURE_MEMORY_HOURS", 24)
+# Per address alone (many usernames: spraying): this many failures within the window refuse it for the window.
+LOGIN_ADDRESS_FAILURE_LIMIT = env_int("LOGIN_ADDRESS_FAILURE_LIMIT", 100)
+LOGIN_ADDRESS_WINDOW_MINUTES = env_int("LOGIN_ADDRESS_WINDOW_MINUTES", 60)
+
+# Password reset by email (Django's views): links work this long; at most this many emails to one address an hour.
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 60 * 60 * 24)
+PASSWORD_RESET_EMAILS_PER_HOUR = env_int("PASSWORD_RESET_EMAILS_PER_HOUR", 3)
+
+# Two-factor authentication (apps/users/two_factor.py): superusers, staff and organization admins must enrol an
+# authenticator app and enter its code at every login. On in production; off here so a fresh checkout and the demo
+# logins work without a phone (FIELDWATCH_REQUIRE_ADMIN_2FA=1 turns it on anywhere).
+FIELDWATCH_REQUIRE_ADMIN_2FA = env_bool("FIELDWATCH_REQUIRE_ADMIN_2FA", False)
+OTP_TOTP_ISSUER = env("FIELDWATCH_OTP_ISSUER", "Fieldwatch")  # the account's label in authenticator apps
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Audit log and client addresses
@@ -294,7 +317,11 @@ REST_FRAMEWORK = {
         "apps.users.authentication.ApiTokenAuthentication",
     ],
     "DEFAULT_THROTTLE_CLASSES": ["apps.users.authentication.ApiTokenRateThrottle"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Token scopes are checked for every view here, not per view (apps/users/permissions.py).
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "apps.users.permissions.TokenScopePermission",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,

@@ -26,3 +26,5 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+# Everyone who can configure the platform logs in with a second factor (apps/users/two_factor.py).
+FIELDWATCH_REQUIRE_ADMIN_2FA = env_bool("FIELDWATCH_REQUIRE_ADMIN_2FA", True)

@@ -14,6 +14,7 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
 # Tests never run collectstatic; whitenoise serves from the finders instead of warning about a missing root.
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
-# Failed-login counts live in Redis and every test client comes from 127.0.0.1: a lock from one test must not
-# leak into others. The throttling tests set the real bound themselves.
-LOGIN_FAILURES_BEFORE_LOCK = 1000
+# Failed-login counts live in Redis and every test client comes from 127.0.0.1: a delay from one test must not
+# leak into others. The throttling tests set the real bounds themselves.
+LOGIN_FREE_FAILURES = 1000
+LOGIN_ADDRESS_FAILURE_LIMIT = 100_000

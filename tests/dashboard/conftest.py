@@ -95,10 +95,17 @@ def live_env(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture
-def web_server(live_env, transactional_db):
+def web_server_env():
+    """More environment for the server of a test module's tests (a module overrides this fixture: an SMTP server
+    to send to, a setting switched on)."""
+    return {}
+
+
+@pytest.fixture
+def web_server(live_env, web_server_env, transactional_db):
     """One server per test: the flush that ends a transactional test recreates content types and permissions with
     new ids, which a longer-lived server would still hold in its caches."""
-    server = WebServer(live_env)
+    server = WebServer({**live_env, **web_server_env})
     server.start()
     yield server
     server.close()

@@ -19,6 +19,7 @@ from django_celery_beat.models import (
     PeriodicTask,
     SolarSchedule,
 )
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from apps.alerts.models import Alert, AlertRule, Delivery, EscalationPolicy, NotificationChannel
 from apps.audit.models import AuditEvent
@@ -27,7 +28,8 @@ from apps.devices.models import ApiKey, Device, DeviceType, Gateway, MetricDefin
 from apps.devices.services import api_key_authenticate, api_key_issue, api_key_revoke
 from apps.telemetry.choices import IngestSource, RejectReason
 from apps.telemetry.models import DeadLetter, LatestValue, Reading, Series
-from apps.users.models import Organization, User
+from apps.users.models import ApiToken, Organization, User
+from apps.users.services import api_token_create
 from tests.devices.factories import (
     DeviceFactory,
     DeviceTypeFactory,
@@ -157,7 +159,9 @@ def _one_of_each(site):
         NotificationChannel: channel,
         Delivery: Delivery.objects.create(alert=alert, channel=channel, kind="email", target="ops@example.com"),
         Organization: site.organization,
-        User: User.objects.create_user("dave", organization=site.organization),
+        User: (dave := User.objects.create_user("dave", organization=site.organization)),
+        ApiToken: api_token_create(user=dave, name="script")[0],
+        TOTPDevice: TOTPDevice.objects.create(user=dave, name="phone", confirmed=True),
         Group: Group.objects.get(name="admin"),
         Site: site,
         DeviceType: device.device_type,

@@ -134,7 +134,7 @@ def test_anonymous_requests_keep_answering_403(client):
 
 def test_user_cannot_list_or_revoke_another_users_token(client, alice_token, bob):
     token, plaintext = alice_token
-    _, bob_plaintext = api_token_create(user=bob, name="bob's")
+    _, bob_plaintext = api_token_create(user=bob, name="bob's", scopes=["read", "write"])
 
     listed = client.get(URL, headers=bearer(bob_plaintext)).json()["results"]
     response = client.delete(f"{URL}/{token.pk}", headers=bearer(bob_plaintext))
@@ -146,12 +146,15 @@ def test_user_cannot_list_or_revoke_another_users_token(client, alice_token, bob
     assert client.get(URL, headers=bearer(plaintext)).status_code == 200
 
 
-def test_revoke_service_refuses_anyone_but_the_owner(alice_token, bob, superuser):
+def test_revoke_service_refuses_anyone_but_the_owner_an_admin_of_theirs_or_a_superuser(
+    alice_token, bob, mallory, superuser
+):
     from django.core.exceptions import PermissionDenied
 
     token, _ = alice_token
-    with pytest.raises(PermissionDenied):
-        api_token_revoke(token=token, by=bob)
+    for stranger in (bob, mallory):  # an operator of alice's organization, an admin of another one
+        with pytest.raises(PermissionDenied):
+            api_token_revoke(token=token, by=stranger)
     assert api_token_revoke(token=token, by=superuser) is True
     assert api_token_revoke(token=token, by=superuser) is False
 
