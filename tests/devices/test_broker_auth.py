@@ -206,6 +206,13 @@ class Client:
         self.client.loop_stop()
 
 
+def refused(port: int, username: str | None, password: str | None) -> bool:
+    """Whether the broker on ``port`` refuses this login (the client is closed again)."""
+    client = Client(port, username, password)
+    client.close()
+    return client.reason.is_failure
+
+
 @pytest.fixture
 def fleet(site_a):
     """Two devices and a gateway with broker logins; passwords by username."""
@@ -408,10 +415,10 @@ def test_a_revoked_credential_is_refused_within_seconds_of_the_commit(
         mqtt_credential_revoke(credential=MqttCredential.objects.get(username="dev-1", revoked_at__isnull=True))
     revoked_at = time.monotonic()
 
-    while not (refused := secured_broker.connect("dev-1", fleet["dev-1"])).reason.is_failure:
+    while not (attempt := secured_broker.connect("dev-1", fleet["dev-1"])).reason.is_failure:
         assert time.monotonic() - revoked_at < 5, "the broker still accepts the revoked credential"
         time.sleep(0.1)
-    assert refused.reason.value in {0x86, 0x87}  # Bad user name or password / Not authorized
+    assert attempt.reason.value in {0x86, 0x87}  # Bad user name or password / Not authorized
     # A connection made before the revocation does not survive it: on reload Mosquitto re-checks connected clients.
     assert connected_before.disconnected.wait(5)
     # Everyone else is unaffected.
@@ -432,7 +439,7 @@ def test_a_deactivated_device_loses_the_broker_after_commit(
         device.is_active = False
         device.save()
 
-    assert wait_until(lambda: secured_broker.connect("dev-2", fleet["dev-2"]).reason.is_failure, timeout=5)
+    assert wait_until(lambda: refused(secured_broker.port, "dev-2", fleet["dev-2"]), timeout=5)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -469,16 +476,48 @@ def test_broker_setup_writes_a_config_mosquitto_runs_with_auth_on_and_a_private_
     try:
         wait_for_port(port)
         assert wait_until(lambda: (tmp_path / "mosquitto" / "mosquitto.pid").exists(), timeout=5)
-        assert Client(port, None, None).reason.is_failure
-        assert not Client(port, settings.MQTT_LISTENER_USERNAME, password).reason.is_failure
+        assert refused(port, None, None)
+        assert not refused(port, settings.MQTT_LISTENER_USERNAME, password)
         device = Client(port, "dev-1", fleet["dev-1"])
         assert device.publish(f"{PREFIX}/devices/dev-1/telemetry", b"x") == NO_MATCHING_SUBSCRIBERS  # accepted
+        device.close()
         # broker_sync finds make run's broker by its pid file: a revocation is refused at once.
         mqtt_credential_revoke(credential=MqttCredential.objects.get(username="dev-1", revoked_at__isnull=True))
         call_command("broker_sync", stdout=(output := io.StringIO()))
         assert "broker reloaded" in output.getvalue()
-        assert wait_until(lambda: Client(port, "dev-1", fleet["dev-1"]).reason.is_failure, timeout=5)
+        assert wait_until(lambda: refused(port, "dev-1", fleet["dev-1"]), timeout=5)
     finally:
         broker.terminate()
         broker.wait(10)
     assert any((tmp_path / "mosquitto" / "data").iterdir())  # persistence under BROKER_DIR
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The compose stack's broker: reloads itself when the worker rewrites the files (docker/mosquitto/reloading-broker.sh)
+# ---------------------------------------------------------------------------------------------------------------------
+def test_the_compose_broker_reloads_itself_when_the_files_change(fleet, tmp_path):
+    auth_dir, port = tmp_path / "broker-auth", free_port()
+    paths = {"password_file": str(auth_dir / "passwd"), "acl_file": str(auth_dir / "acl")}
+    config = render_broker_config(PROJECT_CONFIG.read_text(), host="127.0.0.1", port=port, data_dir=tmp_path, **paths)
+    (tmp_path / "mosquitto.conf").write_text(config)
+    script = PROJECT_CONFIG.parent / "reloading-broker.sh"
+    wrapper = subprocess.Popen(
+        ["sh", str(script), "mosquitto", "-c", str(tmp_path / "mosquitto.conf")],
+        env={**os.environ, "BROKER_AUTH_DIR": str(auth_dir), "FIELDWATCH_UID": str(os.getuid())},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        assert refused(port, "dev-1", fleet["dev-1"])  # empty files until the first sync
+        broker_auth_sync(**paths)  # as the worker runs it in compose: files only, no signal
+        assert wait_until(lambda: not refused(port, "dev-1", fleet["dev-1"]), timeout=5)
+        mqtt_credential_revoke(credential=MqttCredential.objects.get(username="dev-1", revoked_at__isnull=True))
+        broker_auth_sync(**paths)
+        assert wait_until(lambda: refused(port, "dev-1", fleet["dev-1"]), timeout=5)
+        assert not refused(port, "dev-2", fleet["dev-2"])
+    finally:
+        wrapper.terminate()
+        assert wrapper.wait(10) == 0  # SIGTERM reaches Mosquitto, which stops cleanly
+    with pytest.raises(RuntimeError):
+        wait_for_port(port, timeout=0.5)
