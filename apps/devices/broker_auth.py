@@ -90,7 +90,8 @@ def mqtt_credential_issue(
 ) -> tuple[MqttCredential, str]:
     """A new broker login for a device or a gateway; return ``(credential, plaintext password)``, shown once.
 
-    The owner's previous credential is revoked: one login per device or gateway, effective at the next sync.
+    The owner's previous credential is revoked: one login per device or gateway. The broker hears of both at the
+    sync the commit triggers (``apps/devices/receivers.py``).
     Raises ValueError when the uid is already the active username of the other kind (a device and a gateway
     sharing a uid would share a password-file line).
     """
@@ -117,7 +118,7 @@ def mqtt_credential_issue(
 
 @transaction.atomic
 def mqtt_credential_revoke(*, credential: MqttCredential) -> bool:
-    """Revoke ``credential`` (effective at the next broker sync); False when it already was."""
+    """Revoke ``credential`` (the broker refuses it after the sync the commit triggers); False when it already was."""
     locked = MqttCredential.objects.select_for_update().get(pk=credential.pk)
     if locked.revoked_at is not None:
         credential.revoked_at = locked.revoked_at
