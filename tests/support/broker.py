@@ -34,12 +34,13 @@ PROJECT_CONFIG = REPO_ROOT / "docker" / "mosquitto" / "mosquitto.conf"
 class Broker:
     """A mosquitto process with the project config; ``stop()``/``start()`` keep its port, persistence and logins.
 
-    ``load_generators`` (username -> password) may publish to every topic: benchmarks drive thousands of devices
-    from one connection, to measure the broker and the listener rather than CONNECTs. Tests log in as real devices
-    and gateways instead (``tests.support.mqtt.broker_logins``).
+    ``prefix``: the topic prefix the logins are rendered for until ``sync()`` is given another (default: the
+    setting). ``load_generators`` (username -> password) may publish to every topic: benchmarks drive thousands of
+    devices from one connection, to measure the broker and the listener rather than CONNECTs. Tests log in as real
+    devices and gateways instead (``tests.support.mqtt.broker_logins``).
     """
 
-    def __init__(self, *, load_generators: dict[str, str] | None = None):
+    def __init__(self, *, prefix: str | None = None, load_generators: dict[str, str] | None = None):
         self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="fw-mosquitto-"))
         self.password_file = self.directory / "passwd"
@@ -60,8 +61,10 @@ class Broker:
         self.config_path = self.directory / "mosquitto.conf"
         self.config_path.write_text(config)
         # Until the first sync: the platform's own logins only (no database needed, module-scoped fixtures have none).
-        write_atomically(self.acl_file, render_acl_file([]))
-        write_atomically(self.password_file, render_password_file([]))
+        self.prefix = prefix or settings.MQTT_TOPIC_PREFIX
+        with override_settings(MQTT_TOPIC_PREFIX=self.prefix):
+            write_atomically(self.acl_file, render_acl_file([]))
+            write_atomically(self.password_file, render_password_file([]))
         self._add_load_generators()
         self.process: subprocess.Popen | None = None
 
@@ -86,9 +89,9 @@ class Broker:
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def sync(self, prefix: str | None = None, *, database_url: str | None = None) -> None:
-        """Render the database's logins for topics under ``prefix`` (default: the setting) and reload the broker,
+        """Render the database's logins for topics under ``prefix`` (default: the broker's) and reload the broker,
         returning once it has re-read its files. The test database, or ``database_url``'s through ``broker_sync``."""
-        prefix = prefix or settings.MQTT_TOPIC_PREFIX
+        prefix = prefix or self.prefix
         reloads = self._reloads()
         paths = {"password_file": str(self.password_file), "acl_file": str(self.acl_file)}
         if database_url:
