@@ -401,3 +401,21 @@ def test_simulate_survives_an_unreachable_broker(kept_passwords):
 def test_simulate_without_devices_says_how_to_get_some():
     with pytest.raises(CommandError, match="seed_demo"):
         call_command("simulate", duration=1)
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db
+def test_simulate_stops_promptly_while_one_of_its_logins_is_refused(broker, kept_passwords, settings):
+    """A login the broker does not know yet (or any more) queues messages that are never acknowledged; the stop
+    must not wait for them, or the process manager kills the simulator before it disconnects."""
+    call_command("seed_demo", stdout=io.StringIO())
+    prefix = f"fwtest-{uuid.uuid4().hex[:12]}"
+    broker.sync(prefix)
+    settings.MQTT_URL = broker.url
+    _, password = mqtt_credential_issue(device=Device.objects.get(uid="hp-a-001"))  # not synced: refused
+    kept_passwords.write_text(json.dumps({**json.loads(kept_passwords.read_text()), "hp-a-001": password}))
+
+    started = time.monotonic()
+    with override_settings(MQTT_TOPIC_PREFIX=prefix):
+        call_command("simulate", duration=2, rate=50, seed=1)
+    assert time.monotonic() - started < 2 + 2.5  # the drain is 5 s: only acknowledgements of connected logins count

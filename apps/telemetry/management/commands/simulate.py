@@ -11,6 +11,7 @@ SIGINT and SIGTERM stop the loop; open gateway batches are sent and in-flight me
 be acknowledged before the command exits with status 0.
 """
 
+import collections
 import dataclasses
 import logging
 import os
@@ -259,6 +260,7 @@ class Publisher:
         self.connected: set[str] = set()
         self.stopping = False
         self.published = self.acknowledged = self.dropped = self.refused = 0
+        self.unacknowledged = collections.Counter()  # by login: what a stop waits for, on connected logins only
         self._lock = threading.Lock()  # the counters are written from every client's thread
 
     def start(self) -> None:
@@ -281,11 +283,17 @@ class Publisher:
                 self.dropped += 1
             else:  # sent now, or queued by paho until the connection is back
                 self.published += 1
+                self.unacknowledged[target.device_uid or target.gateway_uid] += 1
 
     def stop(self, drain_seconds: float) -> None:
         """Give in-flight messages ``drain_seconds`` to be acknowledged, then disconnect."""
         deadline = time.monotonic() + drain_seconds
-        while self.connected and self.acknowledged < self.published and time.monotonic() < deadline:
+
+        def in_flight() -> int:  # a refused or unreachable login's queue would only keep us waiting for nothing
+            with self._lock:
+                return sum(self.unacknowledged[username] for username in self.connected)
+
+        while in_flight() and time.monotonic() < deadline:
             time.sleep(0.05)
         if self.acknowledged < self.published:
             logger.warning("%d messages were not acknowledged by the broker.", self.published - self.acknowledged)
@@ -321,5 +329,6 @@ class Publisher:
     def _on_publish(self, client, username, mid, reason_code, properties):
         with self._lock:
             self.acknowledged += 1
+            self.unacknowledged[username] -= 1
             if reason_code.is_failure:  # e.g. 0x87: the ACL refused it (a login revoked meanwhile)
                 self.refused += 1
