@@ -17,6 +17,7 @@ from apps.devices import demo
 from apps.devices.broker_auth import mqtt_credential_issue
 from apps.devices.models import Device
 from apps.telemetry import simulation as sim
+from tests.support.broker import Broker
 
 SITE_GATEWAYS = {site.name: site.gateway_uid for site in demo.SITES}
 SITE_TIMEZONES = {site.name: site.timezone for site in demo.SITES}
@@ -419,3 +420,22 @@ def test_simulate_stops_promptly_while_one_of_its_logins_is_refused(broker, kept
     with override_settings(MQTT_TOPIC_PREFIX=prefix):
         call_command("simulate", duration=2, rate=50, seed=1)
     assert time.monotonic() - started < 2 + 2.5  # the drain is 5 s: only acknowledgements of connected logins count
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db
+def test_simulate_stops_promptly_after_losing_the_broker(kept_passwords, settings):
+    """make run stops every process at once, the broker too: 26 network threads waiting to reconnect must be
+    stopped together, not one after another, within the process manager's grace period."""
+    call_command("seed_demo", stdout=io.StringIO())
+    own = Broker()
+    own.start()
+    try:
+        own.sync()
+        settings.MQTT_URL = own.url
+        threading.Timer(1.0, own.stop).start()
+        started = time.monotonic()
+        call_command("simulate", duration=2, seed=1)
+        assert time.monotonic() - started < 2 + 2.5
+    finally:
+        own.close()

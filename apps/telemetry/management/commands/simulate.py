@@ -300,7 +300,13 @@ class Publisher:
         self.stopping = True
         for client in self.clients.values():
             client.disconnect()
-            client.loop_stop()
+        # In parallel: a network thread waiting to reconnect notices the stop only within a second, and one
+        # login after another would outlast the process manager's grace period (honcho: 5 s, then SIGKILL).
+        stoppers = [threading.Thread(target=client.loop_stop) for client in self.clients.values()]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
 
     def _on_connect(self, client, username, flags, reason_code, properties):
         if reason_code.is_failure:
