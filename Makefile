@@ -33,7 +33,9 @@ setup: services node_modules/.package-lock.json
 	$(MANAGE) ensure_database
 	$(MANAGE) migrate --noinput
 	$(MANAGE) install_schedules
+	$(MANAGE) broker_setup
 	$(MANAGE) seed_demo
+	$(MANAGE) broker_sync
 	$(MANAGE) collectstatic --noinput --verbosity 0
 
 run: setup
@@ -41,6 +43,7 @@ run: setup
 	@echo "  Fieldwatch is starting on http://127.0.0.1:8000/  (admin: http://127.0.0.1:8000/admin/)"
 	@echo "  Demo logins: alice / fieldwatch-alice (admin), bob / fieldwatch-bob (operator, Site A),"
 	@echo "               carol / fieldwatch-carol (viewer, Site B).   Ctrl-C stops every process."
+	@echo "  MQTT: the project's own Mosquitto (Procfile 'broker', MQTT_URL, default 127.0.0.1:1884), logins only."
 	@echo
 	$(BIN)/honcho start --procfile Procfile
 

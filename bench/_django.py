@@ -16,6 +16,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 # Forced, not defaulted, and in the environment so the listener, uvicorn and migrate children inherit it: with
 # DEBUG on every process keeps a log of its queries and the figures would include that cost.
 os.environ["DJANGO_DEBUG"] = "0"
+# The brokers benchmarks start (tests/support/broker.py) admit logins only, like production: the listener's, fixed
+# here for every process, and one load generator that may publish to every topic, so a publisher process drives
+# thousands of devices over one connection and the figures measure the broker and the listener, not CONNECTs.
+# No benchmark commit may sync a broker of `make run` (its worker would otherwise be sent the task).
+os.environ["MQTT_LISTENER_PASSWORD"] = "bench-listener-password"
+os.environ["BROKER_AUTH_SYNC"] = "0"
+LOAD_GENERATOR = ("bench-publisher", "bench-publisher-password")
 
 
 def setup() -> None:

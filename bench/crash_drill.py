@@ -66,7 +66,7 @@ def main() -> None:
         "MQTT_SHARED_GROUP": args.group,
     }
     choose = random.Random(args.seed)
-    broker = Broker()
+    broker = Broker(prefix=PREFIX, load_generators=dict([_django.LOAD_GENERATOR]))
     drill = None
     results = []
     try:
@@ -78,6 +78,7 @@ def main() -> None:
             database_url=scratch.url,
             prefix=PREFIX,
             devices=DEVICES,
+            publisher_login=_django.LOAD_GENERATOR,
             env=env,
             seed=args.seed,
             messages=args.messages,

@@ -125,6 +125,7 @@ def publisher_main(port, prefix, uids, rate, seconds, start_at, done):
     import paho.mqtt.client as mqtt
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(*_django.LOAD_GENERATOR)
     client.max_inflight_messages_set(10000)
     client.max_queued_messages_set(0)
     client.connect("127.0.0.1", port)
@@ -239,7 +240,7 @@ def main():
         wait_for_port(port, timeout=30)
         prefix = f"fwbl{tag}"
         if args.mode == "mqtt":
-            broker = Broker()
+            broker = Broker(prefix=prefix, load_generators=dict([_django.LOAD_GENERATOR]))
             broker.start()
             listener = subprocess.Popen(
                 [sys.executable, "manage.py", "mqtt_listen", "--client-id", f"benchlive-{tag}", "--flush-ms", "50"],

@@ -24,7 +24,6 @@ import _django  # before any import from the checkout: sys.path, DEBUG off
 import psycopg
 from _support import ScratchDatabase, argument_parser, catalogue_seed, log, machine_facts, result_print
 
-from tests.support.broker import Broker
 from tests.support.ports import free_port, wait_for_port
 
 SCRATCH_DB = "fieldwatch_bench"
@@ -57,6 +56,7 @@ def _publisher(port, uids, width, seconds, rate, ts_base, ready, go, results):
     import paho.mqtt.client as mqtt
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv5)
+    client.username_pw_set(*_django.LOAD_GENERATOR)
     client.max_inflight_messages_set(INFLIGHT)
     acked = [0]
     connected = threading.Event()
@@ -331,7 +331,9 @@ class IngestBenchmark:
         log(f"logs of the processes: {self.logs}")
 
     def _start_broker(self) -> None:
-        self.broker = Broker()
+        from tests.support.broker import Broker  # renders its files with the product's code: after django.setup()
+
+        self.broker = Broker(prefix=PREFIX, load_generators=dict([_django.LOAD_GENERATOR]))
         self.broker.start()
         log(f"mosquitto on {self.broker.url}")
 

@@ -23,8 +23,6 @@ import paho.mqtt.client as mqtt
 import psycopg
 from _support import ScratchDatabase
 
-from tests.support.broker import Broker
-
 DATABASE = "fieldwatch_drain"
 DEVICES = 200
 SETUP = f"""
@@ -45,6 +43,7 @@ def main() -> None:
     parser.add_argument("--listeners", type=int, default=1)
     args = parser.parse_args()
     _django.setup()
+    from tests.support.broker import Broker  # renders its files with the product's code: after django.setup()
 
     scratch = ScratchDatabase(DATABASE)
     env = {
@@ -54,7 +53,7 @@ def main() -> None:
         "CACHE_KEY_PREFIX": f"fwdrain-{os.getpid()}",
     }
     manage = [sys.executable, "manage.py"]
-    broker = Broker()
+    broker = Broker(prefix="fwdrain", load_generators=dict([_django.LOAD_GENERATOR]))
     listeners = []
     try:
         scratch.create(env)
@@ -91,6 +90,7 @@ def main() -> None:
             process.wait(30)
 
         publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        publisher.username_pw_set(*_django.LOAD_GENERATOR)
         publisher.max_inflight_messages_set(20_000)
         publisher.connect("127.0.0.1", broker.port)
         publisher.loop_start()

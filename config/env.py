@@ -34,6 +34,24 @@ def env(name: str, default=_MISSING) -> str:
     return default
 
 
+def env_secret(name: str, local_file) -> str:
+    """``name`` (or ``name_FILE``) when set, else the contents of ``local_file`` when it exists, else ``""``.
+
+    For secrets that ``make setup`` generates on a development machine (under the git-ignored ``var/``), so a fresh
+    checkout needs no committed secret and a deployment still sets its own through the environment.
+    """
+    value = env(name, None)
+    if value is not None:
+        return value
+    try:
+        with open(local_file, encoding="utf-8") as secret:
+            return secret.read().strip()
+    except FileNotFoundError:
+        return ""
+    except OSError as error:
+        raise ImproperlyConfigured(f"{local_file} cannot be read ({name}): {error}") from error
+
+
 def env_bool(name: str, default: bool) -> bool:
     value = env(name, None)
     if value is None:

@@ -2,9 +2,12 @@
 
 ``mqtt://user:password@host:port`` (plain, port 1883 by default) or ``mqtts://`` / ``ssl://`` (TLS with the
 system's CA bundle, port 8883 by default). The listener, the simulator and the doctor's probe all connect through
-``mqtt_client``, so a credential or TLS setting means the same thing to each of them.
+``mqtt_client``, so a credential or TLS setting means the same thing to each of them. The broker admits no
+anonymous client: the listener and the doctor log in as the listener (``listener_broker_address``), the simulator
+as each device and gateway it plays.
 """
 
+import dataclasses
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
@@ -36,6 +39,17 @@ def broker_address(url: str | None = None) -> BrokerAddress:
         tls=tls,
         username=unquote(parsed.username) if parsed.username else None,
         password=unquote(parsed.password) if parsed.password is not None else None,
+    )
+
+
+def listener_broker_address(url: str | None = None) -> BrokerAddress:
+    """``broker_address(url)`` with the listener's login (``MQTT_LISTENER_USERNAME``/``_PASSWORD``) unless the URL
+    carries credentials of its own."""
+    address = broker_address(url)
+    if address.username or not settings.MQTT_LISTENER_USERNAME:
+        return address
+    return dataclasses.replace(
+        address, username=settings.MQTT_LISTENER_USERNAME, password=settings.MQTT_LISTENER_PASSWORD
     )
 
 

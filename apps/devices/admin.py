@@ -73,7 +73,7 @@ class MqttCredentialIssueMixin:
                 request,
                 format_html(
                     "Broker login for {}: username <code>{}</code>, password <code>{}</code> — copy it now, it is "
-                    "not stored and will not be shown again. It works after the next broker sync.",
+                    "not stored and will not be shown again. The broker admits it within seconds.",
                     owner,
                     credential.username,
                     password,
@@ -533,4 +533,4 @@ class MqttCredentialAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     @admin.action(description="Revoke selected broker credentials", permissions=["change"])
     def revoke_credentials(self, request, queryset):
         revoked = sum(mqtt_credential_revoke(credential=credential) for credential in queryset)
-        self.message_user(request, f"Revoked {revoked} credential(s); effective at the next broker sync.")
+        self.message_user(request, f"Revoked {revoked} credential(s); the broker refuses them within seconds.")

@@ -6,3 +6,6 @@ class DevicesConfig(AppConfig):
 
     name = "apps.devices"
     label = "devices"
+
+    def ready(self):
+        from apps.devices import receivers  # noqa: F401  (broker sync on credential and device changes)

@@ -3,16 +3,26 @@
 Mosquitto (2.0) reads a password file of ``username:$7$<iterations>$<salt b64>$<hash b64>`` lines, PBKDF2-HMAC-SHA512
 with a 12-byte salt, exactly what ``mosquitto_passwd`` writes, and an ACL file of ``user`` blocks. ``broker_sync``
 renders both from the database, replaces them atomically and makes the broker reload them (SIGHUP). The rendering
-is deterministic, so an unchanged database writes nothing and reloads nothing.
+is deterministic, so an unchanged database writes nothing and reloads nothing. A receiver runs the sync after every
+committed credential change (``apps/devices/receivers.py``), a beat job every minute.
 
-ACL semantics relied on (verified against Mosquitto 2.0.11):
+Who may do what: a device publishes only to ``<prefix>/devices/<uid>/telemetry``, a gateway only to
+``<prefix>/gateways/<uid>/telemetry``, the listener reads only those two filters, and an optional monitoring login
+reads ``#`` and ``$SYS/#``. Nobody else reads anything.
+
+ACL semantics relied on (verified against Mosquitto 2.0.11, tests/devices/test_broker_auth.py):
 
 * a ``topic write`` line grants exactly that topic; a publish anywhere else is dropped, and an MQTT 5 client gets
   PUBACK reason 0x87 "Not authorized" (an MQTT 3.1.1 client gets a plain PUBACK: no way to tell);
-* a shared subscription ``$share/<group>/<filter>`` is checked against ``<filter>``, so the listener needs only
-  ``topic read <prefix>/#``;
-* read ACLs apply per delivered message: a device may subscribe (SUBACK grants it) but receives nothing, since
-  device and gateway users have no ``read`` line;
+* the ACL file never refuses a SUBSCRIBE: every filter is granted (``#``, ``$SYS/#``, ``$share/<group>/...``) and
+  read rights are checked per delivered message instead, so a device subscribed to ``#`` receives nothing;
+* but a member of a shared subscription that may not read a message is still handed its turn of it, and the
+  message is dropped, not passed to another member: a device joining the listener's group would take a share of
+  the stream (reproduced: 10 of 20 messages lost). So the listener joins a group whose name derives from its
+  password (``apps.telemetry.ingest.topics.private_share_group``), which nobody else can name. The
+  dynamic-security plugin would refuse such a SUBSCRIBE (it checks ``$share/<group>/<filter>`` literally), but in
+  2.0.11 it neither re-reads its configuration on SIGHUP nor accepts a password hash, only plaintext, so it cannot
+  be fed from this database; with an ACL file configured it is not even consulted on SUBSCRIBE;
 * on reload (SIGHUP) Mosquitto re-checks every connected client against the new files and disconnects those no
   longer allowed, so a revocation also ends connections made before it, not only new ones.
 
@@ -22,10 +32,12 @@ default of 101 iterations keeps the broker's per-CONNECT cost low.
 
 import base64
 import dataclasses
+import getpass
 import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -34,7 +46,7 @@ import tempfile
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -47,6 +59,8 @@ PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default in 2.0
 SALT_BYTES = 12  # mosquitto_passwd's salt length
 # The broker drops root to its own user, which must read the files; they hold only hashes of random secrets.
 FILE_MODE = 0o644
+# pg_advisory_xact_lock key of the broker sync (an arbitrary constant, unique within the project).
+SYNC_LOCK_KEY = 0x46575F42524F4B52  # "FW_BROKR"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -76,7 +90,8 @@ def mqtt_credential_issue(
 ) -> tuple[MqttCredential, str]:
     """A new broker login for a device or a gateway; return ``(credential, plaintext password)``, shown once.
 
-    The owner's previous credential is revoked: one login per device or gateway, effective at the next sync.
+    The owner's previous credential is revoked: one login per device or gateway. The broker hears of both at the
+    sync the commit triggers (``apps/devices/receivers.py``).
     Raises ValueError when the uid is already the active username of the other kind (a device and a gateway
     sharing a uid would share a password-file line).
     """
@@ -86,6 +101,9 @@ def mqtt_credential_issue(
     username = (device or gateway).uid
     if ":" in username:  # the password file is ``username:hash``; Mosquitto splits at the first colon
         raise ValueError(f"{username!r} contains ':', which a Mosquitto username cannot; rename the uid first.")
+    if username in reserved_usernames():
+        # Its line would merge with the listener's or the monitor's in both files: read access to every tenant.
+        raise ValueError(f"{username!r} is the broker login of the platform itself; rename the uid first.")
     now = timezone.now()
     MqttCredential.objects.filter(**owner_filter, revoked_at__isnull=True).update(revoked_at=now)
     if MqttCredential.objects.filter(username=username, revoked_at__isnull=True).exists():
@@ -100,29 +118,58 @@ def mqtt_credential_issue(
 
 @transaction.atomic
 def mqtt_credential_revoke(*, credential: MqttCredential) -> bool:
-    """Revoke ``credential`` (effective at the next broker sync); False when it already was."""
-    updated = MqttCredential.objects.filter(pk=credential.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    credential.refresh_from_db(fields=["revoked_at"])
-    if updated == 1:
-        audit(actor=None, action=AuditAction.MQTT_CREDENTIAL_REVOKE, target=credential)
-    return updated == 1
+    """Revoke ``credential`` (the broker refuses it after the sync the commit triggers); False when it already was."""
+    locked = MqttCredential.objects.select_for_update().get(pk=credential.pk)
+    if locked.revoked_at is not None:
+        credential.revoked_at = locked.revoked_at
+        return False
+    # save(), not update(): its post_save is what makes the broker hear of the revocation within seconds.
+    credential.revoked_at = timezone.now()
+    credential.save(update_fields=["revoked_at"])
+    audit(actor=None, action=AuditAction.MQTT_CREDENTIAL_REVOKE, target=credential)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Rendering
 # ---------------------------------------------------------------------------------------------------------------------
-def _listener_password_hash(username: str, password: str) -> str:
-    # Salt derived from the secret key, so the same listener password renders the same line every minute and an
+def _fixed_password_hash(username: str, password: str) -> str:
+    # Salt derived from the secret key, so the same platform password renders the same line every minute and an
     # unchanged database never rewrites the file or reloads the broker. A salt need be unique, not secret.
     salt = hmac.new(settings.SECRET_KEY.encode(), f"mqtt-listener:{username}".encode(), "sha256").digest()
     return mosquitto_password_hash(password, salt=salt[:SALT_BYTES])
 
 
+def _platform_logins() -> list[tuple[str, str, list[str]]]:
+    """``(username, password, ACL lines)`` of the platform's own logins that are configured (a password is set)."""
+    prefix = settings.MQTT_TOPIC_PREFIX
+    logins = []
+    if settings.MQTT_LISTENER_USERNAME and settings.MQTT_LISTENER_PASSWORD:
+        # Only the ingest filters: the listener reads telemetry, nothing else that may ever share the broker.
+        read = [f"topic read {prefix}/devices/+/telemetry", f"topic read {prefix}/gateways/+/telemetry"]
+        logins.append((settings.MQTT_LISTENER_USERNAME, settings.MQTT_LISTENER_PASSWORD, read))
+    if settings.MQTT_MONITOR_USERNAME and settings.MQTT_MONITOR_PASSWORD:
+        # "#" does not match topics starting with "$": the broker's own statistics need their own line.
+        read_all = ["topic read #", "topic read $SYS/#"]
+        logins.append((settings.MQTT_MONITOR_USERNAME, settings.MQTT_MONITOR_PASSWORD, read_all))
+    for username, _, _ in logins:
+        if not re.fullmatch(r"[^\s:#+/]+", username):
+            raise ValueError(f"{username!r} cannot be a broker username (no whitespace, ':', '#', '+' or '/').")
+    return logins
+
+
+def reserved_usernames() -> set[str]:
+    """Usernames no device or gateway may log in with: the listener's and the monitor's."""
+    return {name for name in (settings.MQTT_LISTENER_USERNAME, settings.MQTT_MONITOR_USERNAME) if name}
+
+
 def active_credentials() -> list[MqttCredential]:
-    """Credentials that open the door: not revoked, and not of an inactive device (it loses the broker like ingest)."""
+    """Credentials that open the door: not revoked, not of an inactive device (it loses the broker like ingest), and
+    not named like a platform login (issue refuses those; a uid renamed since, or an older row, must not slip in)."""
     return list(
         MqttCredential.objects.filter(revoked_at__isnull=True)
         .filter(Q(device__isnull=True) | Q(device__is_active=True))
+        .exclude(username__in=reserved_usernames())
         .only("username", "password_hash", "device_id", "gateway_id")
         .order_by("username")
     )
@@ -130,21 +177,53 @@ def active_credentials() -> list[MqttCredential]:
 
 def render_password_file(credentials: list[MqttCredential]) -> str:
     lines = [f"{credential.username}:{credential.password_hash}" for credential in credentials]
-    if settings.MQTT_LISTENER_USERNAME:
-        username, password = settings.MQTT_LISTENER_USERNAME, settings.MQTT_LISTENER_PASSWORD
-        lines.append(f"{username}:{_listener_password_hash(username, password)}")
+    lines += [f"{username}:{_fixed_password_hash(username, password)}" for username, password, _ in _platform_logins()]
     return "".join(f"{line}\n" for line in lines)
 
 
 def render_acl_file(credentials: list[MqttCredential]) -> str:
     prefix = settings.MQTT_TOPIC_PREFIX
     blocks = ["# Rendered by `manage.py broker_sync` from the Fieldwatch database; edits here are overwritten."]
-    if settings.MQTT_LISTENER_USERNAME:
-        blocks.append(f"user {settings.MQTT_LISTENER_USERNAME}\ntopic read {prefix}/#")
+    blocks += ["\n".join([f"user {username}", *lines]) for username, _, lines in _platform_logins()]
     for credential in credentials:
         kind = "devices" if credential.device_id else "gateways"
         blocks.append(f"user {credential.username}\ntopic write {prefix}/{kind}/{credential.username}/telemetry")
     return "\n\n".join(blocks) + "\n"
+
+
+def render_broker_config(
+    template: str,
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    password_file: str,
+    acl_file: str,
+    pid_file: str = "",
+    log_file: str = "",
+) -> str:
+    """The project's broker config (``docker/mosquitto/mosquitto.conf``) for a broker outside the container: its
+    listener, persistence, auth files, pid file and log destination replaced, every other option kept as is.
+
+    Used for `make run`'s broker (``manage.py broker_setup``) and the tests' brokers, so both run the config the
+    platform's guarantees were measured with. The broker runs as whoever starts it (``user``): as root it would
+    otherwise switch to the ``mosquitto`` user and could not write its persistence here or remove its pid file.
+    """
+    replacements = {
+        "listener": f"listener {port} {host}",
+        "persistence_location": f"persistence_location {data_dir}/",
+        "password_file": f"password_file {password_file}",
+        "acl_file": f"acl_file {acl_file}",
+        "allow_anonymous": "allow_anonymous false",
+        "log_dest": f"log_dest file {log_file}" if log_file else "log_dest stderr",
+    }
+    config = template
+    for option, line in replacements.items():
+        config, found = re.subn(rf"(?m)^#?{option} .*$", line, config)
+        if found != 1:
+            raise ValueError(f"the broker config template must have exactly one `{option}` line, not {found}")
+    extra = [f"user {getpass.getuser()}"] + ([f"pid_file {pid_file}"] if pid_file else [])
+    return config.rstrip("\n") + "\n\n# --- Outside the container ---\n" + "\n".join(extra) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -172,12 +251,30 @@ def write_atomically(path: Path, content: str) -> bool:
     return True
 
 
-def broker_reload(*, pid_file: str = "", command: str = "") -> None:
-    """Make Mosquitto re-read its password and ACL files: SIGHUP to the pid in ``pid_file``, or run ``command``."""
+def broker_reload(*, pid_file: str = "", command: str = "") -> bool:
+    """Make Mosquitto re-read its password and ACL files: SIGHUP to the pid in ``pid_file``, or run ``command``.
+
+    False when ``pid_file`` names no running Mosquitto (not started yet, or a stale file after a crash): the broker
+    reads the new files when it starts, and SIGHUP must never reach whatever process reused the pid.
+    """
     if pid_file:
-        os.kill(int(Path(pid_file).read_text().strip()), signal.SIGHUP)
-    elif command:
+        try:
+            pid = int(Path(pid_file).read_text().strip())
+            name = Path(f"/proc/{pid}/comm").read_text().strip() if Path("/proc/self/comm").exists() else "mosquitto"
+        except (OSError, ValueError):
+            return False
+        if name != "mosquitto":
+            logger.warning("%s names pid %d, which is %r, not Mosquitto: not signalled", pid_file, pid, name)
+            return False
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            return False
+        return True
+    if command:
         subprocess.run(shlex.split(command), check=True, timeout=30)
+        return True
+    return False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,14 +288,16 @@ def broker_auth_sync(
     *, password_file: str, acl_file: str, reload_pid_file: str = "", reload_command: str = ""
 ) -> BrokerSyncResult:
     """Render both files, write the ones that changed, and reload the broker when anything changed."""
-    # One query feeds both files, so a credential never appears in one and not the other.
-    credentials = active_credentials()
-    passwords, acl = render_password_file(credentials), render_acl_file(credentials)
-    # The ACL first: a user never has a password line without the ACL lines that confine it.
-    changed = write_atomically(Path(acl_file), acl)
-    changed = write_atomically(Path(password_file), passwords) or changed
-    reloaded = False
-    if changed and (reload_pid_file or reload_command):
-        broker_reload(pid_file=reload_pid_file, command=reload_command)
-        reloaded = True
+    with transaction.atomic():
+        # One sync at a time (several workers, beat and a credential change may start one together): each reads the
+        # database after the previous one wrote, so an older view can never overwrite a newer one (a revocation).
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SYNC_LOCK_KEY])
+        # One query feeds both files, so a credential never appears in one and not the other.
+        credentials = active_credentials()
+        passwords, acl = render_password_file(credentials), render_acl_file(credentials)
+        # The ACL first: a user never has a password line without the ACL lines that confine it.
+        changed = write_atomically(Path(acl_file), acl)
+        changed = write_atomically(Path(password_file), passwords) or changed
+        reloaded = changed and broker_reload(pid_file=reload_pid_file, command=reload_command)
     return BrokerSyncResult(credentials=len(credentials), changed=changed, reloaded=reloaded)

@@ -2,6 +2,6 @@
 
 PERIODIC_TASKS = [
     {"name": "Rotate gateway API keys", "task": "apps.devices.tasks.api_keys_rotation_task", "every_seconds": 3600},
-    # Does nothing unless BROKER_AUTH_SYNC is true, so a development broker with anonymous access is left alone.
+    # Credential changes sync at once (apps/devices/receivers.py); this catches bulk updates and failed runs.
     {"name": "Sync broker credentials", "task": "apps.devices.tasks.broker_auth_sync_task", "every_seconds": 60},
 ]

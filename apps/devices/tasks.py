@@ -13,7 +13,8 @@ def api_keys_rotation_task():
 
 @shared_task(ignore_result=True)
 def broker_auth_sync_task():
-    """Render the broker's password and ACL files and reload it; a no-op unless settings.BROKER_AUTH_SYNC."""
+    """Render the broker's password and ACL files and reload it; a no-op with ``BROKER_AUTH_SYNC=false`` (a broker
+    whose logins are managed elsewhere)."""
     from django.conf import settings
 
     from apps.devices.broker_auth import broker_auth_sync

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from config.env import development_fernet_key, env, env_bool, env_int, env_list
+from config.env import development_fernet_key, env, env_bool, env_int, env_list, env_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -243,7 +243,8 @@ DELIVERY_RETENTION_DAYS = env_int("DELIVERY_RETENTION_DAYS", 90)
 # ---------------------------------------------------------------------------------------------------------------------
 # MQTT and ingest
 # ---------------------------------------------------------------------------------------------------------------------
-MQTT_URL = env("MQTT_URL", "mqtt://127.0.0.1:1883")
+# 1884: `make run` starts the project's own Mosquitto there (Procfile `broker`), never the machine's broker on 1883.
+MQTT_URL = env("MQTT_URL", "mqtt://127.0.0.1:1884")
 MQTT_TOPIC_PREFIX = env("MQTT_TOPIC_PREFIX", "fieldwatch")
 # Empty: one listener with a plain subscription, which Mosquitto persists with the session, so nothing is lost across
 # listener or broker restarts. A group name makes listeners split the stream through an MQTT 5 shared subscription,
@@ -268,17 +269,30 @@ INGEST_FLUSH_MILLISECONDS = env_int("INGEST_FLUSH_MILLISECONDS", 100)
 # Gateway API keys: older ones are flagged for rotation (admins notified); a replaced key works this many more days.
 API_KEY_ROTATE_AFTER_DAYS = env_int("API_KEY_ROTATE_AFTER_DAYS", 90)
 API_KEY_ROTATION_GRACE_DAYS = env_int("API_KEY_ROTATION_GRACE_DAYS", 7)
-# Broker auth (apps/devices/broker_auth.py): with BROKER_AUTH_SYNC, a beat job renders Mosquitto's password and ACL
-# files every minute and reloads it. Off by default: a development broker with anonymous access is left alone.
-# (Paths, not the ``*_FILE`` secret convention of config.env.)
-BROKER_AUTH_SYNC = env_bool("BROKER_AUTH_SYNC", False)
-BROKER_PASSWD_PATH = env("BROKER_PASSWD_PATH", "")
-BROKER_ACL_PATH = env("BROKER_ACL_PATH", "")
-BROKER_PID_PATH = env("BROKER_PID_PATH", "")
+# Broker auth (apps/devices/broker_auth.py): the broker admits only the logins rendered from the database into its
+# password and ACL files. They are rendered on every credential change (a receiver enqueues the sync after commit)
+# and by a beat job every minute, then the broker reloads: SIGHUP to the pid in BROKER_PID_PATH, or
+# BROKER_RELOAD_COMMAND, or (compose) the broker's own container watching the files. The defaults are `make run`'s
+# broker under var/mosquitto/ (`manage.py broker_setup` writes its config). Paths, not the ``*_FILE`` secrets.
+BROKER_DIR = Path(env("BROKER_DIR", str(BASE_DIR / "var" / "mosquitto")))
+BROKER_AUTH_SYNC = env_bool("BROKER_AUTH_SYNC", True)
+BROKER_PASSWD_PATH = env("BROKER_PASSWD_PATH", str(BROKER_DIR / "passwd"))
+BROKER_ACL_PATH = env("BROKER_ACL_PATH", str(BROKER_DIR / "acl"))
+BROKER_PID_PATH = env("BROKER_PID_PATH", str(BROKER_DIR / "mosquitto.pid"))
 BROKER_RELOAD_COMMAND = env("BROKER_RELOAD_COMMAND", "")
-# The listener's own broker login (read-all ACL); MQTT_URL must carry the same user and password.
-MQTT_LISTENER_USERNAME = env("MQTT_LISTENER_USERNAME", "")
-MQTT_LISTENER_PASSWORD = env("MQTT_LISTENER_PASSWORD", "")
+# Secrets `make setup` generates on a development machine (mode 0600, git-ignored); deployments set them instead.
+LOCAL_SECRETS_DIR = BASE_DIR / "var" / "secrets"
+# The listener's own broker login: the only one that may read the ingest topics. Every listener process logs in
+# with it (unless MQTT_URL carries other credentials). `manage.py broker_setup` creates the local password.
+MQTT_LISTENER_USERNAME = env("MQTT_LISTENER_USERNAME", "fieldwatch-listener")
+MQTT_LISTENER_PASSWORD = env_secret("MQTT_LISTENER_PASSWORD", LOCAL_SECRETS_DIR / "mqtt-listener-password")
+# An optional monitoring login that may read everything, `#` and `$SYS/#` (e.g. for a broker exporter); none
+# unless both are set.
+MQTT_MONITOR_USERNAME = env("MQTT_MONITOR_USERNAME", "")
+MQTT_MONITOR_PASSWORD = env("MQTT_MONITOR_PASSWORD", "")
+# The demo fleet's broker passwords, kept where `seed_demo` issued them so `manage.py simulate` can log in as each
+# demo device and gateway (only hashes are in the database). Local development only: "" keeps no such file.
+DEMO_MQTT_PASSWORDS_PATH = env("DEMO_MQTT_PASSWORDS_PATH", str(LOCAL_SECRETS_DIR / "demo-mqtt-passwords.json"))
 
 # Who may scrape /metrics (Prometheus): loopback by default; add the monitoring network in production.
 METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])

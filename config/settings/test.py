@@ -18,3 +18,11 @@ WHITENOISE_USE_FINDERS = True
 # leak into others. The throttling tests set the real bounds themselves.
 LOGIN_FREE_FAILURES = 1000
 LOGIN_ADDRESS_FAILURE_LIMIT = 100_000
+# Tests start their own brokers (tests/support/broker.py) and sync them explicitly: nothing is written under var/
+# and no commit in a test reloads a broker of `make run`. The listener's login is fixed, so the listener processes
+# a test starts (this settings module too) log in as what the test's broker was given.
+BROKER_AUTH_SYNC = False
+BROKER_PASSWD_PATH = BROKER_ACL_PATH = BROKER_PID_PATH = ""
+MQTT_LISTENER_USERNAME = "fw-test-listener"
+MQTT_LISTENER_PASSWORD = "fw-test-listener-password"
+DEMO_MQTT_PASSWORDS_PATH = ""

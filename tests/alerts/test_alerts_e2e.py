@@ -14,7 +14,7 @@ from apps.alerts.models import Alert, AlertRule, RuleCondition
 from apps.alerts.services import alerts_evaluate_timers
 from apps.devices.models import Device
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
-from tests.support.mqtt import Publisher, listener
+from tests.support.mqtt import Publisher, broker_logins, listener
 from tests.support.processes import database_url, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -37,8 +37,9 @@ def running(broker, pump):
 
     def start():
         prefix = f"fw{uuid.uuid4().hex[:6]}"
+        password = broker_logins(broker, prefix, pump)[pump.uid]
         started["process"] = listener(broker.url, prefix, database_url()).start()
-        started["publisher"] = publisher = Publisher(broker)
+        started["publisher"] = publisher = Publisher(broker, pump.uid, password)
 
         def publish(value: float) -> float:
             sent = time.time()

@@ -7,6 +7,7 @@ import pytest
 from django.db import connection
 from psycopg import sql
 
+from tests.support.ports import free_port
 from tests.support.processes import manage
 
 
@@ -26,7 +27,7 @@ def empty_database(django_db_blocker):
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def test_migrations_from_zero_build_the_schema_on_plain_postgresql(empty_database):
+def test_migrations_from_zero_build_the_schema_on_plain_postgresql(empty_database, broker):
     url, name, server = empty_database
     manage("migrate", "--noinput", database_url=url)
 
@@ -45,10 +46,27 @@ def test_migrations_from_zero_build_the_schema_on_plain_postgresql(empty_databas
     assert roles == {"admin", "operator", "viewer"}
     assert extension is None
 
-    doctor = manage("fieldwatch_doctor", database_url=url).stdout
+    doctor = manage("fieldwatch_doctor", database_url=url, MQTT_URL=broker.url).stdout
     assert "storage    plain" in doctor
     for service in ("PostgreSQL", "Redis", "MQTT broker"):
         assert f"ok   {service}" in doctor
+    assert "logged in as fw-test-listener" in doctor  # the broker admits nobody anonymous, the doctor neither
+
+
+def test_preflight_needs_no_broker_but_a_free_port_for_the_one_make_run_starts(empty_database, broker):
+    url, _, _ = empty_database
+    free = manage("fieldwatch_doctor", "--preflight", database_url=url, MQTT_URL=f"mqtt://127.0.0.1:{free_port()}")
+    assert "ok   Mosquitto    mosquitto version 2." in free.stdout
+    with pytest.raises(AssertionError) as failure:
+        manage("fieldwatch_doctor", "--preflight", database_url=url, MQTT_URL=broker.url)
+    assert f"DOWN Mosquitto    127.0.0.1:{broker.port} is taken" in str(failure.value)
+
+
+def test_doctor_reports_a_broker_that_refuses_the_listener(empty_database, broker):
+    url, _, _ = empty_database
+    with pytest.raises(AssertionError) as failure:
+        manage("fieldwatch_doctor", database_url=url, MQTT_URL=broker.url.replace("//", "//fw-test-listener:wrong@"))
+    assert "DOWN MQTT broker" in str(failure.value) and "wrong" not in str(failure.value).split("DOWN")[1]
 
 
 def test_models_and_migrations_are_in_step():

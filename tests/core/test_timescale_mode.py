@@ -51,9 +51,9 @@ def test_repeated_reading_is_stored_once_in_the_hypertable(timescale_url):
     assert len(bucket) == 1 and bucket[0][1] == 1
 
 
-def test_doctor_reports_timescale_storage(timescale_url):
+def test_doctor_reports_timescale_storage(timescale_url, broker):
     manage("migrate", "--noinput", database_url=timescale_url)
-    report = manage("fieldwatch_doctor", database_url=timescale_url).stdout
+    report = manage("fieldwatch_doctor", database_url=timescale_url, MQTT_URL=broker.url).stdout
     assert "storage    timescale" in report
     assert "TimescaleDB 2.23" in report
     assert "readings hypertable: yes" in report

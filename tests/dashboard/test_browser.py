@@ -15,7 +15,7 @@ import pytest
 from apps.alerts.choices import Operator, RuleKind
 from apps.alerts.models import AlertRule
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
-from tests.support.mqtt import ListenerProcess, Publisher
+from tests.support.mqtt import ListenerProcess, Publisher, broker_logins
 from tests.support.processes import REPO_ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -41,6 +41,7 @@ def fleet(transactional_db, site_a, site_b, bob, carol):
 def mqtt(fleet, broker, live_env):
     """The listener (started once the fleet exists) and ``publish(uid, values)`` over MQTT."""
     prefix = f"fw{uuid.uuid4().hex[:6]}"
+    passwords = broker_logins(broker, prefix, *fleet.values())
     env = {key: live_env[key] for key in ("DJANGO_SETTINGS_MODULE", "CHANNELS_PREFIX", "CACHE_KEY_PREFIX")}
     process = ListenerProcess(
         "mqtt_listen",
@@ -53,16 +54,17 @@ def mqtt(fleet, broker, live_env):
         MQTT_TOPIC_PREFIX=prefix,
         **env,
     ).start()
-    publisher = Publisher(broker)
+    publishers = {uid: Publisher(broker, uid, password) for uid, password in passwords.items()}
 
     def publish(uid: str, values: dict) -> float:
-        publisher.publish(f"{prefix}/devices/{uid}/telemetry", {"ts": int(time.time() * 1000), "values": values})
-        publisher.flush()
+        publishers[uid].publish(f"{prefix}/devices/{uid}/telemetry", {"ts": int(time.time() * 1000), "values": values})
+        publishers[uid].flush()
         return time.monotonic()
 
     publish.process = process
     yield publish
-    publisher.close()
+    for publisher in publishers.values():
+        publisher.close()
     process.terminate()
     process.close()
 

@@ -129,6 +129,7 @@ class CrashDrill:
         database_url: str,
         prefix: str,
         devices: list[str],
+        publisher_login: tuple[str, str],
         env: dict | None = None,
         seed: int = 0,
         messages: int = 5000,
@@ -138,6 +139,7 @@ class CrashDrill:
         self.database_url = database_url
         self.prefix = prefix
         self.devices = devices
+        self.publisher_login = publisher_login  # one login allowed to publish for every device (Broker load_generators)
         self.random = random.Random(seed)
         self.messages = messages
         self.window_ms = window_ms
@@ -167,7 +169,7 @@ class CrashDrill:
         points = [self.random.choice(points) for _ in range(kills)]
         kill_at = sorted(self.random.sample(range(1, self.messages), kills)) if kills else []
         restart_at = self.random.randrange(self.messages // 4, self.messages) if broker_restart else None
-        publisher = _Publisher(self.broker.port)
+        publisher = _Publisher(self.broker.port, self.publisher_login)
         actions = threading.Thread(target=self._act, args=(publisher, points, kill_at, restart_at), daemon=True)
         try:
             publisher.connect()
@@ -268,11 +270,12 @@ class _Publisher:
     """A QoS 1 MQTT 5 publisher with a 1,000-message in-flight window that counts what the broker acknowledged and
     rides out a broker restart (paho resends unacknowledged messages on reconnect)."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, login: tuple[str, str]):
         self.port = port
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"drill-publisher-{os.getpid()}", protocol=mqtt.MQTTv5
         )
+        self.client.username_pw_set(*login)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(min_delay=0.1, max_delay=1)

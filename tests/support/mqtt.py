@@ -1,12 +1,26 @@
-"""The MQTT side of end-to-end tests: the real listener process, and a QoS 1 publisher to a test broker."""
+"""The MQTT side of end-to-end tests: the real listener process, broker logins, and a QoS 1 publisher logged in as
+a device or gateway of the test (the test broker, like production, admits nobody else)."""
 
 import json
 import uuid
 
 import paho.mqtt.client as mqtt
 
+from apps.devices.broker_auth import mqtt_credential_issue
+from apps.devices.models import Device
 from tests.support.broker import Broker
 from tests.support.processes import ManagedProcess, wait_until
+
+
+def broker_logins(broker: Broker, prefix: str, *owners) -> dict[str, str]:
+    """Issue a broker login for each device or gateway in ``owners``, then sync ``broker`` for topics under
+    ``prefix``; the passwords by username (= uid)."""
+    passwords = {}
+    for owner in owners:
+        credential, password = mqtt_credential_issue(**{"device" if isinstance(owner, Device) else "gateway": owner})
+        passwords[credential.username] = password
+    broker.sync(prefix)
+    return passwords
 
 
 def listener(broker_url: str, prefix: str, database_url: str, client_id: str | None = None) -> ManagedProcess:
@@ -33,13 +47,19 @@ class ListenerProcess(ManagedProcess):
 
 
 class Publisher:
-    """A QoS 1 MQTT 5 publisher that waits until the broker has every message."""
+    """A QoS 1 MQTT 5 publisher logged in as ``username``, that waits until the broker acknowledged every message
+    (a message the ACL refuses is acknowledged too, with reason 0x87, and dropped)."""
 
-    def __init__(self, broker: Broker):
+    def __init__(self, broker: Broker, username: str, password: str):
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.username_pw_set(username, password)
         self.client.max_inflight_messages_set(1000)
+        connected = []
+        self.client.on_connect = lambda client, userdata, flags, reason, properties: connected.append(reason)
         self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
+        assert wait_until(lambda: connected, timeout=5), "no CONNACK"
+        assert not connected[0].is_failure, f"the broker refused {username}: {connected[0]}"
         self.pending = []
 
     def publish(self, topic: str, payload) -> None:

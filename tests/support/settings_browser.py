@@ -13,3 +13,16 @@ from config.settings.local import CACHES
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CACHES = {"default": {**CACHES["default"], "KEY_PREFIX": env("CACHE_KEY_PREFIX", "fw-test")}}
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405 - the test database is flushed between tests
+
+# Broker: the test's own (tests/support/broker.py), logged in to as the test settings' listener; no commit of the
+# web process syncs a broker.
+from config.settings import test as _test  # noqa: E402
+
+BROKER_AUTH_SYNC = _test.BROKER_AUTH_SYNC
+BROKER_PASSWD_PATH, BROKER_ACL_PATH, BROKER_PID_PATH = (
+    _test.BROKER_PASSWD_PATH,
+    _test.BROKER_ACL_PATH,
+    _test.BROKER_PID_PATH,
+)
+MQTT_LISTENER_USERNAME, MQTT_LISTENER_PASSWORD = _test.MQTT_LISTENER_USERNAME, _test.MQTT_LISTENER_PASSWORD
+DEMO_MQTT_PASSWORDS_PATH = _test.DEMO_MQTT_PASSWORDS_PATH

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.support.broker import Broker
 from tests.support.crash_drill import KILL_POINTS, METRIC, CrashDrill
 from tests.support.processes import database_url
 
@@ -20,12 +21,25 @@ def devices(transactional_db, site_a):
     return [DeviceFactory(uid=f"drill-hp-{n}", site=site_a, device_type=device_type).uid for n in range(6)]
 
 
+PUBLISHER = ("drill-publisher", "drill-publisher-password")
+
+
+@pytest.fixture
+def broker():
+    """A broker of this test's own: the drill restarts it. Its one extra login publishes for every device."""
+    broker = Broker(prefix=f"drill{uuid.uuid4().hex[:6]}", load_generators=dict([PUBLISHER]))
+    broker.start()
+    yield broker
+    broker.close()
+
+
 def drill(broker, devices, seed, **env):
     return CrashDrill(
         broker=broker,
         database_url=database_url(),
-        prefix=f"drill{uuid.uuid4().hex[:6]}",
+        prefix=broker.prefix,
         devices=devices,
+        publisher_login=PUBLISHER,
         env=env,
         seed=seed,
         messages=2000,

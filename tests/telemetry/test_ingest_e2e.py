@@ -1,4 +1,4 @@
-"""End to end over the real listener process, a real Mosquitto (project config) and PostgreSQL."""
+"""End to end over the real listener process, a real Mosquitto (project config, logins only) and PostgreSQL."""
 
 import time
 import uuid
@@ -9,7 +9,7 @@ from apps.devices.choices import UnknownMetricPolicy
 from apps.telemetry.models import DeadLetter, Reading
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
 from tests.support.broker import Broker
-from tests.support.mqtt import Publisher, listener
+from tests.support.mqtt import Publisher, broker_logins, listener
 from tests.support.pgcluster import TestCluster
 from tests.support.processes import database_url, manage, wait_until
 
@@ -35,29 +35,34 @@ def fleet(transactional_db, site_a, site_b):
 
 def test_mixed_stream_stores_exactly_the_valid_readings_and_dead_letters_the_rest(broker, fleet):
     prefix = f"fw{uuid.uuid4().hex[:6]}"
+    passwords = broker_logins(broker, prefix, fleet["hp1"], fleet["gateway"])
     process = listener(broker.url, prefix, database_url()).start()
-    publisher = Publisher(broker)
+    publisher = Publisher(broker, "hp-1", passwords["hp-1"])
+    gateway = Publisher(broker, "gw-a", passwords["gw-a"])
     try:
         device_topic = f"{prefix}/devices/hp-1/telemetry"
         publisher.publish(device_topic, {"ts": EPOCH_MS, "values": {"supply_temp": 45.5, "cop": 3.9}})
         publisher.publish(device_topic, {"ts": EPOCH_MS, "values": {"supply_temp": 45.5, "cop": 3.9}})  # repeat
         publisher.publish(device_topic, {"ts": EPOCH_MS + 1000, "values": {"supply_temp": 46.0, "cop": 3.9e-35}})
         publisher.publish(device_topic, b"\x00not a payload")
-        publisher.publish(f"{prefix}/devices/nobody/telemetry", {"ts": EPOCH_MS, "values": {"supply_temp": 1}})
-        publisher.publish(
+        publisher.flush()
+        gateway.publish(
             f"{prefix}/gateways/gw-a/telemetry",
             {
                 "hp-2": [{"ts": EPOCH_MS + i * 1000, "values": {"supply_temp": 40 + i}} for i in range(3)],
                 "hp-b": [{"ts": EPOCH_MS, "values": {"supply_temp": 40}}],  # not on the gateway's site
+                # An unknown device reaches ingest only inside a gateway's batch: the broker admits no login for it.
+                "nobody": [{"ts": EPOCH_MS, "values": {"supply_temp": 1}}],
             },
         )
-        publisher.flush()
+        gateway.flush()
 
         expected_readings = 2 + 1 + 3  # hp-1 first message, hp-1 supply_temp of the third, hp-2 x3
         assert wait_until(lambda: Reading.objects.count() >= expected_readings and DeadLetter.objects.count() >= 4)
         time.sleep(0.5)  # anything wrongly stored late would show now
     finally:
         publisher.close()
+        gateway.close()
         process.terminate()
         process.close()
 
@@ -73,8 +78,9 @@ def test_mixed_stream_stores_exactly_the_valid_readings_and_dead_letters_the_res
 def test_listener_killed_mid_stream_loses_and_doubles_nothing(broker, fleet):
     prefix = f"fw{uuid.uuid4().hex[:6]}"
     client_id = f"test-listener-{uuid.uuid4().hex[:8]}"
+    passwords = broker_logins(broker, prefix, fleet["hp1"])
     first = listener(broker.url, prefix, database_url(), client_id).start()
-    publisher = Publisher(broker)
+    publisher = Publisher(broker, "hp-1", passwords["hp-1"])
     total = 3000
     try:
         for i in range(total):
@@ -101,8 +107,9 @@ def test_listener_killed_mid_stream_loses_and_doubles_nothing(broker, fleet):
 
 def test_sigterm_flushes_acknowledges_and_exits_zero(broker, fleet):
     prefix = f"fw{uuid.uuid4().hex[:6]}"
+    passwords = broker_logins(broker, prefix, fleet["hp2"])
     process = listener(broker.url, prefix, database_url()).start()
-    publisher = Publisher(broker)
+    publisher = Publisher(broker, "hp-2", passwords["hp-2"])
     try:
         for i in range(200):
             publisher.publish(f"{prefix}/devices/hp-2/telemetry", {"ts": EPOCH_MS + i, "values": {"cop": 4}})
@@ -119,7 +126,9 @@ from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefi
 site = SiteFactory()
 heat_pump = DeviceTypeFactory(organization=site.organization)
 MetricDefinitionFactory(device_type=heat_pump, key="supply_temp", min_value=-50, max_value=150)
-DeviceFactory(uid="hp-outage", site=site, device_type=heat_pump)
+device = DeviceFactory(uid="hp-outage", site=site, device_type=heat_pump)
+from apps.devices.broker_auth import mqtt_credential_issue
+print(mqtt_credential_issue(device=device)[1])
 """
 
 
@@ -128,8 +137,7 @@ def test_database_outage_loses_nothing(broker, tmp_path):
     cluster.start()
     cluster.create_database()
     prefix = f"fw{uuid.uuid4().hex[:6]}"
-    process = None
-    publisher = Publisher(broker)
+    process = publisher = None
     total = 600
 
     def stored() -> int:
@@ -143,7 +151,9 @@ def test_database_outage_loses_nothing(broker, tmp_path):
 
     try:
         manage("migrate", "--noinput", database_url=cluster.url)
-        manage("shell", "-c", SETUP_FLEET, database_url=cluster.url)
+        password = manage("shell", "-c", SETUP_FLEET, database_url=cluster.url).stdout.split()[-1]
+        broker.sync(prefix, database_url=cluster.url)
+        publisher = Publisher(broker, "hp-outage", password)
         process = listener(broker.url, prefix, cluster.url).start()
         topic = f"{prefix}/devices/hp-outage/telemetry"
         for i in range(total // 3):
@@ -161,7 +171,8 @@ def test_database_outage_loses_nothing(broker, tmp_path):
         assert wait_until(lambda: stored() == total, timeout=60), process.output()[-3000:]
         assert process.process.poll() is None, "the listener must survive the outage"
     finally:
-        publisher.close()
+        if publisher:
+            publisher.close()
         if process:
             process.terminate()
             process.close()
@@ -172,9 +183,10 @@ def test_listener_reconnects_by_itself_after_a_broker_restart(fleet):
     broker = Broker()
     broker.start()
     prefix = f"fw{uuid.uuid4().hex[:6]}"
+    password = broker_logins(broker, prefix, fleet["hp1"])["hp-1"]
     process = listener(broker.url, prefix, database_url()).start()
     try:
-        publisher = Publisher(broker)
+        publisher = Publisher(broker, "hp-1", password)
         publisher.publish(f"{prefix}/devices/hp-1/telemetry", {"ts": EPOCH_MS, "values": {"cop": 4}})
         publisher.close()
         assert wait_until(lambda: Reading.objects.count() == 1)
@@ -185,7 +197,7 @@ def test_listener_reconnects_by_itself_after_a_broker_restart(fleet):
         # The listener re-subscribes on reconnect (Mosquitto 2.0 does not restore shared subscriptions).
         assert wait_until(lambda: process.output().count("subscribed") >= 2, timeout=45), process.output()
 
-        publisher = Publisher(broker)
+        publisher = Publisher(broker, "hp-1", password)
         publisher.publish(f"{prefix}/devices/hp-1/telemetry", {"ts": EPOCH_MS + 1, "values": {"cop": 4}})
         publisher.close()
         assert wait_until(lambda: Reading.objects.count() == 2)

@@ -21,7 +21,9 @@ from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefi
 site = SiteFactory()
 device_type = DeviceTypeFactory(organization=site.organization)
 MetricDefinitionFactory(device_type=device_type, key="t", min_value=-1e9, max_value=1e9)
-DeviceFactory(uid="hp-health", site=site, device_type=device_type)
+from apps.devices.broker_auth import mqtt_credential_issue
+device = DeviceFactory(uid="hp-health", site=site, device_type=device_type)
+print("PASSWORD", mqtt_credential_issue(device=device)[1])
 """
 
 
@@ -54,7 +56,7 @@ def start_listener(broker: Broker, database: str, port: int) -> ListenerProcess:
 
 
 def test_unhealthy_while_cut_off_from_the_broker_then_healthy_again(transactional_db):
-    broker, port = Broker(), free_port()
+    broker, port = Broker(prefix="fwhealth"), free_port()
     broker.start()
     process = start_listener(broker, database_url(), port)
     try:
@@ -72,19 +74,20 @@ def test_unhealthy_while_cut_off_from_the_broker_then_healthy_again(transactiona
 
 
 def test_unhealthy_while_a_flush_is_stuck_on_the_database_then_healthy_again():
-    broker, port, cluster = Broker(), free_port(), TestCluster()
+    broker, port, cluster = Broker(prefix="fwhealth"), free_port(), TestCluster()
     broker.start()
     cluster.start()
     cluster.create_database()
     process = publisher = None
     try:
         manage("migrate", "--noinput", database_url=cluster.url)
-        manage("shell", "-c", SETUP, database_url=cluster.url)
+        password = manage("shell", "-c", SETUP, database_url=cluster.url).stdout.split("PASSWORD ", 1)[1].strip()
+        broker.sync(database_url=cluster.url)
         process = start_listener(broker, cluster.url, port)
         assert wait_until(lambda: healthcheck(port)[0] == 0, timeout=10)
 
         cluster.stop()
-        publisher = Publisher(broker)
+        publisher = Publisher(broker, "hp-health", password)
         publisher.publish("fwhealth/devices/hp-health/telemetry", {"ts": int(time.time() * 1000), "values": {"t": 1}})
         publisher.flush()
         assert wait_until(lambda: healthcheck(port)[0] == 1, timeout=20)

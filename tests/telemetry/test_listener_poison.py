@@ -10,7 +10,7 @@ import pytest
 from apps.telemetry.choices import RejectReason
 from apps.telemetry.models import DeadLetter, Reading
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
-from tests.support.mqtt import ListenerProcess, Publisher
+from tests.support.mqtt import ListenerProcess, Publisher, broker_logins
 from tests.support.processes import database_url, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -39,8 +39,9 @@ def test_one_poison_message_among_a_thousand_costs_only_itself(broker, device):
         MQTT_TOPIC_PREFIX=prefix,
         FIELDWATCH_TEST_POISON="1",
     )
+    passwords = broker_logins(broker, prefix, device)
     process.start()
-    publisher = Publisher(broker)
+    publisher = Publisher(broker, device.uid, passwords[device.uid])
     first_ts = int(time.time() * 1000) - 600_000
     try:
         topic = f"{prefix}/devices/hp-poison/telemetry"

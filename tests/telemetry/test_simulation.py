@@ -8,15 +8,16 @@ import threading
 import time
 import uuid
 
-import paho.mqtt.client as mqtt
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from apps.core.mqtt import broker_address
+from apps.core.mqtt import broker_address, listener_broker_address, mqtt_client
 from apps.devices import demo
+from apps.devices.broker_auth import mqtt_credential_issue
 from apps.devices.models import Device
 from apps.telemetry import simulation as sim
+from tests.support.broker import Broker
 
 SITE_GATEWAYS = {site.name: site.gateway_uid for site in demo.SITES}
 SITE_TIMEZONES = {site.name: site.timezone for site in demo.SITES}
@@ -275,18 +276,18 @@ def test_devices_pick_takes_profiles_in_turn():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The command, end to end against the local Mosquitto
+# The command, end to end against a Mosquitto with the project config (logins only)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 class Subscriber:
-    """Collects every message under ``prefix/#`` from the real broker."""
+    """Collects every message under ``prefix/#`` that the listener's login may read (all telemetry)."""
 
     def __init__(self, prefix: str):
         self.prefix = prefix
         self.messages: list[tuple[str, bytes]] = []
         self.subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = mqtt_client(listener_broker_address())
         self.client.on_connect = lambda client, *_: client.subscribe(f"{prefix}/#", qos=1)
         self.client.on_subscribe = lambda *_: self.subscribed.set()
         self.client.on_message = lambda client, userdata, message: self.messages.append(
@@ -297,7 +298,7 @@ class Subscriber:
         broker = broker_address()
         self.client.connect(broker.host, broker.port, keepalive=10)
         self.client.loop_start()
-        assert self.subscribed.wait(5), "no SUBACK from the local broker"
+        assert self.subscribed.wait(5), "no SUBACK from the broker"
         return self
 
     def __exit__(self, *exc):
@@ -312,11 +313,20 @@ class Subscriber:
             time.sleep(0.5)
 
 
+@pytest.fixture
+def kept_passwords(settings, tmp_path):
+    """Where seed_demo keeps the demo fleet's broker passwords for the simulator (none in the test settings)."""
+    settings.DEMO_MQTT_PASSWORDS_PATH = str(tmp_path / "secrets" / "demo-mqtt-passwords.json")
+    return tmp_path / "secrets" / "demo-mqtt-passwords.json"
+
+
 @pytest.mark.e2e
 @pytest.mark.django_db
-def test_simulate_publishes_readings_of_seeded_devices_to_the_broker():
+def test_simulate_publishes_readings_of_seeded_devices_to_the_broker(broker, kept_passwords, settings):
     call_command("seed_demo", stdout=io.StringIO())
     prefix = f"fwtest-{uuid.uuid4().hex[:12]}"
+    broker.sync(prefix)
+    settings.MQTT_URL = broker.url
     with override_settings(MQTT_TOPIC_PREFIX=prefix), Subscriber(prefix) as subscriber:
         call_command("simulate", duration=2, devices=3, seed=1, bad_fraction=0, gateway_fraction=0.5)
         subscriber.settle()
@@ -347,7 +357,42 @@ def test_simulate_publishes_readings_of_seeded_devices_to_the_broker():
 
 
 @pytest.mark.django_db
-def test_simulate_survives_an_unreachable_broker():
+def test_seed_demo_prints_the_broker_logins_once_and_keeps_them_for_the_simulator(kept_passwords):
+    first, second = io.StringIO(), io.StringIO()
+    call_command("seed_demo", stdout=first)
+    call_command("seed_demo", stdout=second)
+
+    kept = json.loads(kept_passwords.read_text())
+    assert set(kept) == {spec.uid for spec in demo.DEVICES} | {site.gateway_uid for site in demo.SITES}
+    assert oct(kept_passwords.stat().st_mode & 0o777) == "0o600"
+    assert all(password in first.getvalue() for password in kept.values())
+    assert not any(password in second.getvalue() for password in kept.values())  # issued once, printed once
+    assert json.loads(kept_passwords.read_text()) == kept  # and not re-issued
+
+
+@pytest.mark.django_db
+def test_simulate_plays_only_devices_whose_password_it_knows(kept_passwords, caplog):
+    call_command("seed_demo", stdout=io.StringIO())
+    kept = json.loads(kept_passwords.read_text())
+    mqtt_credential_issue(device=Device.objects.get(uid="hp-a-001"))  # re-issued in the admin: the kept one is void
+    del kept["fm-a-001"]
+    kept_passwords.write_text(json.dumps(kept))
+
+    with override_settings(MQTT_URL="mqtt://127.0.0.1:1"), caplog.at_level("WARNING"):
+        call_command("simulate", duration=0.5, seed=1)
+
+    assert "No valid broker password kept for 2 of 26 logins (fm-a-001, hp-a-001): not simulated" in caplog.text
+
+
+@pytest.mark.django_db
+def test_simulate_without_kept_passwords_says_how_to_get_them():
+    call_command("seed_demo", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="seed_demo"):
+        call_command("simulate", duration=1)
+
+
+@pytest.mark.django_db
+def test_simulate_survives_an_unreachable_broker(kept_passwords):
     call_command("seed_demo", stdout=io.StringIO())
     with override_settings(MQTT_URL="mqtt://127.0.0.1:1"):
         call_command("simulate", duration=1, devices=2, seed=1)  # returns; nothing raised
@@ -357,3 +402,40 @@ def test_simulate_survives_an_unreachable_broker():
 def test_simulate_without_devices_says_how_to_get_some():
     with pytest.raises(CommandError, match="seed_demo"):
         call_command("simulate", duration=1)
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db
+def test_simulate_stops_promptly_while_one_of_its_logins_is_refused(broker, kept_passwords, settings):
+    """A login the broker does not know yet (or any more) queues messages that are never acknowledged; the stop
+    must not wait for them, or the process manager kills the simulator before it disconnects."""
+    call_command("seed_demo", stdout=io.StringIO())
+    prefix = f"fwtest-{uuid.uuid4().hex[:12]}"
+    broker.sync(prefix)
+    settings.MQTT_URL = broker.url
+    _, password = mqtt_credential_issue(device=Device.objects.get(uid="hp-a-001"))  # not synced: refused
+    kept_passwords.write_text(json.dumps({**json.loads(kept_passwords.read_text()), "hp-a-001": password}))
+
+    started = time.monotonic()
+    with override_settings(MQTT_TOPIC_PREFIX=prefix):
+        call_command("simulate", duration=2, rate=50, seed=1)
+    assert time.monotonic() - started < 2 + 2.5  # the drain is 5 s: only acknowledgements of connected logins count
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db
+def test_simulate_stops_promptly_after_losing_the_broker(kept_passwords, settings):
+    """make run stops every process at once, the broker too: 26 network threads waiting to reconnect must be
+    stopped together, not one after another, within the process manager's grace period."""
+    call_command("seed_demo", stdout=io.StringIO())
+    own = Broker()
+    own.start()
+    try:
+        own.sync()
+        settings.MQTT_URL = own.url
+        threading.Timer(1.0, own.stop).start()
+        started = time.monotonic()
+        call_command("simulate", duration=2, seed=1)
+        assert time.monotonic() - started < 2 + 2.5
+    finally:
+        own.close()

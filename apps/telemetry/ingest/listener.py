@@ -26,11 +26,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from apps.core.mqtt import broker_address, mqtt_client
+from apps.core.mqtt import listener_broker_address, mqtt_client
 from apps.telemetry.choices import IngestSource
 from apps.telemetry.ingest import metrics
 from apps.telemetry.ingest.directory import DeviceDirectory
-from apps.telemetry.ingest.topics import parse_topic, subscriptions
+from apps.telemetry.ingest.topics import parse_topic, private_share_group, subscriptions
 from apps.telemetry.services import IngestMessage, ingest_internal_error, telemetry_ingest
 
 logger = logging.getLogger("fieldwatch.listener")
@@ -62,9 +62,11 @@ class MqttListener:
         flush_messages: int,
         flush_interval: float,
     ):
-        self.broker = broker_address(url)
+        self.broker = listener_broker_address(url)
         self.prefix = prefix
-        self.shared_group = shared_group
+        # The configured name is public (settings, docs); the group actually joined is derived from our password.
+        self.public_group = shared_group
+        self.shared_group = private_share_group(shared_group, self.broker.password) if shared_group else None
         self.client_id = client_id
         self.flush_messages = max(1, flush_messages)
         self.flush_interval = flush_interval
@@ -100,6 +102,9 @@ class MqttListener:
         logger.info("connected to %s (session present: %s)", self.broker, flags.session_present)
         # Subscribing again on a resumed session is harmless and covers a broker that lost its state.
         client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in subscriptions(self.prefix, self.shared_group)])
+        if self.shared_group != self.public_group:
+            # A session from before the private group existed is still in the public one, which anyone can join.
+            client.unsubscribe(subscriptions(self.prefix, self.public_group))
         self.connected.set()
         metrics.LISTENER_CONNECTED.set(1)
 
@@ -139,7 +144,9 @@ class MqttListener:
             self.broker.host, self.broker.port, keepalive=30, clean_start=False, properties=connect_properties
         )
         self.client.loop_start()
-        logger.info("listening on %s as %s", ", ".join(subscriptions(self.prefix, self.shared_group)), self.client_id)
+        # The public form: the private group's name is as good as the password and stays out of logs.
+        topics = ", ".join(subscriptions(self.prefix, self.public_group))
+        logger.info("listening on %s as %s (user %s)", topics, self.client_id, self.broker.username or "anonymous")
         try:
             while not self.stopping.is_set():
                 batch = self._collect()

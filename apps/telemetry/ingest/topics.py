@@ -1,5 +1,6 @@
 """MQTT topic names: ``<prefix>/devices/<device_uid>/telemetry`` and ``<prefix>/gateways/<gateway_uid>/telemetry``."""
 
+import hmac
 from dataclasses import dataclass
 
 
@@ -13,6 +14,21 @@ def subscriptions(prefix: str, shared_group: str | None) -> list[str]:
     """The topic filters a listener subscribes to; with a group, as MQTT 5 shared subscriptions."""
     filters = [f"{prefix}/devices/+/telemetry", f"{prefix}/gateways/+/telemetry"]
     return [f"$share/{shared_group}/{topic}" for topic in filters] if shared_group else filters
+
+
+def private_share_group(group: str, secret: str | None) -> str:
+    """``group`` suffixed with a digest of the listener's broker password: a shared-subscription group that only
+    holders of that password can name, and so join. Without a password (a broker without auth), ``group`` itself.
+
+    Why: Mosquitto 2.0's ACL file never checks a SUBSCRIBE (every filter is granted, ``$share`` ones included; only
+    delivery is checked against read rights), and a group member that may not read a message is still handed its
+    turn of it, which is then dropped rather than given to another member. Any credential that could join the
+    listener's group would silently take a share of the stream. The name is therefore a capability derived from the
+    listener's secret; an intruder subscribing under the configured name forms a group of its own and gets nothing.
+    """
+    if not secret:
+        return group
+    return f"{group}-{hmac.new(secret.encode(), b'fieldwatch-ingest-share-group', 'sha256').hexdigest()[:32]}"
 
 
 def device_topic(prefix: str, device_uid: str) -> str:

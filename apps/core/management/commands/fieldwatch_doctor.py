@@ -11,17 +11,21 @@ from apps.core.probes import probe_all
 
 
 class Command(BaseCommand):
-    help = "Print the storage mode (timescale/plain), versions, and whether PostgreSQL, Redis and MQTT answer."
+    help = (
+        "Print the storage mode (timescale/plain), versions, and whether PostgreSQL, Redis and the MQTT broker "
+        "answer (the broker: logging in as the listener)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
             "--preflight",
             action="store_true",
-            help="Only check that the services answer (works before the database exists); used by `make run`.",
+            help="Only check that PostgreSQL and Redis answer and that Mosquitto can be started (works before the "
+            "database exists and before the broker runs); used by `make run`.",
         )
 
     def handle(self, *args, preflight=False, **options):
-        results = probe_all()
+        results = probe_all(preflight=preflight)
         failed = [result for result in results if not result.ok]
         for result in results:
             mark = self.style.SUCCESS("ok  ") if result.ok else self.style.ERROR("DOWN")

@@ -1,17 +1,23 @@
 """``manage.py seed_demo``: the demo organization of ``apps/devices/demo.py``, idempotently.
 
 Every row is found by its natural key and brought back to the catalogue's values, so running it again changes
-nothing new. Two things are only ever created, never redone: a user's password (an admin may have changed it) and
-a gateway's API key (its plaintext exists once, in this command's output).
+nothing new. Three things are only ever created, never redone: a user's password (an admin may have changed it), a
+gateway's API key (its plaintext exists once, in this command's output) and the broker (MQTT) logins of the demo
+devices and gateways (printed once, and kept in DEMO_MQTT_PASSWORDS_PATH for ``manage.py simulate``: a login is
+issued again only when that file does not hold a valid password for it).
 
 It lives in the dashboard, the top of the app order, because it seeds every app below it (users, devices, alerts).
 """
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from apps.alerts.models import AlertRule
+from apps.core.mqtt import broker_address
 from apps.devices import demo
+from apps.devices.broker_auth import mqtt_credential_issue
+from apps.devices.demo_logins import demo_passwords_keep, demo_passwords_valid
 from apps.devices.models import Device, DeviceType, Gateway, MetricDefinition, Site
 from apps.devices.services import api_key_issue, user_grant_site
 from apps.users.models import Organization, User
@@ -21,12 +27,18 @@ ADMIN_URL = "http://127.0.0.1:8000/admin/"
 
 
 class Command(BaseCommand):
-    help = "Create the demo organization, sites, device types, devices, gateways, users and API keys (idempotent)."
+    help = "Create the demo organization, sites, devices, gateways, users, API keys and broker logins (idempotent)."
 
     def handle(self, *args, **options):
         with transaction.atomic():
             summary, users_created, keys = self._seed()
-        # Printed after the commit, so a plaintext key is never shown for a key that was rolled back.
+            broker_logins = self._broker_logins()
+        # Printed (and kept) after the commit, so a plaintext is never shown for a key that was rolled back.
+        kept = False
+        try:
+            kept = demo_passwords_keep(broker_logins)
+        except OSError as error:
+            self.stderr.write(f"The demo broker passwords could not be kept ({error}); `simulate` will lack them.")
         for line in summary:
             self.stdout.write(line)
 
@@ -51,7 +63,52 @@ class Command(BaseCommand):
             )
 
         self.stdout.write("")
+        broker = broker_address()
+        self.stdout.write(f"Broker (MQTT) logins of the demo devices and gateways, {broker} (username = uid):")
+        for username, password in sorted(broker_logins.items()):
+            self.stdout.write(f"  {username:<10} {self.style.SUCCESS(password)}")
+        if broker_logins:
+            note = (
+                f"also kept, for `simulate`, in {settings.DEMO_MQTT_PASSWORDS_PATH} (mode 0600, this machine only)"
+                if kept
+                else "copy them now, they are not shown again"
+            )
+            self.stdout.write(self.style.WARNING(f"  Only their hash is in the database; {note}."))
+            self.stdout.write(
+                f"  e.g. mosquitto_pub -h {broker.host} -p {broker.port} -q 1 -u <uid> -P <password> "
+                f"-t {settings.MQTT_TOPIC_PREFIX}/devices/<uid>/telemetry -m '{{\"values\": {{...}}}}'"
+            )
+        else:
+            path = settings.DEMO_MQTT_PASSWORDS_PATH
+            self.stdout.write(f"  already issued ({f'kept in {path}' if path else 'shown only when issued'})")
+
+        self.stdout.write("")
         self.stdout.write(f"Admin: {ADMIN_URL}   Telemetry: python manage.py simulate")
+
+    def _broker_logins(self) -> dict[str, str]:
+        """Issue a broker login for each demo gateway and device that needs one; the new passwords by username.
+
+        With a kept-passwords file, "needs one" is "the file holds no valid password for it" (the simulator must
+        know every password); without one, "has no active login" (it would be printed once, then forgotten).
+        """
+        owners = [
+            *Gateway.objects.filter(uid__in=[spec.gateway_uid for spec in demo.SITES]),
+            *Device.objects.filter(uid__in=[spec.uid for spec in demo.DEVICES]),
+        ]
+        valid = demo_passwords_valid(owner.uid for owner in owners)
+        issued = {}
+        for owner in owners:
+            if owner.uid in valid:
+                continue
+            if (
+                not settings.DEMO_MQTT_PASSWORDS_PATH
+                and owner.mqtt_credentials.filter(revoked_at__isnull=True).exists()
+            ):
+                continue
+            kind = "device" if isinstance(owner, Device) else "gateway"
+            credential, password = mqtt_credential_issue(**{kind: owner})
+            issued[credential.username] = password
+        return issued
 
     def _seed(self):
         organization, org_created = Organization.objects.get_or_create(

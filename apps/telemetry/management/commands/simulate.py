@@ -1,12 +1,18 @@
 """``manage.py simulate``: publish realistic telemetry for the active devices over MQTT, until stopped.
 
 A thin loop over ``apps.telemetry.simulation``: load the devices once, then tick at ``--rate`` readings per second
-and publish what each tick returns (QoS 1). paho's network thread reconnects by itself, so a broker outage is
-logged and waited out, never fatal; while it lasts paho queues up to ``MAX_QUEUED`` messages and the rest are
-dropped and counted. SIGINT and SIGTERM stop the loop; open gateway batches are sent and in-flight messages are
-given a few seconds to be acknowledged before the command exits with status 0.
+and publish what each tick returns (QoS 1). Like the real fleet, every device and gateway publishes over its own
+connection with its own broker login (the broker admits nobody else), whose password ``seed_demo`` kept for us
+(``apps.devices.demo_logins``); a device without a valid kept password is not simulated. paho's network threads
+reconnect by themselves, so a broker outage or a refused login is logged and waited out, never fatal; while it
+lasts paho queues up to ``MAX_QUEUED`` messages per connection and the rest are dropped and counted. A message no
+login may publish (a reading of an unregistered device, injected on purpose) is counted as refused, not sent.
+SIGINT and SIGTERM stop the loop; open gateway batches are sent and in-flight messages are given a few seconds to
+be acknowledged before the command exits with status 0.
 """
 
+import collections
+import dataclasses
 import logging
 import os
 import signal
@@ -18,8 +24,10 @@ import paho.mqtt.client as mqtt
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.core.mqtt import broker_address, mqtt_client
+from apps.core.mqtt import BrokerAddress, broker_address, mqtt_client
+from apps.devices.demo_logins import demo_passwords_valid
 from apps.devices.models import Device
+from apps.telemetry.ingest.topics import parse_topic
 from apps.telemetry.simulation import Metric, SimDevice, Simulation, devices_pick
 
 logger = logging.getLogger(__name__)
@@ -77,9 +85,16 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=None, help="Seed the randomness for a reproducible run.")
 
     def handle(self, *args, **options):
-        devices = devices_pick(self._devices_load(), options["devices"])
-        if not devices:
+        loaded = self._devices_load()
+        if not loaded:
             raise CommandError("No active devices to simulate: run `python manage.py seed_demo` first.")
+        devices, passwords = self._with_broker_logins(loaded)
+        devices = devices_pick(devices, options["devices"])
+        if not devices:
+            raise CommandError(
+                "No broker password is known for any active device: run `python manage.py seed_demo`, which issues "
+                "the demo fleet's logins and keeps their passwords for the simulator (DEMO_MQTT_PASSWORDS_PATH)."
+            )
         prefix = settings.MQTT_TOPIC_PREFIX
         simulation = Simulation(
             devices,
@@ -102,7 +117,8 @@ class Command(BaseCommand):
 
         stop = threading.Event()
         previous_handlers = self._signals_catch(stop)
-        publisher = Publisher()
+        logins = {device.uid for device in devices} | {device.gateway_uid for device in devices if device.gateway_uid}
+        publisher = Publisher(broker, {username: passwords[username] for username in logins}, prefix)
         publisher.start()
         try:
             self._run(simulation, publisher, stop, rate=options["rate"], duration=options["duration"])
@@ -113,13 +129,40 @@ class Command(BaseCommand):
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
         logger.info(
-            "Stopped: %d readings, %d messages published, %d acknowledged, %d dropped, %d bad injected.",
+            "Stopped: %d readings, %d messages published, %d acknowledged, %d dropped, %d refused, %d bad injected.",
             simulation.readings,
             publisher.published,
             publisher.acknowledged,
             publisher.dropped,
+            publisher.refused,
             sum(simulation.bad.values()),
         )
+
+    def _with_broker_logins(self, devices: list[SimDevice]) -> tuple[list[SimDevice], dict[str, str]]:
+        """The devices we can log in as (a gateway we cannot: its devices publish on their own topics only), and the
+        passwords by username."""
+        usernames = {device.uid for device in devices} | {
+            device.gateway_uid for device in devices if device.gateway_uid
+        }
+        passwords = demo_passwords_valid(usernames)
+        missing = sorted(usernames - set(passwords))
+        if missing:
+            logger.warning(
+                "No valid broker password kept for %d of %d logins (%s%s): not simulated. `manage.py seed_demo` "
+                "issues them.",
+                len(missing),
+                len(usernames),
+                ", ".join(missing[:5]),
+                ", ..." if len(missing) > 5 else "",
+            )
+        usable = []
+        for device in devices:
+            if device.uid not in passwords:
+                continue
+            if device.gateway_uid and device.gateway_uid not in passwords:
+                device = dataclasses.replace(device, gateway_uid=None)
+            usable.append(device)
+        return usable, passwords
 
     def _devices_load(self) -> list[SimDevice]:
         """Every active device as plain data, in two queries whatever the fleet's size."""
@@ -176,7 +219,7 @@ class Command(BaseCommand):
                 bad = sum(simulation.bad.values())
                 logger.info(
                     "Last %.0f s: %d readings, %d messages published, %d bad injected (totals %d / %d / %d); "
-                    "%d acknowledged, %d dropped; broker %s.",
+                    "%d acknowledged, %d dropped, %d refused; %d of %d logins connected.",
                     SUMMARY_EVERY_SECONDS,
                     simulation.readings - last["readings"],
                     publisher.published - last["published"],
@@ -186,70 +229,112 @@ class Command(BaseCommand):
                     bad,
                     publisher.acknowledged,
                     publisher.dropped,
-                    "connected" if publisher.connected.is_set() else "DISCONNECTED",
+                    publisher.refused,
+                    len(publisher.connected),
+                    len(publisher.clients),
                 )
                 last = {"readings": simulation.readings, "published": publisher.published, "bad": bad}
 
 
 class Publisher:
-    """A paho MQTT 5 client that connects and reconnects in its own thread and counts what happens to messages."""
+    """One paho MQTT 5 client per login (device or gateway), each connecting and reconnecting in its own thread;
+    a message goes out over the connection of the device or gateway its topic names. Counts what happens."""
 
-    def __init__(self):
-        self.broker = broker_address()
-        self.host, self.port = self.broker.host, self.broker.port
-        self.client = mqtt_client(self.broker, client_id=f"fieldwatch-simulate-{socket.gethostname()}-{os.getpid()}")
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self.client.max_queued_messages_set(MAX_QUEUED)
-        self.client.on_connect = self._on_connect
-        self.client.on_connect_fail = self._on_connect_fail
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
-        self.connected = threading.Event()
+    def __init__(self, broker: BrokerAddress, passwords: dict[str, str], prefix: str):
+        self.broker = broker
+        self.host, self.port = broker.host, broker.port
+        self.prefix = prefix
+        self.clients: dict[str, mqtt.Client] = {}
+        for username, password in sorted(passwords.items()):
+            login = dataclasses.replace(broker, username=username, password=password)
+            client_id = f"fieldwatch-simulate-{username}-{socket.gethostname()}-{os.getpid()}"
+            client = mqtt_client(login, client_id=client_id)
+            client.reconnect_delay_set(min_delay=1, max_delay=30)
+            client.max_queued_messages_set(MAX_QUEUED)
+            client.user_data_set(username)
+            client.on_connect = self._on_connect
+            client.on_connect_fail = self._on_connect_fail
+            client.on_disconnect = self._on_disconnect
+            client.on_publish = self._on_publish
+            self.clients[username] = client
+        self.connected: set[str] = set()
         self.stopping = False
-        self.published = self.acknowledged = self.dropped = 0
-        self._lock = threading.Lock()  # the counters are written from two threads
+        self.published = self.acknowledged = self.dropped = self.refused = 0
+        self.unacknowledged = collections.Counter()  # by login: what a stop waits for, on connected logins only
+        self._lock = threading.Lock()  # the counters are written from every client's thread
 
     def start(self) -> None:
         # connect_async + loop_start: even the first connection is retried in the background, so a broker that
-        # is down at start-up is waited for like one that goes away later.
-        self.client.connect_async(self.host, self.port, keepalive=30)
-        self.client.loop_start()
+        # is down at start-up (or has not loaded our logins yet) is waited for like one that goes away later.
+        for client in self.clients.values():
+            client.connect_async(self.host, self.port, keepalive=30)
+            client.loop_start()
 
     def publish(self, topic: str, payload: bytes) -> None:
-        info = self.client.publish(topic, payload, qos=1)
+        target = parse_topic(topic, self.prefix)
+        client = self.clients.get((target.device_uid or target.gateway_uid) if target else None)
+        if client is None:  # nobody may publish there (an unregistered device): the broker would refuse it
+            with self._lock:
+                self.refused += 1
+            return
+        info = client.publish(topic, payload, qos=1)
         with self._lock:
             if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
                 self.dropped += 1
             else:  # sent now, or queued by paho until the connection is back
                 self.published += 1
+                self.unacknowledged[target.device_uid or target.gateway_uid] += 1
 
     def stop(self, drain_seconds: float) -> None:
         """Give in-flight messages ``drain_seconds`` to be acknowledged, then disconnect."""
         deadline = time.monotonic() + drain_seconds
-        while self.connected.is_set() and self.acknowledged < self.published and time.monotonic() < deadline:
+
+        def in_flight() -> int:  # a refused or unreachable login's queue would only keep us waiting for nothing
+            with self._lock:
+                return sum(self.unacknowledged[username] for username in self.connected)
+
+        while in_flight() and time.monotonic() < deadline:
             time.sleep(0.05)
         if self.acknowledged < self.published:
             logger.warning("%d messages were not acknowledged by the broker.", self.published - self.acknowledged)
         self.stopping = True
-        self.client.disconnect()
-        self.client.loop_stop()
+        for client in self.clients.values():
+            client.disconnect()
+        # In parallel: a network thread waiting to reconnect notices the stop only within a second, and one
+        # login after another would outlast the process manager's grace period (honcho: 5 s, then SIGKILL).
+        stoppers = [threading.Thread(target=client.loop_stop) for client in self.clients.values()]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
+    def _on_connect(self, client, username, flags, reason_code, properties):
         if reason_code.is_failure:
-            logger.error("MQTT broker %s:%d refused the connection: %s", self.host, self.port, reason_code)
+            logger.error("MQTT broker %s:%d refused %s: %s", self.host, self.port, username, reason_code)
             return
-        logger.info("Connected to the MQTT broker at %s:%d.", self.host, self.port)
-        self.connected.set()
+        with self._lock:
+            self.connected.add(username)
+            if len(self.connected) == len(self.clients):
+                logger.info(
+                    "Connected to the MQTT broker at %s:%d as %d logins.", self.host, self.port, len(self.clients)
+                )
 
-    def _on_connect_fail(self, client, userdata):
-        logger.warning("MQTT broker %s:%d not reachable; retrying.", self.host, self.port)
+    def _on_connect_fail(self, client, username):
+        if username == min(self.clients):  # every login fails alike: one line per attempt, not one per login
+            logger.warning("MQTT broker %s:%d not reachable; retrying.", self.host, self.port)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        was_connected = self.connected.is_set()
-        self.connected.clear()
+    def _on_disconnect(self, client, username, flags, reason_code, properties):
+        with self._lock:
+            was_connected = username in self.connected
+            self.connected.discard(username)
         if was_connected and not self.stopping:
-            logger.warning("Lost the MQTT broker at %s:%d (%s); reconnecting.", self.host, self.port, reason_code)
+            logger.warning(
+                "Lost the MQTT broker at %s:%d for %s (%s); reconnecting.", self.host, self.port, username, reason_code
+            )
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties):
+    def _on_publish(self, client, username, mid, reason_code, properties):
         with self._lock:
             self.acknowledged += 1
+            self.unacknowledged[username] -= 1
+            if reason_code.is_failure:  # e.g. 0x87: the ACL refused it (a login revoked meanwhile)
+                self.refused += 1
