@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 
 def organization_id_for_scope(user) -> int | None:
@@ -75,6 +76,27 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class CredentialStateFilter(admin.SimpleListFilter):
+    """Usable / expired / revoked, for the credential models of ``apps.core.credentials`` (gateway API keys, personal
+    API tokens): their querysets have ``usable(now)`` and the ``expires_at`` / ``revoked_at`` columns."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("usable", "Usable"), ("expired", "Expired"), ("revoked", "Revoked")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "usable":
+            return queryset.usable(now)
+        if self.value() == "expired":
+            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
 
 
 def subquery_count(queryset: QuerySet, *, field: str) -> Coalesce:

@@ -21,6 +21,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from apps.core.admin_mixins import (
+    CredentialStateFilter,
     OrganizationScopedAdminMixin,
     ReadOnlyAdminMixin,
     count_column,
@@ -270,24 +271,6 @@ class GatewayAdmin(MqttCredentialIssueMixin, OrganizationScopedAdminMixin, admin
             _announce_plaintext(request, api_key, plaintext)
 
 
-class ApiKeyStateFilter(admin.SimpleListFilter):
-    title = "state"
-    parameter_name = "state"
-
-    def lookups(self, request, model_admin):
-        return [("usable", "Usable"), ("expired", "Expired"), ("revoked", "Revoked")]
-
-    def queryset(self, request, queryset):
-        now = timezone.now()
-        if self.value() == "usable":
-            return queryset.usable(now)
-        if self.value() == "expired":
-            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
-        if self.value() == "revoked":
-            return queryset.filter(revoked_at__isnull=False)
-        return queryset
-
-
 class ApiKeyIssueForm(forms.ModelForm):
     """What a person chooses when issuing a key; the prefix and hash come from ``api_key_issue``, never a form."""
 
@@ -317,7 +300,7 @@ class ApiKeyAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
         "revoked_at",
         "replaced_by_key",
     )
-    list_filter = (ApiKeyStateFilter, ("gateway__site", RelatedOnly), ("gateway", RelatedOnly))
+    list_filter = (CredentialStateFilter, ("gateway__site", RelatedOnly), ("gateway", RelatedOnly))
     list_select_related = ("gateway", "replaced_by")
     search_fields = ("prefix", "name", "gateway__uid", "gateway__name")
     readonly_fields = ("key", "created_at", "last_used_at", "revoked_at", "replaces_key", "replaced_by_key")

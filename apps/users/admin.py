@@ -16,10 +16,15 @@ lets an admin type in a key: here they are listed without either and can only be
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Group
-from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from apps.core.admin_mixins import OrganizationScopedAdminMixin, ReadOnlyAdminMixin, count_column, related_count
+from apps.core.admin_mixins import (
+    CredentialStateFilter,
+    OrganizationScopedAdminMixin,
+    ReadOnlyAdminMixin,
+    count_column,
+    related_count,
+)
 from apps.users.choices import Role
 from apps.users.models import ApiToken, Organization, User
 from apps.users.services import api_token_revoke, totp_device_may_remove, totp_device_remove
@@ -121,24 +126,6 @@ def manages_members(request) -> bool:
     return cached
 
 
-class ApiTokenStateFilter(admin.SimpleListFilter):
-    title = "state"
-    parameter_name = "state"
-
-    def lookups(self, request, model_admin):
-        return [("usable", "Usable"), ("expired", "Expired"), ("revoked", "Revoked")]
-
-    def queryset(self, request, queryset):
-        now = timezone.now()
-        if self.value() == "usable":
-            return queryset.usable(now)
-        if self.value() == "expired":
-            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
-        if self.value() == "revoked":
-            return queryset.filter(revoked_at__isnull=False)
-        return queryset
-
-
 @admin.register(ApiToken)
 class ApiTokenAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.ModelAdmin):
     """Members' tokens, read-only but for the revoke action. Visible to organization admins and superusers, as the
@@ -146,7 +133,7 @@ class ApiTokenAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.Mode
 
     organization_path = "user__organization"
     list_display = ("key", "user", "name", "scopes", "created_at", "expires_at", "last_used_at", "revoked_at")
-    list_filter = (ApiTokenStateFilter, ("user", admin.RelatedOnlyFieldListFilter))
+    list_filter = (CredentialStateFilter, ("user", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("user", "parent")
     search_fields = ("prefix", "name", "user__username")
     fields = (
