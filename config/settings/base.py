@@ -274,14 +274,23 @@ TIMESCALE_COMPRESS_AFTER = env("TIMESCALE_COMPRESS_AFTER", "7 days")
 # REST API
 # ---------------------------------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # The token class first: DRF answers an unauthenticated request with the first class's WWW-Authenticate challenge,
+    # and 403 when it has none (sessions have none). A request without "Authorization: Bearer" falls through to the
+    # session, so the dashboard's calls authenticate as before.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "apps.users.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    # JSON nested deeper than apps.core.json_bounded.MAX_DEPTH is a 400, not a RecursionError.
+    "DEFAULT_PARSER_CLASSES": [
+        "apps.core.api.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_THROTTLE_CLASSES": ["apps.users.authentication.ApiTokenRateThrottle"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "apps.core.api.pagination.BoundedLimitOffsetPagination",  # limit <= 1000
     "PAGE_SIZE": 100,
 }
 API_TOKEN_RATE_PER_MINUTE = env_int("API_TOKEN_RATE_PER_MINUTE", 600)  # per personal token, all processes together
@@ -293,6 +302,8 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from the installed sidecar package: no CDN at runtime, nothing third-party in the repository.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # <segment:...> (apps.core.converters): a path segment, never '/' nor NUL.
+    "PATH_CONVERTER_OVERRIDES": {"segment": {"type": "string", "pattern": "^[^/\\x00]+$"}},
 }
 
 # ---------------------------------------------------------------------------------------------------------------------

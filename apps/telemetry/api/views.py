@@ -29,8 +29,15 @@ def ingest_directory() -> DeviceDirectory:
         return _directory
 
 
+# The challenge of a 401 here: the gateway's key goes in a header of its own, not in Authorization.
+CHALLENGE = 'ApiKey realm="ingest", header="X-API-Key"'
+
+
 def _error(code: int, reason: str, detail: str, **extra) -> Response:
-    return Response({"reason": reason, "detail": detail, **extra}, status=code)
+    response = Response({"reason": reason, "detail": detail, **extra}, status=code)
+    if code == status.HTTP_401_UNAUTHORIZED:
+        response["WWW-Authenticate"] = CHALLENGE
+    return response
 
 
 class IngestView(APIView):
@@ -72,7 +79,9 @@ class IngestView(APIView):
         },
     )
     def post(self, request):
-        plaintext = request.headers.get("X-API-Key", "")
+        # Whitespace around the key is a copy-and-paste accident, trimmed at both ends (servers strip the leading
+        # part already; a trailing space or tab would otherwise make a valid key "not valid").
+        plaintext = request.headers.get("X-API-Key", "").strip()
         if not plaintext:
             return _error(401, "missing_api_key", "Send the gateway's key in the X-API-Key header.")
         api_key = api_key_authenticate(plaintext=plaintext)
