@@ -3,8 +3,11 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from apps.core.views import healthz, metrics
+from apps.core.views import healthz, metrics, not_found
 from apps.users.throttling import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
+
+# An unmatched URL under /api/ answers the API's JSON 404, not an HTML page.
+handler404 = not_found
 
 # Failed-login throttling shows its own message on the admin login too.
 admin.site.login_form = ThrottledAdminAuthenticationForm

@@ -281,15 +281,13 @@ REST_FRAMEWORK = {
         "apps.users.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    # Request bodies are JSON only (the dashboard posts to its own views, not here): a form or multipart parser is a
+    # second, laxer reading of the same input (a malformed multipart body read as an empty form, and accepted).
     # JSON nested deeper than apps.core.json_bounded.MAX_DEPTH is a 400, not a RecursionError.
-    "DEFAULT_PARSER_CLASSES": [
-        "apps.core.api.parsers.BoundedJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    "DEFAULT_PARSER_CLASSES": ["apps.core.api.parsers.BoundedJSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["apps.users.authentication.ApiTokenRateThrottle"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "apps.core.api.schema.FieldwatchAutoSchema",  # documents the 4xx answers too
     "DEFAULT_PAGINATION_CLASS": "apps.core.api.pagination.BoundedLimitOffsetPagination",  # limit <= 1000
     "PAGE_SIZE": 100,
 }
@@ -302,8 +300,8 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from the installed sidecar package: no CDN at runtime, nothing third-party in the repository.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    # <segment:...> (apps.core.converters): a path segment, never '/' nor NUL.
-    "PATH_CONVERTER_OVERRIDES": {"segment": {"type": "string", "pattern": "^[^/\\x00]+$"}},
+    # <segment:...> (apps.core.converters) is any text to a client; a segment no route matches (NUL) is a 404.
+    "PATH_CONVERTER_OVERRIDES": {"segment": str},
 }
 
 # ---------------------------------------------------------------------------------------------------------------------

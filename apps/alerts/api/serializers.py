@@ -12,7 +12,7 @@ from apps.devices.selectors import device_list_for_user, device_type_list_for_us
 
 
 class AlertEventSerializer(serializers.ModelSerializer):
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    actor = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)  # null: the engine
 
     class Meta:
         model = AlertEvent
@@ -24,8 +24,8 @@ class AlertSerializer(serializers.ModelSerializer):
     device = serializers.SlugRelatedField(slug_field="uid", read_only=True)
     site = serializers.IntegerField(source="device.site_id", read_only=True)
     site_name = serializers.CharField(source="device.site.name", read_only=True)
-    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    resolved_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    resolved_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = Alert

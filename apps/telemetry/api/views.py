@@ -56,7 +56,12 @@ class IngestView(APIView):
             "MessagePack, detected by content (the Content-Type is not required). Answers after the commit."
         ),
         parameters=[OpenApiParameter("X-API-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, required=True)],
-        request={"application/json": OpenApiTypes.OBJECT, "application/msgpack": OpenApiTypes.BINARY},
+        # An object, or an array of them: a bad element of an array is refused by itself (listed in `errors`), its
+        # neighbours are stored, so any array is a valid body as a whole.
+        request={
+            "application/json": {"oneOf": [{"type": "object"}, {"type": "array", "items": {}}]},
+            "application/msgpack": OpenApiTypes.BINARY,
+        },
         responses={
             202: OpenApiResponse(
                 description="Stored what was valid",
