@@ -284,3 +284,30 @@ def test_an_api_key_with_surrounding_whitespace_is_trimmed(world, padding):
     )
 
     assert response.status_code == 202, response.content
+
+
+def test_a_form_or_multipart_body_is_415_the_api_reads_json(world, alice):
+    response = api(alice).post("/api/v1/alert-rules", {"name": "x"}, format="multipart")
+    assert response.status_code == 415
+    response = api(alice).post("/api/v1/tokens", "name=x", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 415
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/alerts/1.5", "/api/v1/exports/not-a-uuid", "/api/v1/no-such-endpoint", "/api/v1/devices/%00/latest"],
+)
+def test_an_api_url_that_matches_no_route_is_a_json_404(world, alice, path):
+    response = api(alice).get(path)
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": "No such endpoint or object."}
+
+
+def test_an_error_asked_for_as_msgpack_or_csv_is_json(world, alice):
+    for accept in ("application/msgpack", "text/csv"):
+        response = api(alice).get("/api/v1/series?device=hp-a-001&metrics=supply_temp&tz=Europe", HTTP_ACCEPT=accept)
+        assert response.status_code == 400
+        assert response["Content-Type"].startswith("application/json"), accept
+        assert "tz" in response.json()
