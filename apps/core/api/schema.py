@@ -4,7 +4,8 @@ drf-spectacular documents what a view declares, usually the success only, while 
 input), 401/403 (authentication and permission classes), 404 (an object outside your scope), 415 (a body DRF cannot
 parse) and 429 (the token throttle) for any view that has them. Derived here from the view's classes and the
 operation's inputs, so the document is the contract clients (and tests/test_api_fuzzing.py) check answers against.
-Answers a view documents itself are kept as they are.
+Answers a view documents itself are kept as they are. Optional query parameters are marked ``allowEmptyValue``:
+DRF's fields read ``?site=`` as not given, as an HTML form sends an empty field.
 """
 
 from drf_spectacular.openapi import AutoSchema
@@ -43,7 +44,6 @@ class FieldwatchAutoSchema(AutoSchema):
         view = self.view
         parameters = operation.get("parameters", [])
         for parameter in parameters:
-            # DRF reads an empty optional query parameter (`?site=`) as not given, as an HTML form would send it.
             if parameter["in"] == "query" and not parameter.get("required"):
                 parameter["allowEmptyValue"] = True
         errors = {}
