@@ -35,7 +35,7 @@ SITES = {"a": "site_a", "b": "site_b", "x": "other_site"}  # x: the other organi
 # ---------------------------------------------------------------------------------------------------------------------
 # The matrix: (route name, method) -> [(user, target, status)]
 # ---------------------------------------------------------------------------------------------------------------------
-def rows(on_a: dict[str, int], extra: list[tuple[str, str, int]] = (), anonymous=403, target="a"):
+def rows(on_a: dict[str, int], extra: list[tuple[str, str, int]] = (), anonymous=401, target="a"):
     """on_a: expected status per user for the target of site A (missing users: 404); extra: more (user, target,
     status) rows, e.g. carol on her own site B."""
     result = [(user, target, on_a.get(user, 404)) for user in ("alice", "bob", "carol", "mallory")]
@@ -43,7 +43,7 @@ def rows(on_a: dict[str, int], extra: list[tuple[str, str, int]] = (), anonymous
     return result + list(extra)
 
 
-def everyone(status, anonymous=403):
+def everyone(status, anonymous=401):
     return [(user, None, status) for user in USERS[:-1]] + [("anonymous", None, anonymous)]
 
 
@@ -246,6 +246,8 @@ def test_permission_matrix(world, name, method, user, target, status):
     assert response.status_code == status, getattr(response, "data", response)
     if status == 404:
         assert response.status_code != 403
+    if status == 401:  # unauthenticated: a challenge says how to authenticate (bearer token, or the gateway key)
+        assert "WWW-Authenticate" in response
     if method == "GET" and status == 200 and name.endswith("-list") and user != "anonymous":
         _check_list_scope(world, name, user, response.json())
 

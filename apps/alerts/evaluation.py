@@ -22,6 +22,13 @@ trailing run of each batch) and ``last_triggered_at`` / ``last_value`` say when 
 Decisions use each batch's newest reading per (rule, device): a spike that rose and fell within one flush (50 ms to
 a second) is not an alert. Out-of-order batches from two listeners are guarded by comparing with the stored
 ``last_triggered_at`` (an older reading neither retriggers nor clears a newer state).
+
+One rule can never stop another. Bounds on every duration and number of a rule (apps.alerts.models) keep its
+arithmetic in range, but a rule that fails anyway (a row stored before the bounds, a value the bounds did not
+foresee) must not take the rest of its batch - other sites, other organizations - down with it: an error computing
+one rule's decision skips that rule only, and when the set-based transaction fails as a whole, the batch is applied
+again rule by rule, each in its own savepoint, so only the failing rule's part is lost. Skipped rules are logged and
+counted (``fieldwatch_alert_rule_failures_total``). The normal case keeps its constant number of statements.
 """
 
 import datetime
@@ -31,18 +38,25 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import psycopg
-from django.db import OperationalError, connection, transaction
+from django.db import DataError, IntegrityError, OperationalError, connection, transaction
 
 from apps.alerts.choices import AlertEventKind, Operator, RateDirection, RuleKind
 from apps.alerts.escalation import escalations_start
+from apps.alerts.metrics import RULE_FAILURES
 from apps.alerts.rules_cache import CachedRule, RulesIndex, rules_cache
 from apps.alerts.signals import alerts_changed_on_commit
+from apps.core.time import duration_text
 from apps.telemetry.ingest.records import CommittedReading
 
 logger = logging.getLogger(__name__)
 
 DEADLOCK_RETRIES = 3
 OPERATOR_SIGNS = {Operator.GT: ">", Operator.GE: "≥", Operator.LT: "<", Operator.LE: "≤"}
+
+# What one rule's values can make fail: Python arithmetic (a datetime out of range, a comparison with a missing
+# threshold) and PostgreSQL refusing a value (timestamp out of range, a constraint). Connection losses and deadlocks
+# (OperationalError) are not about a rule and propagate.
+RULE_ERRORS = (ArithmeticError, TypeError, ValueError, DataError, IntegrityError)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -93,15 +107,6 @@ def rate_holds(rule: CachedRule, change: float) -> bool:
 
 def number(value: float) -> str:
     return f"{round(value, 2):g}" if math.isfinite(value) else str(value)
-
-
-def duration_text(duration: datetime.timedelta) -> str:
-    seconds = int(duration.total_seconds())
-    if seconds % 3600 == 0 and seconds >= 3600:
-        return f"{seconds // 3600} h"
-    if seconds % 60 == 0 and seconds >= 60:
-        return f"{seconds // 60} min"
-    return f"{seconds} s"
 
 
 def _with_unit(value: float, unit: str) -> str:
@@ -184,6 +189,36 @@ class Outcome:
     cleared: list[int] = field(default_factory=list)
     escalation_due: bool = False
 
+    def add(self, other: "Outcome") -> None:
+        self.opened += other.opened
+        self.retriggered += other.retriggered
+        self.cleared += other.cleared
+        self.escalation_due = self.escalation_due or other.escalation_due
+
+
+def rule_failures_report(failed: dict[int, BaseException], *, stage: str) -> None:
+    """Log and count the rules skipped by one pass (``stage``: evaluation or timers)."""
+    for rule_id, error in failed.items():
+        RULE_FAILURES.labels(stage).inc()
+        logger.error("alert rule %s skipped in %s: %r", rule_id, stage, error, exc_info=error)
+
+
+def rules_isolated(apply, rule_ids: Iterable[int], failed: dict[int, BaseException]) -> "Outcome":
+    """``apply(None)`` - everything in one set-based transaction - or, when that fails on a rule's values, ``apply(
+    {rule_id})`` for each rule in turn, each in its own transaction (savepoint). A rule that fails alone is recorded
+    in ``failed``; the others' transitions are applied."""
+    try:
+        return apply(None)
+    except RULE_ERRORS as error:
+        logger.warning("alert transitions failed for the batch as a whole (%r); applying them rule by rule", error)
+    outcome = Outcome()
+    for rule_id in sorted(set(rule_ids)):
+        try:
+            outcome.add(apply({rule_id}))
+        except RULE_ERRORS as error:
+            failed[rule_id] = error
+    return outcome
+
 
 def readings_evaluate(readings: list[CommittedReading]) -> Outcome:
     """Evaluate a committed ingest batch against the process's cached rules."""
@@ -199,28 +234,34 @@ def batch_evaluate(readings: Iterable[CommittedReading], *, index: RulesIndex) -
 
     states: dict[tuple[int, int], _State] = {}
     heard: dict[tuple[int, int], datetime.datetime] = {}  # no-data rules: newest reading heard per (rule, device)
+    failed: dict[int, BaseException] = {}  # rule id -> why it was skipped
     for reading in readings:
         series_id, device_id, metric_key, ts, value = reading
         for rule in metric_rules.get((device_id, metric_key), ()):
+            if failed and rule.id in failed:
+                continue
             key = (rule.id, device_id)
-            state = states.get(key)
-            if state is None:
-                state = states[key] = _State(rule, series_id, ts, value)
-                if rule.kind == RuleKind.RATE_OF_CHANGE:
-                    state.history = []
-            elif ts < state.ts:  # older than what this batch already said: no say in the current state
+            try:  # free when nothing raises (Python 3.11): the hot loop pays nothing for the isolation
+                state = states.get(key)
+                if state is None:
+                    state = states[key] = _State(rule, series_id, ts, value)
+                    if rule.kind == RuleKind.RATE_OF_CHANGE:
+                        state.history = []
+                elif ts < state.ts:  # older than what this batch already said: no say in the current state
+                    if state.history is not None:
+                        state.history.append((ts, value))
+                    continue
+                state.ts, state.value = ts, value
                 if state.history is not None:
                     state.history.append((ts, value))
-                continue
-            state.ts, state.value = ts, value
-            if state.history is not None:
-                state.history.append((ts, value))
-            elif threshold_holds(rule, value):
-                if state.run_start is None:
-                    state.run_start = ts
-                state.run_count += 1
-            else:
-                state.run_start, state.run_count, state.broken = None, 0, True
+                elif threshold_holds(rule, value):
+                    if state.run_start is None:
+                        state.run_start = ts
+                    state.run_count += 1
+                else:
+                    state.run_start, state.run_count, state.broken = None, 0, True
+            except RULE_ERRORS as error:
+                failed[rule.id] = error
         for rule in no_data_rules.get(device_id, ()):
             if not rule.metric_key or rule.metric_key == metric_key:
                 key = (rule.id, device_id)
@@ -233,24 +274,54 @@ def batch_evaluate(readings: Iterable[CommittedReading], *, index: RulesIndex) -
     rate_states = []
     for key, state in states.items():
         rule = state.rule
-        if rule.kind == RuleKind.RATE_OF_CHANGE:
-            rate_states.append((key, state))
-        elif rule.for_duration:
-            conditions.append((key, state))
-        elif state.run_count:
-            message = threshold_message(rule, index, key[1], state.value)
-            openings.append(Opening(rule, key[1], rule.metric_key, message, state.ts, state.value, state.run_count))
-        elif threshold_clears(rule, state.value):
-            clearings.append(Clearing(rule.id, key[1], state.ts, state.value))
+        if rule.id in failed:
+            continue
+        try:
+            if rule.kind == RuleKind.RATE_OF_CHANGE:
+                rate_states.append((key, state))
+            elif rule.for_duration:
+                conditions.append((key, state))
+            elif state.run_count:
+                message = threshold_message(rule, index, key[1], state.value)
+                openings.append(Opening(rule, key[1], rule.metric_key, message, state.ts, state.value, state.run_count))
+            elif threshold_clears(rule, state.value):
+                clearings.append(Clearing(rule.id, key[1], state.ts, state.value))
+        except RULE_ERRORS as error:
+            failed[rule.id] = error
 
+    def apply(only: set[int] | None) -> Outcome:
+        def mine(rule_id: int) -> bool:
+            return only is None or rule_id in only
+
+        return _transitions_with_retries(
+            [item for item in rate_states if mine(item[0][0])],
+            [item for item in conditions if mine(item[0][0])],
+            [o for o in openings if mine(o.rule.id) and o.rule.id not in failed],
+            [c for c in clearings if mine(c.rule_id)],
+            index,
+            failed,
+        )
+
+    rule_ids = [o.rule.id for o in openings] + [c.rule_id for c in clearings]
+    rule_ids += [key[0] for key, _ in rate_states] + [key[0] for key, _ in conditions]
+    outcome = rules_isolated(apply, rule_ids, failed)
+    if failed:
+        rule_failures_report(failed, stage="evaluation")
+    return outcome
+
+
+def _transitions_with_retries(rate_states, conditions, openings, clearings, index, failed) -> Outcome:
+    """The batch's one transaction: decide rate-of-change and *for* rules (they need the database), then apply."""
     for attempt in range(DEADLOCK_RETRIES):
+        # Fresh lists per attempt: the deciders append to them, and a rolled-back attempt's appends are void.
+        decided_openings, decided_clearings = list(openings), list(clearings)
         try:
             with transaction.atomic():
                 if rate_states:
-                    _rate_decide(rate_states, index, openings, clearings)
+                    _rate_decide(rate_states, index, decided_openings, decided_clearings, failed)
                 if conditions:
-                    _conditions_apply(conditions, index, openings, clearings)
-                return transitions_apply(openings, clearings, index=index)
+                    _conditions_apply(conditions, index, decided_openings, decided_clearings, failed)
+                return transitions_apply(decided_openings, decided_clearings, index=index)
         except OperationalError as error:
             # Two listeners flushing the same devices can lock the same alert rows in opposite orders; PostgreSQL
             # aborts one of them, and repeating the (idempotent) statements is the standard answer.
@@ -277,7 +348,7 @@ _RATE_REFERENCE = """
 """
 
 
-def _rate_decide(rate_states, index: RulesIndex, openings: list, clearings: list) -> None:
+def _rate_decide(rate_states, index: RulesIndex, openings: list, clearings: list, failed: dict) -> None:
     """Change = newest value - the first reading at or after (newest ts - window), i.e. the change within the window.
 
     When the batch itself reaches back to the window's start (it holds a reading at or before ``since``), the
@@ -285,8 +356,14 @@ def _rate_decide(rate_states, index: RulesIndex, openings: list, clearings: list
     """
     references: dict[tuple[int, datetime.datetime], float] = {}
     wanted = []
-    for _, state in rate_states:
-        since = state.ts - state.rule.rate_window
+    usable = []
+    for key, state in rate_states:
+        try:
+            since = state.ts - state.rule.rate_window
+        except RULE_ERRORS as error:  # a window beyond datetime's range: this rule only
+            failed[key[0]] = error
+            continue
+        usable.append((key, state))
         history = state.history
         if history and min(ts for ts, _ in history) <= since:
             inside = [(ts, value) for ts, value in history if ts >= since]
@@ -299,15 +376,18 @@ def _rate_decide(rate_states, index: RulesIndex, openings: list, clearings: list
             cursor.execute(_RATE_REFERENCE, [[w[0] for w in wanted], [w[1] for w in wanted]])
             for series_id, since, value in cursor.fetchall():
                 references[series_id, since] = value
-    for (rule_id, device_id), state in rate_states:
+    for (rule_id, device_id), state in usable:
         rule = state.rule
-        reference = references.get((state.series_id, state.ts - rule.rate_window))
-        change = 0.0 if reference is None else state.value - reference
-        if rate_holds(rule, change):
-            message = rate_message(rule, index, device_id, state.value, change)
-            openings.append(Opening(rule, device_id, rule.metric_key, message, state.ts, state.value))
-        else:
-            clearings.append(Clearing(rule_id, device_id, state.ts, state.value))
+        try:
+            reference = references.get((state.series_id, state.ts - rule.rate_window))
+            change = 0.0 if reference is None else state.value - reference
+            if rate_holds(rule, change):
+                message = rate_message(rule, index, device_id, state.value, change)
+                openings.append(Opening(rule, device_id, rule.metric_key, message, state.ts, state.value))
+            else:
+                clearings.append(Clearing(rule_id, device_id, state.ts, state.value))
+        except RULE_ERRORS as error:
+            failed[rule_id] = error
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -338,7 +418,7 @@ _CONDITIONS_UPSERT = """
 """
 
 
-def _conditions_apply(conditions, index: RulesIndex, openings: list, clearings: list) -> None:
+def _conditions_apply(conditions, index: RulesIndex, openings: list, clearings: list, failed: dict) -> None:
     params = [[], [], [], [], [], []]
     for (rule_id, device_id), state in conditions:
         for column, value in zip(
@@ -353,11 +433,16 @@ def _conditions_apply(conditions, index: RulesIndex, openings: list, clearings: 
         if key not in holding:  # a newer state is stored already
             continue
         since = holding[key]
-        if since is not None and state.ts - since >= rule.for_duration:
-            message = threshold_message(rule, index, device_id, state.value)
-            openings.append(Opening(rule, device_id, rule.metric_key, message, state.ts, state.value, state.run_count))
-        elif since is None and threshold_clears(rule, state.value):
-            clearings.append(Clearing(rule.id, device_id, state.ts, state.value))
+        try:
+            if since is not None and state.ts - since >= rule.for_duration:
+                message = threshold_message(rule, index, device_id, state.value)
+                openings.append(
+                    Opening(rule, device_id, rule.metric_key, message, state.ts, state.value, state.run_count)
+                )
+            elif since is None and threshold_clears(rule, state.value):
+                clearings.append(Clearing(rule.id, device_id, state.ts, state.value))
+        except RULE_ERRORS as error:
+            failed[rule.id] = error
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -17,6 +17,26 @@ from apps.alerts.choices import (
     Severity,
 )
 from apps.core.encryption import EncryptedTextField
+from apps.core.validators import DurationRangeValidator, validate_finite
+
+# Every duration of a rule lies within these bounds, checked by the fields' validators (admin, API, services) and by
+# constraints in the database. Unbounded, a duration of 999,999,999 days overflowed the date arithmetic of the
+# set-based evaluation and stopped every rule evaluated in the same batch, other organizations' included.
+RULE_DURATION_MIN = datetime.timedelta(seconds=1)
+RULE_DURATION_MAX = datetime.timedelta(days=30)
+ESCALATION_DELAY_MAX = datetime.timedelta(days=30)
+rule_duration = DurationRangeValidator(RULE_DURATION_MIN, RULE_DURATION_MAX)
+RULE_DURATIONS = ("for_duration", "rate_window", "silence")
+RULE_NUMBERS = ("threshold", "threshold_high", "clear_threshold", "rate_delta")
+
+
+def _within(name: str, low, high) -> Q:
+    return Q(**{f"{name}__isnull": True}) | Q(**{f"{name}__gte": low, f"{name}__lte": high})
+
+
+def _finite(name: str) -> Q:
+    # In PostgreSQL NaN sorts above every number, Infinity included, so "< Infinity" refuses NaN as well.
+    return Q(**{f"{name}__isnull": True}) | Q(**{f"{name}__gt": float("-inf"), f"{name}__lt": float("inf")})
 
 
 class NotificationChannel(models.Model):
@@ -61,7 +81,9 @@ class EscalationStep(models.Model):
     policy = models.ForeignKey(EscalationPolicy, on_delete=models.CASCADE, related_name="steps")
     position = models.PositiveSmallIntegerField(help_text="Steps run in this order.")
     delay = models.DurationField(
-        default=datetime.timedelta(0), help_text="How long after the alert opened, if still unacknowledged."
+        default=datetime.timedelta(0),
+        validators=[DurationRangeValidator(datetime.timedelta(0), ESCALATION_DELAY_MAX)],
+        help_text="How long after the alert opened, if still unacknowledged (at most 30 days).",
     )
     channels = models.ManyToManyField(NotificationChannel, blank=True, related_name="steps")
     users = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="escalation_steps")
@@ -74,6 +96,11 @@ class EscalationStep(models.Model):
                 condition=Q(delay__gte=datetime.timedelta(0)),
                 name="step_delay_not_negative",
                 violation_error_message="An escalation delay cannot be negative.",
+            ),
+            models.CheckConstraint(
+                condition=Q(delay__lte=ESCALATION_DELAY_MAX),
+                name="step_delay_at_most_30_days",
+                violation_error_message="An escalation delay is at most 30 days.",
             ),
         ]
 
@@ -101,18 +128,37 @@ class AlertRule(models.Model):
     # Condition: blank metric_key on a no-data rule means "the device sent nothing at all".
     metric_key = models.CharField(max_length=63, blank=True)
     operator = models.CharField(max_length=10, choices=Operator.choices, blank=True)
-    threshold = models.FloatField(null=True, blank=True, help_text="Threshold; the low bound for 'outside'.")
-    threshold_high = models.FloatField(null=True, blank=True, help_text="The high bound for 'outside'.")
+    threshold = models.FloatField(
+        null=True, blank=True, validators=[validate_finite], help_text="Threshold; the low bound for 'outside'."
+    )
+    threshold_high = models.FloatField(
+        null=True, blank=True, validators=[validate_finite], help_text="The high bound for 'outside'."
+    )
     clear_threshold = models.FloatField(
-        null=True, blank=True, help_text="Hysteresis: clear only past this value (e.g. raise above 80, clear below 75)."
+        null=True,
+        blank=True,
+        validators=[validate_finite],
+        help_text="Hysteresis: clear only past this value (e.g. raise above 80, clear below 75).",
     )
     for_duration = models.DurationField(
-        null=True, blank=True, help_text="The condition must hold this long before an alert opens."
+        null=True,
+        blank=True,
+        validators=[DurationRangeValidator(RULE_DURATION_MIN, RULE_DURATION_MAX, hint="Leave it empty for none.")],
+        help_text="The condition must hold this long before an alert opens (1 s to 30 days; empty: at once).",
     )
     rate_direction = models.CharField(max_length=10, choices=RateDirection.choices, blank=True)
-    rate_delta = models.FloatField(null=True, blank=True, help_text="Rate of change: by more than this ...")
-    rate_window = models.DurationField(null=True, blank=True, help_text="... within this window.")
-    silence = models.DurationField(null=True, blank=True, help_text="No data: silent for longer than this.")
+    rate_delta = models.FloatField(
+        null=True, blank=True, validators=[validate_finite], help_text="Rate of change: by more than this ..."
+    )
+    rate_window = models.DurationField(
+        null=True, blank=True, validators=[rule_duration], help_text="... within this window (1 s to 30 days)."
+    )
+    silence = models.DurationField(
+        null=True,
+        blank=True,
+        validators=[rule_duration],
+        help_text="No data: silent for longer than this (1 s to 30 days).",
+    )
     escalation_policy = models.ForeignKey(
         EscalationPolicy, null=True, blank=True, on_delete=models.SET_NULL, related_name="rules"
     )
@@ -126,6 +172,22 @@ class AlertRule(models.Model):
                 condition=Q(device__isnull=False) | Q(site__isnull=False),
                 name="alert_rule_has_scope",
                 violation_error_message="Scope the rule to a device, or to a site (optionally one device type).",
+            ),
+            *(
+                models.CheckConstraint(
+                    condition=_within(name, RULE_DURATION_MIN, RULE_DURATION_MAX),
+                    name=f"alert_rule_{name}_in_range",
+                    violation_error_message=f"The {name.replace('_', ' ')} is from 1 s to 30 days.",
+                )
+                for name in RULE_DURATIONS
+            ),
+            *(
+                models.CheckConstraint(
+                    condition=_finite(name),
+                    name=f"alert_rule_{name}_finite",
+                    violation_error_message=f"The {name.replace('_', ' ')} is a finite number.",
+                )
+                for name in RULE_NUMBERS
             ),
         ]
 

@@ -15,8 +15,16 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.alerts.choices import CLOSED_STATUSES, AlertEventKind, AlertStatus, Operator, RuleKind
-from apps.alerts.evaluation import Opening, no_data_message, threshold_message, transitions_apply
-from apps.alerts.models import Alert, AlertEvent, AlertRule, Delivery, RuleCondition
+from apps.alerts.evaluation import (
+    RULE_ERRORS,
+    Opening,
+    no_data_message,
+    rule_failures_report,
+    rules_isolated,
+    threshold_message,
+    transitions_apply,
+)
+from apps.alerts.models import RULE_DURATIONS, RULE_NUMBERS, Alert, AlertEvent, AlertRule, Delivery, RuleCondition
 from apps.alerts.rules_cache import DeviceLabel, RulesIndex, _cached
 from apps.alerts.signals import alerts_changed_on_commit
 from apps.core.audit import AuditAction, audit
@@ -121,7 +129,6 @@ RULE_FIELDS = (
     "silence",
     "escalation_policy",
 )
-ZERO = datetime.timedelta(0)
 
 
 def _metric_errors(rule: AlertRule) -> str | None:
@@ -161,15 +168,14 @@ def alert_rule_validate(rule: AlertRule) -> None:
     if rule.escalation_policy_id and rule.escalation_policy.organization_id != org_id:
         errors["escalation_policy"] = "This escalation policy belongs to another organization."
 
-    # Durations
-    if rule.for_duration is not None and rule.for_duration < ZERO:
-        errors["for_duration"] = "The 'for' duration cannot be negative."
-    elif rule.for_duration and rule.kind != RuleKind.THRESHOLD:
+    # Bounds of durations and numbers: the model fields' validators, also for callers that bypass a form or the API.
+    for name in (*RULE_DURATIONS, *RULE_NUMBERS):
+        try:
+            AlertRule._meta.get_field(name).run_validators(getattr(rule, name))
+        except ValidationError as error:
+            errors[name] = error.messages[0]
+    if rule.for_duration and rule.kind != RuleKind.THRESHOLD and "for_duration" not in errors:
         errors["for_duration"] = "A 'for' duration applies to threshold rules only."
-    if rule.rate_window is not None and rule.rate_window <= ZERO:
-        errors["rate_window"] = "The rate-of-change window must be positive."
-    if rule.silence is not None and rule.silence <= ZERO:
-        errors["silence"] = "The silence must be positive."
 
     # What each kind needs
     if rule.kind == RuleKind.THRESHOLD:
@@ -290,6 +296,9 @@ _OPEN_ALERT_EXISTS = (
 # reported counts from when it could first have been expected: the later of the rule's and the device's creation,
 # so a new rule does not flood the fleet with alerts for devices that never sent anything before it existed (they
 # do alert once the silence has passed since). Only active devices, and for a metric only devices whose type has it.
+# Durations are compared with elapsed time (now - then > silence), never added to or subtracted from an instant: a
+# difference of two stored instants is always in range, an instant minus a rule's duration may not be, and one
+# statement failing here would stop every organization's no-data rules.
 _NO_DATA_DUE = f"""
     SELECT r.id, d.id, d.name, s.name, d.device_type_id, COALESCE(md.display_name, '')
     FROM alerts_alertrule r
@@ -303,8 +312,9 @@ _NO_DATA_DUE = f"""
     LEFT JOIN telemetry_latestvalue lv ON lv.series_id = ser.id
     WHERE r.kind = 'no_data' AND r.enabled AND d.is_active AND r.silence IS NOT NULL
       AND (r.metric_key = '' OR md.id IS NOT NULL)
-      AND COALESCE(CASE WHEN r.metric_key = '' THEN d.last_seen ELSE lv.ts END, GREATEST(r.created_at, d.created_at))
-          < %s - r.silence
+      AND %s - COALESCE(
+              CASE WHEN r.metric_key = '' THEN d.last_seen ELSE lv.ts END, GREATEST(r.created_at, d.created_at)
+          ) > r.silence
       AND NOT {_OPEN_ALERT_EXISTS}
 """
 
@@ -316,7 +326,7 @@ _DURATION_DUE = f"""
     JOIN devices_device d ON d.id = rc.device_id
     JOIN devices_site s ON s.id = d.site_id
     WHERE r.enabled AND r.kind = 'threshold' AND r.for_duration IS NOT NULL
-      AND rc.holding_since IS NOT NULL AND rc.holding_since + r.for_duration <= %s
+      AND rc.holding_since IS NOT NULL AND %s - rc.holding_since >= r.for_duration
       AND NOT {_OPEN_ALERT_EXISTS}
 """
 
@@ -348,17 +358,32 @@ def alerts_evaluate_timers(*, now: datetime.datetime | None = None) -> dict[str,
         ).values_list("device_type_id", "key", "display_name", "unit")
     }
     openings = []
+    failed: dict[int, BaseException] = {}
     for rule_id, device_id, _, _, _, metric_name in silent:
         rule = rules[rule_id]
-        message = no_data_message(metric_name, index.device_label(device_id), rule.silence)
+        try:
+            message = no_data_message(metric_name, index.device_label(device_id), rule.silence)
+        except RULE_ERRORS as error:
+            failed[rule_id] = error
+            continue
         openings.append(Opening(rule, device_id, rule.metric_key, message, now, None))
     for rule_id, device_id, _, _, _, value, _ in held:
         rule = rules[rule_id]
-        openings.append(
-            Opening(rule, device_id, rule.metric_key, threshold_message(rule, index, device_id, value), now, value)
-        )
-    with transaction.atomic():
-        outcome = transitions_apply(openings, [], index=index, retrigger=False)
+        try:
+            message = threshold_message(rule, index, device_id, value)
+        except RULE_ERRORS as error:
+            failed[rule_id] = error
+            continue
+        openings.append(Opening(rule, device_id, rule.metric_key, message, now, value))
+
+    def apply(only: set[int] | None):
+        with transaction.atomic():
+            mine = [o for o in openings if o.rule.id not in failed and (only is None or o.rule.id in only)]
+            return transitions_apply(mine, [], index=index, retrigger=False)
+
+    outcome = rules_isolated(apply, [o.rule.id for o in openings], failed)
+    if failed:
+        rule_failures_report(failed, stage="timers")
     return {"opened": len(outcome.opened), "escalation_due": outcome.escalation_due}
 
 

@@ -3,6 +3,7 @@ import ipaddress
 from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
+from django.views.defaults import page_not_found
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 
@@ -26,3 +27,14 @@ def metrics(request):
     if not any(address in ipaddress.ip_network(network) for network in settings.METRICS_ALLOWED_NETWORKS):
         return HttpResponse("Metrics are only served to the monitoring network.\n", status=403)
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+API_PREFIX = "/api/"
+
+
+def not_found(request, exception=None):
+    """``handler404``: an API client asking for a URL that matches no route (``/api/v1/alerts/1.5``, an export id
+    that is no UUID) gets the API's JSON error, as for an object it may not see; pages get Django's HTML page."""
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse({"detail": "No such endpoint or object."}, status=404)
+    return page_not_found(request, exception)

@@ -7,13 +7,13 @@ session (AuthMiddlewareStack in config/asgi.py, behind AllowedHostsOriginValidat
 anonymous sockets are accepted only to be closed with 4401, which a browser can tell apart from a network drop.
 """
 
-import json
-
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from apps.core.json_bounded import MAX_DEPTH, JSONTooDeep, json_loads_bounded
 from apps.dashboard.fanout import device_group, site_group
 from apps.devices.selectors import device_get_for_user, site_ids_for_user
+from apps.devices.validators import EXTERNAL_ID_RE
 
 CLOSE_UNAUTHENTICATED = 4401
 MAX_SITES = 500  # a subscription naming more sites than any organization has is not a dashboard page
@@ -31,20 +31,23 @@ def _permitted_device(user, uid: str) -> int | None:
 
 
 def _site_ids(value) -> set[int] | None:
+    """Site ids as integers or strings of digits; None for anything else. ``int()`` is not asked to judge: it takes
+    ``true`` (1) and ``1.9`` (1), and raises OverflowError on ``1e400`` (infinity), which closed the socket."""
     if not isinstance(value, list) or len(value) > MAX_SITES:
         return None
     ids = set()
     for item in value:
-        if isinstance(item, bool):
-            return None
-        try:
+        if isinstance(item, str) and item.isdigit() and len(item) <= 19:
             ids.add(int(item))
-        except (TypeError, ValueError):
+        elif isinstance(item, int) and not isinstance(item, bool):
+            ids.add(item)
+        else:
             return None
     return ids
 
 
 _NOT_JSON = object()
+_TOO_DEEP = object()
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
@@ -63,17 +66,27 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
         self.joined = set()
 
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        # Channels raises on a binary frame, which drops the connection; it is answered like any unreadable frame.
+        await self.receive_json(await self.decode_json(text_data) if text_data else _NOT_JSON, **kwargs)
+
     @classmethod
     async def decode_json(cls, text_data):
-        # A frame that is not JSON gets an error answer, not an exception that drops the connection.
+        # A frame that is not JSON, or nests too deeply, gets an error answer, not an exception (RecursionError for
+        # a deep one) that drops the connection.
         try:
-            return json.loads(text_data)
+            return json_loads_bounded(text_data)
+        except JSONTooDeep:
+            return _TOO_DEEP
         except (TypeError, ValueError):
             return _NOT_JSON
 
     async def receive_json(self, content, **kwargs):
         if content is _NOT_JSON:
             await self.send_json({"type": "error", "error": "frames must be JSON objects"})
+            return
+        if content is _TOO_DEEP:
+            await self.send_json({"type": "error", "error": f"frames may nest at most {MAX_DEPTH} levels"})
             return
         kind = content.get("type") if isinstance(content, dict) else None
         if kind == "subscribe":
@@ -100,7 +113,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "subscribed", "sites": sites})
 
     async def _subscribe_device(self, uid):
-        device_id = await _permitted_device(self.scope["user"], uid) if isinstance(uid, str) and uid else None
+        # A well-formed uid only: a NUL in it made the lookup raise (PostgreSQL refuses NUL) and closed the socket.
+        well_formed = isinstance(uid, str) and EXTERNAL_ID_RE.fullmatch(uid)
+        device_id = await _permitted_device(self.scope["user"], uid) if well_formed else None
         if device_id is None:
             await self.send_json({"type": "error", "error": "no such device"})
             return

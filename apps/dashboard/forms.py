@@ -1,5 +1,6 @@
 """Filter forms of the list pages (GET, never bound to a model): they validate the query string and render labelled
-controls; choices come from the user's own scope, so they list nothing the user may not see."""
+controls; choices come from the user's own scope, so they list nothing the user may not see. And the note of the
+alert buttons (POST)."""
 
 from django import forms
 
@@ -38,3 +39,10 @@ class AlertFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["site"].choices = _site_choices(scope)
         self.fields["device"].widget.attrs["placeholder"] = "e.g. hp-a-001"
+
+
+class AlertNoteForm(forms.Form):
+    """The note of an acknowledge or resolve button: the API's AlertNoteSerializer in form shape (at most 2000
+    characters; Django's CharField refuses NUL, which PostgreSQL cannot store)."""
+
+    note = forms.CharField(required=False, max_length=2000)

@@ -21,7 +21,7 @@ from apps.alerts.choices import OPEN_STATUSES
 from apps.alerts.selectors import alert_get_for_user
 from apps.alerts.services import AlertStateError, alert_acknowledge, alert_resolve
 from apps.dashboard import selectors
-from apps.dashboard.forms import AlertFilterForm, DeviceFilterForm
+from apps.dashboard.forms import AlertFilterForm, AlertNoteForm, DeviceFilterForm
 from apps.devices.selectors import device_get_for_user, device_type_list_for_user, user_can_operate_site
 
 SITE_SESSION_KEY = "dashboard_site"
@@ -51,9 +51,9 @@ def _site_param(scope) -> str:
     return str(scope.selected.id) if scope.selected else "all"
 
 
-def _render(request, template, scope, context):
+def _render(request, template, scope, context, status: int = 200):
     base = {"scope": scope, "site_param": _site_param(scope), "next": request.get_full_path()}
-    return render(request, template, {**base, **context})
+    return render(request, template, {**base, **context}, status=status)
 
 
 def _page(paginator: Paginator, request):
@@ -228,6 +228,10 @@ def alert_detail(request, alert_id: int):
     alert = alert_get_for_user(user=request.user, alert_id=alert_id)
     if alert is None:
         raise Http404("No such alert among the alerts you may see.")
+    return _alert_page(request, alert)
+
+
+def _alert_page(request, alert, status: int = 200):
     scope = _scope(request, remember=False)
     scope = selectors.SiteScope(user=request.user, sites=scope.sites, selected=alert.device.site)
     return _render(
@@ -240,6 +244,7 @@ def alert_detail(request, alert_id: int):
             "can_operate": user_can_operate_site(user=request.user, site=alert.device.site),
             "switcher_action": reverse("dashboard:alert-list"),
         },
+        status=status,
     )
 
 
@@ -249,8 +254,13 @@ def _transition(request, alert_id: int, service, done: str):
         raise Http404("No such alert among the alerts you may see.")
     if not user_can_operate_site(user=request.user, site=alert.device.site):
         raise PermissionDenied("Only operators of the site and admins may do this.")
+    form = AlertNoteForm(request.POST)
+    if not form.is_valid():
+        # A note PostgreSQL cannot store (NUL) or longer than the field: said on the alert's page, nothing changed.
+        messages.error(request, " ".join(form.errors["note"]))
+        return _alert_page(request, alert, status=400)
     try:
-        service(alert=alert, user=request.user, note=request.POST.get("note", "").strip()[:2000])
+        service(alert=alert, user=request.user, note=form.cleaned_data["note"])
     except AlertStateError as error:
         messages.warning(request, " ".join(error.messages))
     else:

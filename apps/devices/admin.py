@@ -6,7 +6,6 @@ filters are ``RelatedOnlyFieldListFilter`` so they never list another organizati
 """
 
 import functools
-import zoneinfo
 
 from django import forms
 from django.contrib import admin, messages
@@ -28,6 +27,7 @@ from apps.core.admin_mixins import (
     related_count,
     subquery_count,
 )
+from apps.core.time import timezone_names
 from apps.devices.broker_auth import mqtt_credential_issue, mqtt_credential_revoke
 from apps.devices.key_rotation import KeyNotRotatable, api_key_rotate
 from apps.devices.models import ApiKey, Device, DeviceType, Gateway, MetricDefinition, MqttCredential, Site
@@ -87,7 +87,7 @@ class MqttCredentialIssueMixin:
 # ---------------------------------------------------------------------------------------------------------------------
 @functools.cache
 def _timezone_names() -> tuple[str, ...]:
-    return tuple(sorted(zoneinfo.available_timezones()))
+    return tuple(sorted(timezone_names()))  # what validate_timezone accepts, no more
 
 
 class TimezoneInput(forms.TextInput):

@@ -1,9 +1,9 @@
 """Personal API tokens in DRF: ``Authorization: Bearer fwt_<prefix>_<secret>``, with a per-token rate limit.
 
-Session authentication stays first in ``DEFAULT_AUTHENTICATION_CLASSES`` so the dashboard and anonymous requests
-behave as before (DRF answers 403 when the first class sends no ``WWW-Authenticate`` challenge). A bad bearer token
-must still answer 401, so failures raise ``InvalidApiToken``, an APIException carrying its own challenge, rather
-than ``AuthenticationFailed``, whose status DRF would rewrite to 403 here.
+Token authentication comes first in ``DEFAULT_AUTHENTICATION_CLASSES``: DRF takes the ``WWW-Authenticate``
+challenge from the first class, so an unauthenticated API call answers 401 with ``Bearer`` (the second class,
+session authentication, still serves the dashboard). A bad bearer token raises ``InvalidApiToken``, an APIException
+carrying its own challenge.
 
 The rate limit is a DRF throttle rather than part of the authentication class: throttles run after authentication
 and permissions, which is where DRF turns a refusal into 429 with ``Retry-After`` (``Throttled``), and the

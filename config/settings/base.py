@@ -326,18 +326,25 @@ TIMESCALE_COMPRESS_AFTER = env("TIMESCALE_COMPRESS_AFTER", "7 days")
 # REST API
 # ---------------------------------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # The token class first: DRF answers an unauthenticated request with the first class's WWW-Authenticate challenge,
+    # and 403 when it has none (sessions have none). A request without "Authorization: Bearer" falls through to the
+    # session, so the dashboard's calls authenticate as before.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "apps.users.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
+    # Request bodies are JSON only (the dashboard posts to its own views, not here): a form or multipart parser is a
+    # second, laxer reading of the same input (a malformed multipart body read as an empty form, and accepted).
+    # JSON nested deeper than apps.core.json_bounded.MAX_DEPTH is a 400, not a RecursionError.
+    "DEFAULT_PARSER_CLASSES": ["apps.core.api.parsers.BoundedJSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["apps.users.authentication.ApiTokenRateThrottle"],
     # Token scopes are checked for every view here, not per view (apps/users/permissions.py).
     "DEFAULT_PERMISSION_CLASSES": [
         "rest_framework.permissions.IsAuthenticated",
         "apps.users.permissions.TokenScopePermission",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_SCHEMA_CLASS": "apps.core.api.schema.FieldwatchAutoSchema",  # documents the 4xx answers too
+    "DEFAULT_PAGINATION_CLASS": "apps.core.api.pagination.BoundedLimitOffsetPagination",  # limit <= 1000
     "PAGE_SIZE": 100,
 }
 API_TOKEN_RATE_PER_MINUTE = env_int("API_TOKEN_RATE_PER_MINUTE", 600)  # per personal token, all processes together
@@ -349,6 +356,8 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from the installed sidecar package: no CDN at runtime, nothing third-party in the repository.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # <segment:...> (apps.core.converters) is any text to a client; a segment no route matches (NUL) is a 404.
+    "PATH_CONVERTER_OVERRIDES": {"segment": str},
 }
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -149,12 +149,12 @@ def test_viewer_may_not_write_rules_and_other_sites_are_invisible(carol, bob, al
         ({"metric_key": "supply_tmp"}, "metric_key", "No device type on site 'Site A' has a metric 'supply_tmp'"),
         ({"clear_threshold": 85}, "clear_threshold", "must be below the threshold 80"),
         ({"operator": "lt", "clear_threshold": 70}, "clear_threshold", "must be above the threshold 80"),
-        ({"for_duration": "-00:00:05"}, "for_duration", "cannot be negative"),
+        ({"for_duration": "-00:00:05"}, "for_duration", "at least 1 s"),
         ({"operator": ""}, "operator", "needs an operator"),
         ({"operator": "outside"}, "threshold_high", "needs a high bound"),
         ({"kind": "rate_of_change"}, "rate_direction", "needs a direction"),
         ({"kind": "no_data"}, "silence", "needs a silence"),
-        ({"kind": "no_data", "silence": "-00:01:00"}, "silence", "must be positive"),
+        ({"kind": "no_data", "silence": "-00:01:00"}, "silence", "at least 1 s"),
     ],
 )
 def test_invalid_rules_are_rejected_with_specific_messages(alice, heat_pump, site_a, changes, field, message):

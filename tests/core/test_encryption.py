@@ -78,7 +78,7 @@ def test_the_migration_encrypts_secrets_stored_in_plain_text_before_it(organizat
         cursor.execute(
             "UPDATE alerts_notificationchannel SET webhook_secret = 'legacy-plain' WHERE id = %s", [channel.pk]
         )
-    migration = importlib.import_module("apps.alerts.migrations.0003_webhook_secret_encrypted")
+    migration = importlib.import_module("apps.alerts.migrations.0004_webhook_secret_encrypted")
 
     migration.encrypt_stored_secrets(django_apps, None)
 

@@ -234,6 +234,38 @@ def test_a_frame_that_is_not_json_is_answered_and_the_socket_stays_open(bob, sit
     async_to_sync(scenario)()
 
 
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pytest.param('{"type": "subscribe_device", "device": "hp-a-1\\u0000"}', id="nul-in-a-uid"),
+        pytest.param('{"type": "subscribe_device", "device": "\\u0000"}', id="nul-uid"),
+        pytest.param('{"type": "subscribe", "sites": [1e400]}', id="1e400-in-a-site-list"),
+        pytest.param('{"type": "subscribe", "sites": [1.5]}', id="a-fraction-in-a-site-list"),
+        pytest.param('{"type": "subscribe", "sites": ["99999999999999999999999"]}', id="a-huge-site-id-string"),
+        pytest.param("[" * 100_000 + "]" * 100_000, id="100k-deep-arrays"),
+        pytest.param('{"a":' * 100_000 + "1" + "}" * 100_000, id="100k-deep-objects"),
+        pytest.param('{"type": "subscribe", "sites": ' + "[" * 70 + "]" * 70 + "}", id="70-deep-site-list"),
+        pytest.param(b"\x00\x01binary", id="a-binary-frame"),
+    ],
+)
+def test_a_frame_that_fails_to_decode_or_validate_gets_an_error_and_the_socket_stays_open(bob, site_a, pump_a, frame):
+    async def scenario():
+        socket = await connected(bob, sites=[site_a.id])
+        if isinstance(frame, bytes):
+            await socket.send_to(bytes_data=frame)
+        else:
+            await socket.send_to(text_data=frame)
+        assert (await socket.receive_json_from())["type"] == "error"
+        # Still open and still subscribed: the site's next message arrives, and a valid request is answered.
+        await live_send(f"site.{site_a.id}", {"type": "latest", "device": "x", "values": {}})
+        assert (await socket.receive_json_from())["type"] == "latest"
+        await socket.send_json_to({"type": "subscribe_device", "device": pump_a.uid})
+        assert await socket.receive_json_from() == {"type": "subscribed_device", "device": pump_a.uid}
+        await socket.disconnect()
+
+    async_to_sync(scenario)()
+
+
 def test_mallory_of_another_organization_is_joined_to_nothing(mallory, site_a, site_b):
     async def scenario():
         socket = await connected(mallory)

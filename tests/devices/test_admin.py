@@ -668,6 +668,24 @@ def test_unknown_timezone_is_refused(superuser_client, organization):
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("Europe", "'Europe' is not a known IANA timezone"),  # a directory of the zoneinfo tree: was a 500
+        ("A" * 300, "at most 64 characters"),  # too long for the file system: was a 500
+        ("localtime", "'localtime' is not a known IANA timezone"),  # the host's setting, not a name
+        ("Europe/", "'Europe/' is not a known IANA timezone"),
+        ("../../etc/passwd", "is not a known IANA timezone"),
+    ],
+)
+def test_a_timezone_that_is_no_iana_name_is_a_form_error_not_a_500(superuser_client, organization, name, message):
+    response = superuser_client.post(add_url(Site), _site_post(organization, timezone=name))
+
+    assert response.status_code == 200
+    assert any(message in error for error in form_errors(response)), form_errors(response)
+    assert not Site.objects.filter(name="Site New").exists()
+
+
 def test_site_form_suggests_timezones(superuser_client):
     content = superuser_client.get(add_url(Site)).content.decode()
     assert 'list="iana-timezones"' in content

@@ -237,7 +237,7 @@ def test_other_users_cannot_see_download_or_retry_an_export(
         assert client.get(f"{URL}/{job_id}/download").status_code == 404
         assert client.post(f"{URL}/{job_id}/retry").status_code == 404
     client.logout()
-    assert client.get(f"{URL}/{job_id}").status_code == 403
+    assert client.get(f"{URL}/{job_id}").status_code == 401
 
 
 @pytest.mark.parametrize(
@@ -248,7 +248,7 @@ def test_other_users_cannot_see_download_or_retry_an_export(
         ({"series": {"device": "hp-1"}}, "series", "metrics"),
         ({"series": ["hp-1:power"], "end": ms(T0)}, "end", "after start"),
         ({"series": ["hp-1:power"], "start": "yesterday"}, "start", "not an instant"),
-        ({"series": ["hp-1:power"], "start": 10**20}, "start", "not an instant"),  # beyond datetime's years
+        ({"series": ["hp-1:power"], "start": 10**20}, "start", "outside the years 1970 to 2200"),
         ({"series": ["hp-1:power"], "agg": ["avg"]}, "agg", "rollup intervals"),
         ({"series": ["hp-1:power"], "interval": "1m", "agg": ["median"]}, "agg", "not a valid choice"),
         ({"series": ["hp-1:power"], "format": "xlsx"}, "format", "not a valid choice"),

@@ -332,11 +332,11 @@ def test_viewer_cannot_read_other_site_series(client, carol, fleet):
     assert get(client, carol, {"device": "hp-b", "metrics": "supply_temp"}).status_code == 200
 
 
-def test_other_organization_gets_404_and_anonymous_403(client, mallory, fleet):
+def test_other_organization_gets_404_and_anonymous_401(client, mallory, fleet):
     assert get(client, mallory, {"device": "hp-a", "metrics": "supply_temp"}).status_code == 404
     assert client.get("/api/v1/devices/hp-a/latest").status_code == 404
     client.logout()
-    assert client.get(URL, {"device": "hp-a", "metrics": "supply_temp"}).status_code == 403
+    assert client.get(URL, {"device": "hp-a", "metrics": "supply_temp"}).status_code == 401
 
 
 @pytest.mark.parametrize(

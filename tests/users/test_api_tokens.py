@@ -127,9 +127,11 @@ def test_token_of_an_inactive_user_is_401(client, alice_token, alice):
     assert client.get(URL, headers=bearer(plaintext)).status_code == 401
 
 
-def test_anonymous_requests_keep_answering_403(client):
-    # Session authentication stays first, so requests without credentials behave as before the token scheme.
-    assert client.get(URL).status_code == 403
+def test_anonymous_requests_answer_401_with_the_bearer_challenge(client):
+    # The token class comes first in DEFAULT_AUTHENTICATION_CLASSES, so DRF has a challenge to send.
+    response = client.get(URL)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
 
 
 def test_user_cannot_list_or_revoke_another_users_token(client, alice_token, bob):

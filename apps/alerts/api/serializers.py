@@ -2,15 +2,17 @@
 with the same specific messages; related objects are offered only from the user's scope."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from rest_framework import serializers
 
 from apps.alerts.models import Alert, AlertEvent, AlertRule, EscalationPolicy
 from apps.alerts.services import RULE_FIELDS, alert_rule_create, alert_rule_update
+from apps.core.api.fields import FiniteFloatField
 from apps.devices.selectors import device_list_for_user, device_type_list_for_user, site_list_for_user
 
 
 class AlertEventSerializer(serializers.ModelSerializer):
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    actor = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)  # null: the engine
 
     class Meta:
         model = AlertEvent
@@ -22,8 +24,8 @@ class AlertSerializer(serializers.ModelSerializer):
     device = serializers.SlugRelatedField(slug_field="uid", read_only=True)
     site = serializers.IntegerField(source="device.site_id", read_only=True)
     site_name = serializers.CharField(source="device.site.name", read_only=True)
-    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    resolved_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    resolved_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = Alert
@@ -85,6 +87,12 @@ class _ScopedField(serializers.PrimaryKeyRelatedField):
 
 
 class AlertRuleSerializer(serializers.ModelSerializer):
+    # Thresholds and deltas: a number, finite (the model's validators and constraints bound the durations).
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.FloatField: FiniteFloatField,
+    }
+
     site = _ScopedField(lambda user: site_list_for_user(user=user))
     device = _ScopedField(lambda user: device_list_for_user(user=user))
     device_type = _ScopedField(lambda user: device_type_list_for_user(user=user))

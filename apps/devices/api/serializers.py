@@ -8,7 +8,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
     """A gateway key as shown to admins: public prefix, state and lineage, never anything derived from the secret."""
 
     gateway = serializers.CharField(source="gateway.uid", read_only=True)
-    replaces = serializers.CharField(source="replaces.prefix", read_only=True, default=None)
+    replaces = serializers.CharField(source="replaces.prefix", read_only=True, default=None, allow_null=True)
     is_usable = serializers.SerializerMethodField()
 
     class Meta:

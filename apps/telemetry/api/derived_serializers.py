@@ -1,12 +1,10 @@
 """Validation of the query parameters of the derived figures: ``/api/v1/devices/<uid>/energy``, ``/volume`` and
 ``/statistics``."""
 
-import zoneinfo
-
 from django.utils import timezone
 from rest_framework import serializers
 
-from apps.telemetry.api.fields import DEFAULT_RANGE, InstantField
+from apps.telemetry.api.fields import DEFAULT_RANGE, InstantField, TimezoneField
 from apps.telemetry.derived import DERIVED_INTERVALS
 
 MAX_BUCKETS = 10_000
@@ -38,14 +36,7 @@ class DerivedBucketsSerializer(DerivedRangeSerializer):
         help_text="Default 1h",
         error_messages={"invalid_choice": f"Use one of {', '.join(DERIVED_INTERVALS)}."},
     )
-    tz = serializers.CharField(default="UTC", help_text="IANA zone for 1d buckets (default UTC)")
-
-    def validate_tz(self, value):
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise serializers.ValidationError(f"{value!r} is not an IANA time zone.") from None
-        return value
+    tz = TimezoneField(default="UTC", help_text="IANA zone for 1d buckets (default UTC)")
 
     def validate(self, attrs):
         attrs = super().validate(attrs)

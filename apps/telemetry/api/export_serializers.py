@@ -3,7 +3,8 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from apps.telemetry.api.fields import InstantField
+from apps.devices.validators import EXTERNAL_ID_RE, METRIC_KEY_RE
+from apps.telemetry.api.fields import InstantField, series_pair
 from apps.telemetry.choices import ExportFormat
 from apps.telemetry.exports import EXPORT_TABLES
 from apps.telemetry.queries import AGGREGATES, RAW
@@ -13,18 +14,21 @@ def parse_series_pairs(value) -> list[tuple[str, str]]:
     """``["<uid>:<metric>", ...]`` or ``{"device": uid, "metrics": [...]}`` -> ordered, de-duplicated pairs."""
     if isinstance(value, dict):
         device, metrics = value.get("device"), value.get("metrics")
-        if not isinstance(device, str) or not device:
+        if not isinstance(device, str) or not EXTERNAL_ID_RE.fullmatch(device):
             raise serializers.ValidationError({"series": 'The object form needs "device": "<uid>".'})
-        if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) and m for m in metrics):
+        if not isinstance(metrics, list) or not metrics:
             raise serializers.ValidationError({"series": 'The object form needs "metrics": ["<metric>", ...].'})
+        for metric in metrics:
+            if not isinstance(metric, str) or not METRIC_KEY_RE.fullmatch(metric):
+                raise serializers.ValidationError({"series": f"{metric!r} is not a metric key."})
         pairs = [(device, metric) for metric in metrics]
     elif isinstance(value, list) and value:
         pairs = []
         for item in value:
-            uid, _, metric = item.rpartition(":") if isinstance(item, str) else ("", "", "")
-            if not uid or not metric:
+            pair = series_pair(item)
+            if pair is None:
                 raise serializers.ValidationError({"series": f'{item!r} is not "<device uid>:<metric>".'})
-            pairs.append((uid, metric))
+            pairs.append(pair)
     else:
         raise serializers.ValidationError(
             {"series": 'Give ["<device uid>:<metric>", ...] or {"device": "<uid>", "metrics": [...]}.'}

@@ -1,14 +1,13 @@
 """Validation of the query parameters of ``GET /api/v1/series``: each refusal names the parameter and what to fix."""
 
 import datetime
-import zoneinfo
 
 from django.conf import settings
 from rest_framework import serializers
 
-from apps.devices.validators import EXTERNAL_ID_RE, METRIC_KEY_RE
+from apps.devices.validators import METRIC_KEY_RE
 from apps.telemetry import queries
-from apps.telemetry.api.fields import DEFAULT_RANGE, InstantField
+from apps.telemetry.api.fields import DEFAULT_RANGE, InstantField, TimezoneField, series_pair
 
 
 def _split(value: str) -> list[str]:
@@ -30,7 +29,7 @@ class SeriesQuerySerializer(serializers.Serializer):
         help_text=f"Comma-separated, of {', '.join(queries.AGGREGATES)}; default `avg`. Ignored for raw. "
         "`stddev` is the sample standard deviation (n - 1).",
     )
-    tz = serializers.CharField(required=False, default="UTC", help_text="IANA zone of `1d` buckets; default UTC.")
+    tz = TimezoneField(required=False, default="UTC", help_text="IANA zone of `1d` buckets; default UTC.")
     max_points = serializers.IntegerField(
         required=False, default=settings.QUERY_DEFAULT_MAX_POINTS, min_value=1, max_value=100_000
     )
@@ -44,32 +43,23 @@ class SeriesQuerySerializer(serializers.Serializer):
             )
         return list(dict.fromkeys(names))
 
-    def validate_tz(self, value):
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise serializers.ValidationError(
-                f"{value!r} is not a known IANA timezone (e.g. 'Europe/Berlin', 'UTC')."
-            ) from None
-        return value
-
     def _pairs(self, attrs) -> list[tuple[str, str]]:
         if "series" in attrs:
             if "device" in attrs or "metrics" in attrs:
                 raise serializers.ValidationError({"series": "Give either `series` or `device` with `metrics`."})
             pairs = []
             for item in _split(attrs["series"]):
-                uid, _, metric = item.rpartition(":")  # uids may contain ':', metric keys may not
-                if not EXTERNAL_ID_RE.match(uid) or not METRIC_KEY_RE.match(metric):
+                pair = series_pair(item)
+                if pair is None:
                     raise serializers.ValidationError({"series": f"{item!r} is not of the form `device_uid:metric`."})
-                pairs.append((uid, metric))
+                pairs.append(pair)
             field = "series"
         elif "device" in attrs:
             if "metrics" not in attrs:
                 raise serializers.ValidationError({"metrics": "Give the metric keys of the device, comma-separated."})
             metrics = _split(attrs["metrics"])
             for metric in metrics:
-                if not METRIC_KEY_RE.match(metric):
+                if not METRIC_KEY_RE.fullmatch(metric):
                     raise serializers.ValidationError({"metrics": f"{metric!r} is not a metric key."})
             pairs = [(attrs["device"], metric) for metric in metrics]
             field = "metrics"

@@ -10,7 +10,6 @@ from django.utils.http import parse_etags
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -20,7 +19,7 @@ from apps.telemetry.api.query_serializers import (
     SeriesResponseSerializer,
     TooManyRowsSerializer,
 )
-from apps.telemetry.api.renderers import CSVRenderer, FastJSONRenderer, MessagePackRenderer, csv_rows
+from apps.telemetry.api.renderers import CSVRenderer, FastJSONRenderer, JSONErrorsMixin, MessagePackRenderer, csv_rows
 from apps.telemetry.queries import CACHE_TTL_SECONDS, TooManyRows
 from apps.telemetry.selectors import DeviceNotFound, MetricNotFound, latest_values_for_device, series_query_for_user
 
@@ -65,7 +64,7 @@ def _series_example():
     }
 
 
-class SeriesQueryView(APIView):
+class SeriesQueryView(JSONErrorsMixin, APIView):
     """Series data for charts and analysis."""
 
     renderer_classes = [FastJSONRenderer, MessagePackRenderer, CSVRenderer]
@@ -126,17 +125,8 @@ class SeriesQueryView(APIView):
         patch_vary_headers(response, ["Accept"])
         return response
 
-    def finalize_response(self, request, response, *args, **kwargs):
-        response = super().finalize_response(request, response, *args, **kwargs)
-        # An error asked for as CSV is still a JSON object: a CSV of {"detail": ...} helps no one.
-        renderer = getattr(response, "accepted_renderer", None)
-        if isinstance(response, Response) and response.status_code >= 400 and isinstance(renderer, CSVRenderer):
-            response.accepted_renderer = JSONRenderer()
-            response.accepted_media_type = JSONRenderer.media_type
-        return response
 
-
-class DeviceLatestView(APIView):
+class DeviceLatestView(JSONErrorsMixin, APIView):
     """The current value of every metric of a device."""
 
     renderer_classes = [FastJSONRenderer, MessagePackRenderer]

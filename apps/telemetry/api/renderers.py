@@ -1,4 +1,4 @@
-"""MessagePack and CSV renderings of query responses."""
+"""MessagePack and CSV renderings of query responses, and the rule that errors are JSON whatever was asked for."""
 
 import csv
 import io
@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import msgpack
 import orjson
 from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
 from apps.core.time import from_epoch_ms
@@ -23,6 +24,20 @@ class FastJSONRenderer(JSONRenderer):
         if data is None:
             return b""
         return orjson.dumps(data, default=self._fallback)
+
+
+class JSONErrorsMixin:
+    """For views that also render MessagePack or CSV: a refusal is always a JSON object (``{"detail": ...}`` or a
+    message per parameter), the one error format of the API and of its OpenAPI document. A CSV of ``{"detail": ...}``
+    helps no one, and a client that asked for MessagePack reads a 4xx's JSON as easily as any other client."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        renderer = getattr(response, "accepted_renderer", None)
+        if isinstance(response, Response) and response.status_code >= 400 and not isinstance(renderer, JSONRenderer):
+            response.accepted_renderer = FastJSONRenderer()
+            response.accepted_media_type = FastJSONRenderer.media_type
+        return response
 
 
 class MessagePackRenderer(BaseRenderer):

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from apps.core import converters  # noqa: F401  (registers <segment:...>: a path segment without NUL)
 from apps.telemetry.api.derived_views import DeviceEnergyView, DeviceStatisticsView, DeviceVolumeView
 from apps.telemetry.api.export_views import ExportCreateView, ExportDetailView, ExportDownloadView, ExportRetryView
 from apps.telemetry.api.query_views import DeviceLatestView, SeriesQueryView
@@ -8,10 +9,10 @@ from apps.telemetry.api.views import IngestView
 urlpatterns = [
     path("ingest", IngestView.as_view(), name="ingest"),
     path("series", SeriesQueryView.as_view(), name="series-query"),
-    path("devices/<str:uid>/latest", DeviceLatestView.as_view(), name="device-latest"),
-    path("devices/<str:uid>/energy", DeviceEnergyView.as_view(), name="device-energy"),
-    path("devices/<str:uid>/volume", DeviceVolumeView.as_view(), name="device-volume"),
-    path("devices/<str:uid>/statistics", DeviceStatisticsView.as_view(), name="device-statistics"),
+    path("devices/<segment:uid>/latest", DeviceLatestView.as_view(), name="device-latest"),
+    path("devices/<segment:uid>/energy", DeviceEnergyView.as_view(), name="device-energy"),
+    path("devices/<segment:uid>/volume", DeviceVolumeView.as_view(), name="device-volume"),
+    path("devices/<segment:uid>/statistics", DeviceStatisticsView.as_view(), name="device-statistics"),
     path("exports", ExportCreateView.as_view(), name="export-create"),
     path("exports/<uuid:export_id>", ExportDetailView.as_view(), name="export-detail"),
     path("exports/<uuid:export_id>/download", ExportDownloadView.as_view(), name="export-download"),

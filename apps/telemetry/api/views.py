@@ -29,8 +29,15 @@ def ingest_directory() -> DeviceDirectory:
         return _directory
 
 
+# The challenge of a 401 here: the gateway's key goes in a header of its own, not in Authorization.
+CHALLENGE = 'ApiKey realm="ingest", header="X-API-Key"'
+
+
 def _error(code: int, reason: str, detail: str, **extra) -> Response:
-    return Response({"reason": reason, "detail": detail, **extra}, status=code)
+    response = Response({"reason": reason, "detail": detail, **extra}, status=code)
+    if code == status.HTTP_401_UNAUTHORIZED:
+        response["WWW-Authenticate"] = CHALLENGE
+    return response
 
 
 class IngestView(APIView):
@@ -49,7 +56,12 @@ class IngestView(APIView):
             "MessagePack, detected by content (the Content-Type is not required). Answers after the commit."
         ),
         parameters=[OpenApiParameter("X-API-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, required=True)],
-        request={"application/json": OpenApiTypes.OBJECT, "application/msgpack": OpenApiTypes.BINARY},
+        # An object, or an array of them: a bad element of an array is refused by itself (listed in `errors`), its
+        # neighbours are stored, so any array is a valid body as a whole.
+        request={
+            "application/json": {"oneOf": [{"type": "object"}, {"type": "array", "items": {}}]},
+            "application/msgpack": OpenApiTypes.BINARY,
+        },
         responses={
             202: OpenApiResponse(
                 description="Stored what was valid",
@@ -72,7 +84,9 @@ class IngestView(APIView):
         },
     )
     def post(self, request):
-        plaintext = request.headers.get("X-API-Key", "")
+        # Whitespace around the key is a copy-and-paste accident, trimmed at both ends (servers strip the leading
+        # part already; a trailing space or tab would otherwise make a valid key "not valid").
+        plaintext = request.headers.get("X-API-Key", "").strip()
         if not plaintext:
             return _error(401, "missing_api_key", "Send the gateway's key in the X-API-Key header.")
         api_key = api_key_authenticate(plaintext=plaintext)

@@ -24,6 +24,7 @@ from typing import Any
 
 import msgpack
 
+from apps.core.time import INSTANT_MAX_EPOCH_MS, INSTANT_MAX_YEAR, INSTANT_MIN_YEAR
 from apps.telemetry.choices import RejectReason
 from apps.telemetry.ingest.records import ParsedPayload, RawRecord, RecordError, Rejection
 
@@ -43,9 +44,9 @@ _INVALID_SHAPE = RejectReason.INVALID_SHAPE
 _INVALID_TIMESTAMP = RejectReason.INVALID_TIMESTAMP
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# Timestamps are accepted from 1970 through the year 2200; anything else is a unit mix-up or garbage.
-_MIN_YEAR, _MAX_YEAR = 1970, 2200
-_MAX_EPOCH_MS = (datetime(_MAX_YEAR + 1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
+# Timestamps are accepted from 1970 through the year 2200 (apps.core.time, shared with the query API's instants).
+_MIN_YEAR, _MAX_YEAR = INSTANT_MIN_YEAR, INSTANT_MAX_YEAR
+_MAX_EPOCH_MS = INSTANT_MAX_EPOCH_MS
 _MAX_ISO_LENGTH = 64
 
 _UTF8_BOM = b"\xef\xbb\xbf"

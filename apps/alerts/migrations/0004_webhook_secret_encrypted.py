@@ -15,7 +15,7 @@ def encrypt_stored_secrets(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("alerts", "0002_admin_group_permissions"),
+        ("alerts", "0003_rule_bounds"),
     ]
 
     operations = [
