@@ -86,7 +86,7 @@ MATRIX = {
         ("bob", None, 403),
         ("carol", None, 403),
         ("mallory", None, 200),
-        ("anonymous", None, 403),
+        ("anonymous", None, 401),
     ],
     ("organization-token-detail", "DELETE"): rows({"alice": 204, "bob": 403, "carol": 403}, target="bob"),
     # Gateway keys are organization configuration: admins only; bob sees site A's gateway, so 403, not 404.
