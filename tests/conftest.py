@@ -10,6 +10,7 @@ from apps.users.choices import Role
 from apps.users.services import user_set_role
 from tests.devices.factories import SiteFactory
 from tests.support.broker import Broker
+from tests.support.local_servers import SmtpSink
 from tests.users.factories import OrganizationFactory, UserFactory
 
 
@@ -126,3 +127,11 @@ def fresh_ingest_directory(monkeypatch):
     from apps.telemetry.api import views
 
     monkeypatch.setattr(views, "_directory", None)
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server on a free local port that keeps what it receives (tests.support.local_servers)."""
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()

@@ -33,7 +33,7 @@ from tests.support.escalation import (
     rule,
     webhook_channel,
 )
-from tests.support.local_servers import SmtpSink, WebhookReceiver
+from tests.support.local_servers import WebhookReceiver
 from tests.support.processes import REPO_ROOT, database_url, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -85,13 +85,6 @@ class CeleryWorker:
                 self.process.kill()
                 self.process.wait(10)
         self.log.close()
-
-
-@pytest.fixture
-def smtp():
-    sink = SmtpSink().start()
-    yield sink
-    sink.stop()
 
 
 @pytest.fixture

@@ -22,13 +22,6 @@ SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 
 
 @pytest.fixture
-def smtp():
-    sink = SmtpSink().start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
 def web_server_env(smtp):
     return {
         "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
