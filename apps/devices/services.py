@@ -85,6 +85,11 @@ def device_purge(*, device: Device) -> int:
     The history belongs to telemetry, which deletes it on ``device_purging`` (readings have no database foreign
     key, for ingest speed, so this is the one way they are removed with their device).
     """
-    responses = device_purging.send(sender=Device, device=device)
-    device.delete()
+    with transaction.atomic():
+        # The row lock first: a flush storing readings for this device holds KEY SHARE on it until it commits, so
+        # we wait for it and then remove what it stored, and no flush stores anything for it after this point
+        # (ingest refuses the readings as unknown_device instead of leaving them in deleted series).
+        Device.objects.select_for_update().filter(pk=device.pk).first()
+        responses = device_purging.send(sender=Device, device=device)
+        device.delete()
     return sum(deleted for _, deleted in responses if isinstance(deleted, int))

@@ -7,6 +7,7 @@ after this returns, i.e. after the commit; if the database fails, this raises an
 
 import datetime
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -66,7 +67,7 @@ class IngestBatchResult:
     duplicates: int
 
 
-def _parse(message: IngestMessage, directory: DeviceDirectory) -> tuple[ParsedPayload, int | None]:
+def _parse(message: IngestMessage, gateway_sites: Mapping[str, int]) -> tuple[ParsedPayload, int | None]:
     """Bytes to raw records, and the site the sender is bound to (gateways may only send for their site)."""
     limit = message.max_bytes or (
         settings.INGEST_HTTP_MAX_BYTES if message.source == IngestSource.HTTP else settings.INGEST_MQTT_MAX_BYTES
@@ -76,7 +77,7 @@ def _parse(message: IngestMessage, directory: DeviceDirectory) -> tuple[ParsedPa
     if message.source == IngestSource.HTTP:
         return parse_http_payload(document, **bounds), message.gateway_site_id
     if message.gateway_uid is not None:
-        site_id = directory.gateway_site_id(message.gateway_uid)
+        site_id = gateway_sites.get(message.gateway_uid)
         if site_id is None:
             raise Rejection(RejectReason.UNKNOWN_GATEWAY, f"no gateway {message.gateway_uid!r} is registered")
         return parse_gateway_payload(document, **bounds), site_id
@@ -96,82 +97,171 @@ def _dead_letter(message: IngestMessage, reason: RejectReason, detail: str, devi
     )
 
 
-@dataclass(slots=True)
-class PreparedIngest:
-    """A batch parsed and validated in memory, ready to be written: what ``ingest_commit`` needs."""
-
-    messages: list[IngestMessage]
-    outcomes: list[IngestOutcome]
-    readings: list[ValidReading]
-    dead_letters: list[DeadLetterRow]
-    rejected_by_reason: Counter
-    received_at: datetime.datetime
+def _error_detail(error: RecordError) -> str:
+    return f"record {error.index}: {error.metric + ': ' if error.metric else ''}{error.detail}"
 
 
-def ingest_prepare(*, messages: list[IngestMessage], directory: DeviceDirectory) -> PreparedIngest:
-    """Parse and validate a batch (no writes). May query the database only to reload the device directory."""
-    devices = directory.rules()
-    now = datetime.datetime.now(datetime.UTC)
-    future_tolerance = datetime.timedelta(seconds=settings.INGEST_FUTURE_TOLERANCE_SECONDS)
-    retention = datetime.timedelta(days=settings.RAW_RETENTION_DAYS)
+class IngestBatch:
+    """Messages parsed and validated in memory as they are added (no writes), then written by ``commit``.
 
-    prepared = PreparedIngest(messages, [], [], [], Counter(), now)
-    for message in messages:
+    A batch validates against one snapshot of the device catalogue, taken when it is created: that is the only
+    moment it may query the database (to reload a stale catalogue), so adding a message never fails for a reason
+    other than the message. ``readings`` and ``payload_bytes`` are what the listener bounds a flush by.
+    """
+
+    def __init__(self, directory: DeviceDirectory):
+        self.rules = directory.rules()
+        self.gateway_sites = directory.gateway_sites()
+        self.now = datetime.datetime.now(datetime.UTC)
+        self.future_tolerance = datetime.timedelta(seconds=settings.INGEST_FUTURE_TOLERANCE_SECONDS)
+        self.retention = datetime.timedelta(days=settings.RAW_RETENTION_DAYS)
+        self.messages: list[IngestMessage] = []
+        self.outcomes: list[IngestOutcome] = []
+        self.readings: list[ValidReading] = []
+        # readings[reading_ends[i - 1]:reading_ends[i]] came from messages[i]: what a deleted device's readings
+        # are traced back to (see _gone_devices_refused).
+        self.reading_ends: list[int] = []
+        self.dead_letters: list[DeadLetterRow] = []
+        self.rejected_by_reason: Counter = Counter()
+        self.payload_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def add(self, message: IngestMessage) -> IngestOutcome:
+        """Parse and validate one message into the batch; return its outcome (final unless ``commit`` finds one of
+        its devices deleted meanwhile)."""
         outcome = IngestOutcome()
-        prepared.outcomes.append(outcome)
         try:
-            parsed, site_id = _parse(message, directory)
+            parsed, site_id = _parse(message, self.gateway_sites)
         except Rejection as rejection:
-            outcome.rejection = rejection
-            outcome.rejected = 1
-            prepared.rejected_by_reason[(message.source, rejection.reason)] += 1
-            prepared.dead_letters.append(
-                _dead_letter(message, rejection.reason, rejection.detail, message.device_uid or "")
-            )
-            continue
+            self._append(message, outcome)
+            self._refuse(outcome, rejection)
+            return outcome
         valid, errors = validate_records(
             parsed.records,
-            devices=devices,
+            devices=self.rules,
             gateway_site_id=site_id,
-            now=now,
-            future_tolerance=future_tolerance,
-            retention=retention,
+            now=self.now,
+            future_tolerance=self.future_tolerance,
+            retention=self.retention,
         )
         errors = parsed.errors + errors
-        prepared.readings.extend(valid)
+        self.readings.extend(valid)
+        self._append(message, outcome)
         outcome.accepted = len(valid)
         outcome.rejected = len(errors)
         outcome.errors = errors
         for error in errors:
-            prepared.rejected_by_reason[(message.source, error.reason)] += 1
-            detail = f"record {error.index}: {error.metric + ': ' if error.metric else ''}{error.detail}"
-            prepared.dead_letters.append(_dead_letter(message, error.reason, detail, error.device_uid))
-    return prepared
+            self.rejected_by_reason[message.source, error.reason] += 1
+            self.dead_letters.append(_dead_letter(message, error.reason, _error_detail(error), error.device_uid))
+        return outcome
+
+    def add_internal_error(self, message: IngestMessage, error: BaseException) -> IngestOutcome:
+        """Keep a message whose ``add`` raised (a bug, not the sender's fault) as an ``internal_error`` dead letter
+        naming the exception, so it is stored and acknowledged with the batch instead of failing it for ever."""
+        detail = f"{type(error).__module__}.{type(error).__qualname__}: {error}"
+        outcome = IngestOutcome()
+        self._append(message, outcome)
+        self._refuse(outcome, Rejection(RejectReason.INTERNAL_ERROR, detail))
+        return outcome
+
+    def _append(self, message: IngestMessage, outcome: IngestOutcome) -> None:
+        self.messages.append(message)
+        self.outcomes.append(outcome)
+        self.reading_ends.append(len(self.readings))
+        self.payload_bytes += len(message.payload)
+
+    def _refuse(self, outcome: IngestOutcome, rejection: Rejection) -> None:
+        message = self.messages[-1]
+        outcome.rejection = rejection
+        outcome.rejected = 1
+        self.rejected_by_reason[message.source, rejection.reason] += 1
+        self.dead_letters.append(_dead_letter(message, rejection.reason, rejection.detail, message.device_uid or ""))
+
+    def commit(self) -> IngestBatchResult:
+        """Write the batch in one transaction; raises on database failure (nothing is then stored, and the same
+        batch may be committed again)."""
+        refused = _GoneDevices(self)
+        result = readings_write(
+            self.readings,
+            received_at=self.messages[-1].received_at if self.messages else self.now,
+            dead_letters=self.dead_letters,
+            gone_dead_letters=refused.dead_letters,
+        )
+        refused.apply()
+
+        # Counted only after the commit: a retried batch must not be counted twice.
+        for (source, reason), count in self.rejected_by_reason.items():
+            metrics.REJECTED.labels(source, reason).inc(count)
+        source = self.messages[0].source if self.messages else IngestSource.MQTT
+        metrics.RECEIVED.labels(source).inc(len(self.messages))
+        metrics.ACCEPTED.labels(source).inc(result.inserted)
+        metrics.DUPLICATES.labels(source).inc(result.duplicates)
+        return IngestBatchResult(outcomes=self.outcomes, inserted=result.inserted, duplicates=result.duplicates)
 
 
-def ingest_commit(prepared: PreparedIngest) -> IngestBatchResult:
-    """Write a prepared batch in one transaction; raises on database failure (nothing is then stored)."""
-    result = readings_write(prepared.readings, received_at=prepared.received_at, dead_letters=prepared.dead_letters)
+class _GoneDevices:
+    """Readings of devices deleted after the batch was validated: the writer stores none of them, and they are
+    reported as what they are, ``unknown_device`` (a dead letter per record, the message's outcome, the counter),
+    not as duplicates. Rare, so it may re-parse the messages concerned to name the records.
 
-    # Counted only after the commit: a retried batch must not be counted twice.
-    for (source, reason), count in prepared.rejected_by_reason.items():
-        metrics.REJECTED.labels(source, reason).inc(count)
-    source = prepared.messages[0].source if prepared.messages else IngestSource.MQTT
-    metrics.RECEIVED.labels(source).inc(len(prepared.messages))
-    metrics.ACCEPTED.labels(source).inc(result.inserted)
-    metrics.DUPLICATES.labels(source).inc(result.duplicates)
-    return IngestBatchResult(outcomes=prepared.outcomes, inserted=result.inserted, duplicates=result.duplicates)
+    ``dead_letters`` runs inside the write transaction (possibly more than once, if it is retried); ``apply``
+    changes the outcomes and counts only once the write committed.
+    """
+
+    def __init__(self, batch: IngestBatch):
+        self.batch = batch
+        self.changes: list[tuple[int, int, list[RecordError]]] = []  # (message index, readings, errors)
+
+    def dead_letters(self, gone_device_ids: frozenset[int]) -> list[DeadLetterRow]:
+        batch = self.batch
+        uids = {rule.device_id: uid for uid, rule in batch.rules.items() if rule.device_id in gone_device_ids}
+        self.changes = []
+        letters = []
+        start = 0
+        for index, end in enumerate(batch.reading_ends):
+            lost = sum(1 for reading in batch.readings[start:end] if reading.device_id in gone_device_ids)
+            start = end
+            if not lost:
+                continue
+            message = batch.messages[index]
+            errors = [
+                RecordError(record, uid, RejectReason.UNKNOWN_DEVICE, f"device {uid!r} was deleted")
+                for record, uid in _records_of_devices(message, batch, set(uids.values()))
+            ]
+            self.changes.append((index, lost, errors))
+            letters.extend(_dead_letter(message, e.reason, _error_detail(e), e.device_uid) for e in errors)
+        return letters
+
+    def apply(self) -> None:
+        for index, lost, errors in self.changes:
+            outcome = self.batch.outcomes[index]
+            outcome.accepted -= lost
+            outcome.rejected += len(errors)
+            outcome.errors = outcome.errors + errors
+            source = self.batch.messages[index].source
+            metrics.REJECTED.labels(source, RejectReason.UNKNOWN_DEVICE).inc(len(errors))
+
+
+def _records_of_devices(message: IngestMessage, batch: IngestBatch, uids: set[str]) -> list[tuple[int, str]]:
+    """(record index, device uid) of the message's records that belong to ``uids``; parsing is deterministic, so
+    these are the records whose readings the batch holds."""
+    parsed, _ = _parse(message, batch.gateway_sites)
+    return [(record.index, record.device_uid) for record in parsed.records if record.device_uid in uids]
 
 
 def telemetry_ingest(*, messages: list[IngestMessage], directory: DeviceDirectory) -> IngestBatchResult:
     """Validate and store a batch of messages; return what happened to each. Raises on database failure."""
-    return ingest_commit(ingest_prepare(messages=messages, directory=directory))
+    batch = IngestBatch(directory)
+    for message in messages:
+        batch.add(message)
+    return batch.commit()
 
 
 def ingest_internal_error(*, message: IngestMessage, error: BaseException) -> int:
-    """Keep a message that made ingest raise (a bug, not the sender's fault) as an ``internal_error`` dead letter
-    naming the exception, and count it, so the listener can acknowledge it instead of failing on it for ever.
-    Returns the number of dead letters written (1)."""
+    """Store a message that made ingest raise as an ``internal_error`` dead letter on its own (the listener's last
+    resort when a write raised and bisecting left this message alone). Returns the number of dead letters (1)."""
     detail = f"{type(error).__module__}.{type(error).__qualname__}: {error}"
     readings_write(
         [],

@@ -262,9 +262,15 @@ INGEST_HTTP_RATE_PER_MINUTE = env_int("INGEST_HTTP_RATE_PER_MINUTE", 1200)
 INGEST_HTTP_MAX_ERRORS = env_int("INGEST_HTTP_MAX_ERRORS", 100)  # errors listed in one response; all are counted
 INGEST_FUTURE_TOLERANCE_SECONDS = env_int("INGEST_FUTURE_TOLERANCE_SECONDS", 300)
 INGEST_DEAD_LETTER_PAYLOAD_BYTES = env_int("INGEST_DEAD_LETTER_PAYLOAD_BYTES", 4096)
-# The listener flushes when this many messages are buffered or the oldest has waited this long.
+# The listener flushes when its batch holds this many messages, readings or payload bytes, or when the oldest
+# message has waited this long, whichever comes first.
 INGEST_FLUSH_MESSAGES = env_int("INGEST_FLUSH_MESSAGES", 2000)
+INGEST_FLUSH_READINGS = env_int("INGEST_FLUSH_READINGS", 50_000)
+INGEST_FLUSH_BYTES = env_int("INGEST_FLUSH_BYTES", 8 * 1024 * 1024)
 INGEST_FLUSH_MILLISECONDS = env_int("INGEST_FLUSH_MILLISECONDS", 100)
+# Payload bytes the listener holds beyond the batch being written; when full it stops reading from the broker
+# (backpressure) until the writer catches up. With the flush bounds this caps the listener's memory.
+INGEST_BUFFER_BYTES = env_int("INGEST_BUFFER_BYTES", 32 * 1024 * 1024)
 
 # Gateway API keys: older ones are flagged for rotation (admins notified); a replaced key works this many more days.
 API_KEY_ROTATE_AFTER_DAYS = env_int("API_KEY_ROTATE_AFTER_DAYS", 90)

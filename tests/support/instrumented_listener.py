@@ -6,7 +6,8 @@ carries no test hook.
   ``readings_committed`` appends a byte to the file after each committed flush and holds the flushing thread for
   a moment, so the drill can SIGKILL the listener between a commit and its acknowledgements.
 * ``FIELDWATCH_TEST_POISON=1``: validation raises ``PoisonError`` for any record carrying the value key
-  ``poison``, a stand-in for a bug deep in the pipeline (tests/telemetry/test_listener_poison.py).
+  ``poison``, and the write raises it for any batch holding a reading of the metric ``poison_write``: stand-ins
+  for a bug deep in the pipeline, before and in the write (tests/telemetry/test_listener_poison.py).
 """
 
 import os
@@ -43,6 +44,15 @@ def poison_validation() -> None:
         return validate(records, **kwargs)
 
     services.validate_records = validate_or_raise
+
+    write = services.readings_write
+
+    def write_or_raise(readings, **kwargs):
+        if any(reading.metric_key == "poison_write" for reading in readings):
+            raise PoisonError("a reading the writer cannot handle")
+        return write(readings, **kwargs)
+
+    services.readings_write = write_or_raise
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """A message that makes ingest raise (a bug, injected by tests/support/instrumented_listener.py) costs nothing but
-itself: the listener isolates it by splitting the batch, dead-letters it as internal_error, stores and acknowledges
-every other message, stays alive, and does not see the same batch again."""
+itself: the listener dead-letters it as internal_error (at once when it raises while being prepared; by splitting
+the batch until it stands alone when the write raises), stores and acknowledges every other message, stays alive,
+and does not see the same batch again."""
 
 import time
 import uuid
@@ -24,10 +25,11 @@ class PoisonListener(ListenerProcess):
 def device(transactional_db, site_a):
     device_type = DeviceTypeFactory(organization=site_a.organization)
     MetricDefinitionFactory(device_type=device_type, key="t", min_value=-1e9, max_value=1e9)
+    MetricDefinitionFactory(device_type=device_type, key="poison_write", min_value=-1e9, max_value=1e9)
     return DeviceFactory(uid="hp-poison", site=site_a, device_type=device_type)
 
 
-def test_one_poison_message_among_a_thousand_costs_only_itself(broker, device):
+def test_poison_messages_among_a_thousand_cost_only_themselves(broker, device):
     prefix = f"fwpoison{uuid.uuid4().hex[:6]}"
     process = PoisonListener(
         "--client-id",
@@ -45,22 +47,24 @@ def test_one_poison_message_among_a_thousand_costs_only_itself(broker, device):
     first_ts = int(time.time() * 1000) - 600_000
     try:
         topic = f"{prefix}/devices/hp-poison/telemetry"
-        for i in range(1001):
-            values = {"poison": 1} if i == 500 else {"t": float(i)}
-            publisher.publish(topic, {"ts": first_ts + i, "values": values})
+        poison = {500: {"poison": 1}, 700: {"poison_write": 1.0}}
+        for i in range(1002):
+            publisher.publish(topic, {"ts": first_ts + i, "values": poison.get(i, {"t": float(i)})})
         publisher.flush()
 
         assert wait_until(lambda: Reading.objects.count() == 1000, timeout=30), process.output()[-3000:]
-        assert wait_until(lambda: DeadLetter.objects.count() == 1, timeout=10)
-        letter = DeadLetter.objects.get()
-        assert letter.reason == RejectReason.INTERNAL_ERROR
-        assert "PoisonError: a record the pipeline cannot handle" in letter.detail  # the exception, by class
-        assert b'"poison"' in bytes(letter.payload)
+        assert wait_until(lambda: DeadLetter.objects.count() == 2, timeout=10)
+        letters = {bytes(letter.payload): letter for letter in DeadLetter.objects.all()}
+        prepared, written = (next(letters[p] for p in letters if key in p) for key in (b'"poison"', b'"poison_write"'))
+        assert {prepared.reason, written.reason} == {RejectReason.INTERNAL_ERROR}
+        assert "PoisonError: a record the pipeline cannot handle" in prepared.detail  # the exception, by class
+        assert "PoisonError: a reading the writer cannot handle" in written.detail
 
         time.sleep(3)  # acknowledged: nothing comes back, nothing is written twice
-        assert (Reading.objects.count(), DeadLetter.objects.count()) == (1000, 1)
+        assert (Reading.objects.count(), DeadLetter.objects.count()) == (1000, 2)
         assert process.process.poll() is None, "the listener must stay alive"
-        assert process.output().count("dead-lettered as internal_error") == 1
+        assert process.output().count("dead-lettered as internal_error") == 2
+        assert "splitting it to isolate the cause" in process.output()
         assert process.terminate() == 0
     finally:
         publisher.close()

@@ -9,6 +9,7 @@ import pytest
 from django.db import DatabaseError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
+from apps.devices.services import device_purge
 from apps.telemetry.choices import IngestSource, RejectReason
 from apps.telemetry.ingest.records import CommittedReading, ValidReading
 from apps.telemetry.ingest.writer import DeadLetterRow, SeriesResolver, readings_write
@@ -129,15 +130,50 @@ def test_an_empty_batch_writes_nothing(device, resolver, django_assert_num_queri
     assert (result.inserted, result.duplicates, result.committed) == (0, 0, [])
 
 
-def test_readings_of_a_device_deleted_since_validation_are_dropped_not_failing_the_flush(device, resolver):
+def test_readings_of_a_device_deleted_since_validation_are_refused_not_counted_as_duplicates(device, resolver):
     gone = DeviceFactory()
     gone_id = gone.id
     gone.delete()
 
     result = write([ValidReading(gone_id, "t", at(0), 1.0), ValidReading(device.id, "t", at(0), 2.0)], resolver)
 
-    assert (result.inserted, result.duplicates) == (1, 1)
+    assert (result.inserted, result.duplicates, result.gone_readings) == (1, 0, 1)
+    assert result.gone_device_ids == {gone_id}
     assert not Series.objects.filter(device_id=gone_id).exists()
+
+
+def test_a_deleted_device_whose_series_is_cached_gets_no_orphan_readings(device, resolver):
+    """The series cache outlives the device: without the device check its readings would land in a deleted series."""
+    doomed = DeviceFactory()
+    write([ValidReading(doomed.id, "t", at(0), 1.0)], resolver)
+    (series_id,) = Series.objects.filter(device_id=doomed.id).values_list("id", flat=True)
+    device_purge(device=doomed)
+
+    result = write([ValidReading(doomed.id, "t", at(1), 2.0)], resolver)
+
+    assert (result.inserted, result.duplicates, result.gone_readings) == (0, 0, 1)
+    assert not Reading.objects.filter(series_id=series_id).exists()
+    assert (doomed.id, "t") not in resolver._ids  # forgotten once the flush committed
+
+
+def test_readings_of_a_deleted_device_become_the_dead_letters_the_caller_names_in_the_same_transaction(
+    device, resolver
+):
+    gone = DeviceFactory()
+    gone_id = gone.id
+    gone.delete()
+    asked = []
+
+    def letters(device_ids):
+        asked.append(device_ids)
+        return [DeadLetterRow(at(0), "mqtt", "t", "gone", "unknown_device", "deleted", b"{}", 2)]
+
+    readings_write(
+        [ValidReading(gone_id, "t", at(0), 1.0)], received_at=at(0), resolver=resolver, gone_dead_letters=letters
+    )
+
+    assert asked == [{gone_id}]
+    assert list(DeadLetter.objects.values_list("reason", "device_uid")) == [("unknown_device", "gone")]
 
 
 # --- LatestValue and last_seen -------------------------------------------------------------------------------------
@@ -323,10 +359,11 @@ def test_flush_query_count_is_a_constant_independent_of_batch_size(
     devices = [device, other_device]
     with django_capture_on_commit_callbacks(execute=True), CaptureQueriesContext(connection) as cold:
         write(batch(devices, 10), resolver)
-    # Cold: savepoint, series SELECT + INSERT, staging CREATE + DELETE (inside the test's transaction), COPY,
-    # the flush statement, release. Django's debug cursor logs a COPY like any query, so it is counted.
+    # Cold: savepoint, the devices' lock, series SELECT + INSERT, staging CREATE + DELETE (inside the test's
+    # transaction), COPY, the flush statement, release. Django's debug cursor logs a COPY like any query.
     assert [q["sql"].split()[0] for q in cold] == [
         "SAVEPOINT",
+        "SELECT",
         "SELECT",
         "INSERT",
         "CREATE",
@@ -343,8 +380,8 @@ def test_flush_query_count_is_a_constant_independent_of_batch_size(
     with CaptureQueriesContext(connection) as with_dead_letters:
         write(batch(devices, 1000, start=5000), resolver, dead_letters=[dead_letter()] * 50)
 
-    assert len(small) == len(large) == 6, [q["sql"] for q in large]  # warm: no series queries
-    assert len(with_dead_letters) == 7
+    assert len(small) == len(large) == 7, [q["sql"] for q in large]  # warm: no series queries
+    assert len(with_dead_letters) == 8
     assert sum("COPY ingest_staging" in q["sql"] for q in large) == 1
 
 
@@ -355,7 +392,7 @@ def test_outside_a_transaction_the_staging_table_is_created_once_per_connection(
     with CaptureQueriesContext(connection) as warm:
         write(batch([device], 10, start=100), resolver)
 
-    assert [q["sql"].split()[0] for q in warm] == ["BEGIN", "COPY", "WITH", "COMMIT"]
+    assert [q["sql"].split()[0] for q in warm] == ["BEGIN", "SELECT", "COPY", "WITH", "COMMIT"]
 
 
 # --- series resolution ---------------------------------------------------------------------------------------------
@@ -418,3 +455,43 @@ def test_two_processes_creating_the_same_series_concurrently_agree(transactional
     assert results["a"] == results["b"]
     assert len(results["a"]) == 20
     assert Series.objects.filter(device=device).count() == 20
+
+
+def test_a_purge_during_a_flush_waits_for_it_and_removes_what_it_stored(transactional_db):
+    """The flush holds its devices against deletion until it commits; the purge then deletes its readings too."""
+    device = DeviceFactory()
+    flushed, purge_started = threading.Event(), threading.Event()
+    results = {}
+
+    def flush():
+        try:
+            with transaction.atomic():
+                results["flush"] = readings_write(
+                    [ValidReading(device.id, "t", at(0), 1.0)], received_at=at(0), resolver=SeriesResolver()
+                )
+                flushed.set()
+                purge_started.wait(5)
+                threading.Event().wait(0.5)  # the purge must be waiting on us now
+        finally:
+            connections.close_all()
+
+    def purge():
+        try:
+            flushed.wait(5)
+            purge_started.set()
+            started = time.monotonic()
+            results["purged"] = device_purge(device=device)
+            results["purge_waited"] = time.monotonic() - started
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=flush), threading.Thread(target=purge)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+
+    assert results["flush"].inserted == 1
+    assert results["purge_waited"] >= 0.4
+    assert results["purged"] == 1  # the reading the flush committed went with its device
+    assert not Reading.objects.exists() and not Series.objects.exists()

@@ -60,12 +60,17 @@ class DeviceDirectory(VersionedSnapshot):
     def __init__(self, **freshness):
         super().__init__(**freshness)
         self._rules: Mapping[str, DeviceRule] = MappingProxyType({})
-        self._gateway_sites: dict[str, int] = {}
+        self._gateway_sites: Mapping[str, int] = MappingProxyType({})
 
     def rules(self) -> Mapping[str, DeviceRule]:
         """Every device's rule by uid (read-only). Loads on first use and refreshes when stale."""
         self.refresh_if_stale()
         return self._rules
+
+    def gateway_sites(self) -> Mapping[str, int]:
+        """Every gateway's site id by uid (read-only). Loads on first use and refreshes when stale."""
+        self.refresh_if_stale()
+        return self._gateway_sites
 
     def gateway_site_id(self, gateway_uid: str) -> int | None:
         """The site of the gateway, or None when no gateway has this uid."""
@@ -100,5 +105,5 @@ class DeviceDirectory(VersionedSnapshot):
         gateway_sites = dict(Gateway.objects.values_list("uid", "site_id"))
 
         self._rules = MappingProxyType(rules)
-        self._gateway_sites = gateway_sites
+        self._gateway_sites = MappingProxyType(gateway_sites)
         return f"{len(rules)} devices, {len(type_parts)} device types, {len(gateway_sites)} gateways"

@@ -7,6 +7,13 @@ committed. If this process dies before that, the broker redelivers the message t
 session gone, to another member of the group) and the (series, ts) primary key turns the repeat into a counted
 duplicate instead of a second row. If the database is down, flushes are retried with backoff and nothing is
 acknowledged; the broker stops sending once the receive window is full and keeps the rest queued.
+
+Memory is bounded whatever senders do. A flush closes at ``flush_messages`` messages, ``flush_readings`` readings or
+``flush_bytes`` payload bytes, whichever comes first (messages are parsed as they are taken, so the readings are
+known). Messages received but not yet in a flush wait in the inbox, bounded by ``buffer_bytes``: when it is full,
+paho's network thread waits in ``_on_message`` and stops reading the socket, so TCP pushes back on the broker,
+which holds the rest in the session's queue. Peak memory is about buffer_bytes + flush_bytes + one flush's
+readings, plus one message over each bound.
 """
 
 import fcntl
@@ -31,7 +38,7 @@ from apps.telemetry.choices import IngestSource
 from apps.telemetry.ingest import metrics
 from apps.telemetry.ingest.directory import DeviceDirectory
 from apps.telemetry.ingest.topics import parse_topic, private_share_group, subscriptions
-from apps.telemetry.services import IngestMessage, ingest_internal_error, telemetry_ingest
+from apps.telemetry.services import IngestBatch, IngestMessage, ingest_internal_error
 
 logger = logging.getLogger("fieldwatch.listener")
 
@@ -61,6 +68,9 @@ class MqttListener:
         client_id: str,
         flush_messages: int,
         flush_interval: float,
+        flush_readings: int | None = None,
+        flush_bytes: int | None = None,
+        buffer_bytes: int | None = None,
     ):
         self.broker = listener_broker_address(url)
         self.prefix = prefix
@@ -70,7 +80,13 @@ class MqttListener:
         self.client_id = client_id
         self.flush_messages = max(1, flush_messages)
         self.flush_interval = flush_interval
+        self.flush_readings = max(1, flush_readings or settings.INGEST_FLUSH_READINGS)
+        self.flush_bytes = max(1, flush_bytes or settings.INGEST_FLUSH_BYTES)
+        self.buffer_bytes = max(1, buffer_bytes or settings.INGEST_BUFFER_BYTES)
         self.inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+        # Payload bytes in the inbox; _on_message waits on `room` while they are at or above buffer_bytes.
+        self.inbox_bytes = 0
+        self.room = threading.Condition()
         self.stopping = threading.Event()
         self.directory = DeviceDirectory()
         self.client = self._make_client()
@@ -83,6 +99,7 @@ class MqttListener:
         self.connection = 0
         self.last_progress = time.monotonic()
         metrics.LISTENER_LOOP_AGE.set_function(lambda: time.monotonic() - self.last_progress)
+        metrics.LISTENER_BUFFER_BYTES.set_function(lambda: self.inbox_bytes)
 
     # --- MQTT side (paho's network thread) --------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
@@ -133,7 +150,29 @@ class MqttListener:
             device_uid=target.device_uid if target else None,
             gateway_uid=target.gateway_uid if target else None,
         )
+        if not self._reserve(len(message.payload)):
+            return  # stopping: left unacknowledged, so the broker delivers it again to the next session
         self.inbox.put(Delivery(message.mid, message.qos, ingest, received_at, self.connection))
+
+    def _reserve(self, size: int) -> bool:
+        """Wait until the inbox has room for ``size`` more bytes (it always takes one message when empty); False
+        when a stop request ends the wait. Waiting here is the backpressure: this thread reads the socket."""
+        with self.room:
+            while self.inbox_bytes >= self.buffer_bytes:
+                if self.stopping.is_set():
+                    return False
+                started = time.monotonic()
+                self.room.wait(0.25)
+                metrics.LISTENER_BACKPRESSURE_SECONDS.inc(time.monotonic() - started)  # visible while it lasts
+            self.inbox_bytes += size
+            return True
+
+    def _take(self, timeout: float) -> Delivery:
+        delivery = self.inbox.get(timeout=timeout)
+        with self.room:
+            self.inbox_bytes -= len(delivery.message.payload)
+            self.room.notify()
+        return delivery
 
     # --- flushing (main thread) -------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -149,14 +188,14 @@ class MqttListener:
         logger.info("listening on %s as %s (user %s)", topics, self.client_id, self.broker.username or "anonymous")
         try:
             while not self.stopping.is_set():
-                batch = self._collect()
-                if batch:
-                    self._flush(batch)
+                batch, deliveries = self._collect()
+                if deliveries:
+                    self._flush(batch, deliveries)
                 self.last_progress = time.monotonic()
             # Drain: whatever arrived before the stop is written and acknowledged, then we leave.
-            batch = self._collect(drain=True)
-            if batch:
-                self._flush(batch)
+            batch, deliveries = self._collect(drain=True)
+            if deliveries:
+                self._flush(batch, deliveries)
         finally:
             self.client.disconnect()
             self.client.loop_stop()
@@ -164,12 +203,38 @@ class MqttListener:
 
     def stop(self, *_args) -> None:
         self.stopping.set()
+        with self.room:
+            self.room.notify_all()
 
-    def _collect(self, drain: bool = False) -> list[Delivery]:
-        """Take messages until the batch is full or the flush interval since its first message has passed."""
-        batch: list[Delivery] = []
+    def _new_batch(self) -> IngestBatch | None:
+        # The one step of a batch that may query (a stale device catalogue reloads): retried like a write, so a
+        # database outage holds the message up instead of dropping it. None when a stop request ends the retries.
+        return self._retrying(1, lambda: IngestBatch(self.directory), what="loading the device catalogue")
+
+    def _add(self, batch: IngestBatch, delivery: Delivery, *, logged: bool = False) -> None:
+        try:
+            batch.add(delivery.message)
+        except Exception as error:
+            # Not the sender's fault and not worth a retry: the same bytes fail the same way every time.
+            if logged:  # prepared again after a failed write: said once already
+                batch.add_internal_error(delivery.message, error)
+                return
+            logger.exception(
+                "message on %s raised inside ingest; dead-lettered as internal_error", delivery.message.origin
+            )
+            batch.add_internal_error(delivery.message, error)
+
+    def _collect(self, drain: bool = False) -> tuple[IngestBatch | None, list[Delivery]]:
+        """Take and prepare messages until the batch is full (messages, readings or bytes) or the flush interval
+        since its first message has passed."""
+        batch = None
+        deliveries: list[Delivery] = []
         deadline = None
-        while len(batch) < self.flush_messages:
+        while batch is None or (
+            len(deliveries) < self.flush_messages
+            and len(batch.readings) < self.flush_readings
+            and batch.payload_bytes < self.flush_bytes
+        ):
             if drain:
                 timeout = 0.2
             elif deadline is None:
@@ -179,51 +244,63 @@ class MqttListener:
                 if timeout <= 0:
                     break
             try:
-                batch.append(self.inbox.get(timeout=timeout))
+                delivery = self._take(timeout)
             except queue.Empty:
-                if batch or drain or self.stopping.is_set():
+                if deliveries or drain or self.stopping.is_set():
                     break
                 continue
-            if deadline is None:
+            if batch is None:
+                # Created with its first message, so its catalogue snapshot and clock are fresh.
+                batch = self._new_batch()
+                if batch is None:
+                    return None, []  # stopping: the message stays unacknowledged and comes back
                 deadline = time.monotonic() + self.flush_interval
-        return batch
+            self._add(batch, delivery)
+            deliveries.append(delivery)
+        return batch, deliveries
 
-    def _flush(self, batch: list[Delivery]) -> None:
+    def _flush(self, batch: IngestBatch, deliveries: list[Delivery]) -> None:
         """Write the batch (database errors retried with backoff until it commits), then acknowledge it.
 
-        Any other error (a bug, a payload nobody anticipated) is not retried as it is: unacknowledged, the broker
-        would redeliver the same batch to a listener that fails the same way, for ever. The batch is split in
+        A message that raised while being prepared is already an ``internal_error`` dead letter of the batch. Any
+        other error of the write (a bug, a payload nobody anticipated) is not retried as it is: unacknowledged, the
+        broker would redeliver the same batch to a listener that fails the same way, for ever. The batch is split in
         halves until the message that raises stands alone; that one is dead-lettered as ``internal_error`` (with
         the exception's class) and acknowledged, and every other message is stored and acknowledged as usual.
         """
         started = time.perf_counter()
         try:
-            result = self._retrying(
-                len(batch), lambda: telemetry_ingest(messages=[d.message for d in batch], directory=self.directory)
-            )
+            result = self._retrying(len(deliveries), batch.commit)
         except Exception as error:
-            if len(batch) > 1:
+            if len(deliveries) > 1:
                 metrics.FLUSH_ISOLATIONS.inc()
-                logger.warning("flush of %d messages raised %r; splitting it to isolate the cause", len(batch), error)
-                middle = len(batch) // 2
-                self._flush(batch[:middle])
-                self._flush(batch[middle:])
+                logger.warning(
+                    "flush of %d messages raised %r; splitting it to isolate the cause", len(deliveries), error
+                )
+                middle = len(deliveries) // 2
+                for half in (deliveries[:middle], deliveries[middle:]):
+                    if (part := self._new_batch()) is None:
+                        return  # stopping: the rest stays unacknowledged and comes back
+                    for delivery in half:
+                        self._add(part, delivery, logged=True)
+                    self._flush(part, half)
                 return
-            poison = batch[0].message
+            poison = deliveries[0].message
             logger.exception("message on %s raised inside ingest; dead-lettered as internal_error", poison.origin)
             if self._retrying(1, functools.partial(ingest_internal_error, message=poison, error=error)):
-                self._ack(batch)
+                self._ack(deliveries)
             return
         if result is None:
             return
-        self._ack(batch)
+        self._ack(deliveries)
         metrics.FLUSH_SIZE.observe(result.inserted + result.duplicates)
         metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
-        metrics.LISTENER_LAG.set(time.time() - batch[0].arrived)
+        metrics.LISTENER_LAG.set(time.time() - deliveries[0].arrived)
 
-    def _retrying(self, size: int, write):
+    def _retrying(self, size: int, write, what: str = ""):
         """``write()``, retried with backoff while the database fails; None when a stop request ends the retries
         (nothing acknowledged, so nothing lost: the broker redelivers to the next listener)."""
+        what = what or f"flush of {size} messages"
         delay = 0.5
         while True:
             try:
@@ -235,7 +312,7 @@ class MqttListener:
                 if self.stopping.is_set():
                     logger.warning("stopping with %d unacknowledged messages (database: %s)", size, error)
                     return None
-                logger.error("flush of %d messages failed, retrying in %.1f s: %s", size, delay, error)
+                logger.error("%s failed, retrying in %.1f s: %s", what, delay, error)
                 self.stopping.wait(delay)  # a stop request cuts the wait short for one last attempt
                 delay = min(delay * 2, 30)
 

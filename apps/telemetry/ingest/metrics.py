@@ -31,3 +31,11 @@ LISTENER_CONNECTED = Gauge("fieldwatch_ingest_listener_connected", "1 while the 
 LISTENER_LOOP_AGE = Gauge(
     "fieldwatch_ingest_listener_loop_age_seconds", "Seconds since the listener's flushing loop last made progress"
 )
+LISTENER_BUFFER_BYTES = Gauge(
+    "fieldwatch_ingest_listener_buffer_bytes",
+    "Payload bytes received and waiting for a flush (bounded by INGEST_BUFFER_BYTES)",
+)
+LISTENER_BACKPRESSURE_SECONDS = Counter(
+    "fieldwatch_ingest_listener_backpressure_seconds_total",
+    "Time the listener stopped reading from the broker because its buffer was full (the writer was behind)",
+)

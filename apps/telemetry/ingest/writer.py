@@ -2,7 +2,9 @@
 
 This is the hot path, so nothing here runs per reading except building a COPY row:
 
-1. series ids come from an in-process cache; misses are fetched or created together in at most three statements;
+1. the batch's devices are locked against deletion (``FOR KEY SHARE``, one statement); readings of a device deleted
+   since validation are not stored but handed back as refused, so they are reported as ``unknown_device``;
+   series ids come from an in-process cache; misses are fetched or created together in at most three statements;
 2. the batch is COPYed (binary) into a session-temporary staging table;
 3. one statement with data-modifying CTEs inserts the new readings (a repeated (series, ts) is skipped, so a
    redelivered message is idempotent), advances LatestValue and Device.last_seen, and returns the inserted rows;
@@ -18,7 +20,7 @@ import functools
 import logging
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -50,11 +52,15 @@ class DeadLetterRow:
 
 @dataclass(slots=True)
 class WriteResult:
-    """What a flush did: readings inserted, readings skipped as already stored, and the inserted ones."""
+    """What a flush did: readings inserted, readings skipped as already stored, the inserted ones, and the
+    devices that no longer existed (none of their readings were stored; they are neither inserted nor duplicates).
+    """
 
     inserted: int
     duplicates: int
     committed: list[CommittedReading] = field(default_factory=list)
+    gone_device_ids: frozenset[int] = frozenset()
+    gone_readings: int = 0
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -114,6 +120,17 @@ _SERIES_CREATE = """
 """
 
 
+# Held to the end of the flush: a device being deleted (``device_purge`` locks its row first, then removes its history)
+# either waits for this flush to commit and then removes what it stored, or has committed and is absent here. KEY
+# SHARE does not conflict with the last_seen UPDATE of a concurrent flush. Ordered, so two flushes cannot deadlock.
+_DEVICES_LOCK = "SELECT id FROM devices_device WHERE id = ANY(%s::bigint[]) ORDER BY id FOR KEY SHARE"
+
+
+def _devices_present(cursor, device_ids: list[int]) -> set[int]:
+    _execute(cursor, _DEVICES_LOCK, [device_ids])
+    return {device_id for (device_id,) in cursor.fetchall()}
+
+
 class SeriesResolver:
     """(device_id, metric_key) -> series id, cached in-process; misses are created set-wise, never one by one.
 
@@ -134,6 +151,12 @@ class SeriesResolver:
 
     def clear(self) -> None:
         self._ids.clear()
+
+    def forget_devices(self, device_ids: Iterable[int]) -> None:
+        """Drop the cached series of deleted devices (their series were deleted with them)."""
+        gone = set(device_ids)
+        for pair in [pair for pair in self._ids if pair[0] in gone]:
+            del self._ids[pair]
 
     def resolve(self, pairs: Iterable[SeriesKey]) -> dict[SeriesKey, int]:
         """Series id of each pair, creating missing series. Pairs whose device no longer exists are left out."""
@@ -263,36 +286,67 @@ def readings_write(
     received_at: datetime.datetime,
     dead_letters: Sequence[DeadLetterRow] = (),
     resolver: SeriesResolver | None = None,
+    gone_dead_letters: Callable[[frozenset[int]], Sequence[DeadLetterRow]] | None = None,
 ) -> WriteResult:
     """Store a batch of validated readings and dead letters in one transaction; see the module docstring.
 
     ``duplicates`` counts readings not inserted because their (series, ts) was stored already or repeated within
-    the batch. ``readings_committed`` is sent after the commit (of the outermost transaction, when called
-    inside one) with exactly the inserted readings. ``resolver`` defaults to the process-wide series cache.
+    the batch. Readings of devices deleted meanwhile are not stored either; ``gone_dead_letters(device_ids)``, when
+    given, returns the dead letters that record them, written in the same transaction. ``readings_committed`` is
+    sent after the commit (of the outermost transaction, when called inside one) with exactly the inserted
+    readings. ``resolver`` defaults to the process-wide series cache.
     """
     resolver = resolver or _default_resolver
     if not readings and not dead_letters:
         return WriteResult(inserted=0, duplicates=0)
 
     outermost = not connection.in_atomic_block
-    committed: list[CommittedReading] = []
-    staged = False
+    inserted = _Inserted()
     with transaction.atomic(), _cursor() as cursor:
         if readings:
-            staged, committed = _readings_insert(cursor, readings, received_at, resolver, outermost)
+            inserted = _readings_insert(cursor, readings, received_at, resolver, outermost)
+        if inserted.gone_device_ids and gone_dead_letters is not None:
+            dead_letters = [*dead_letters, *gone_dead_letters(inserted.gone_device_ids)]
         if dead_letters:
             _dead_letters_insert(cursor, dead_letters)
-        if committed:
-            transaction.on_commit(functools.partial(readings_committed.send_robust, sender=Reading, readings=committed))
-    if outermost and staged:
+        if inserted.committed:
+            transaction.on_commit(
+                functools.partial(readings_committed.send_robust, sender=Reading, readings=inserted.committed)
+            )
+        if inserted.gone_device_ids:
+            transaction.on_commit(functools.partial(resolver.forget_devices, inserted.gone_device_ids))
+    if outermost and inserted.staged:
         _staging_ready.add(connection.connection)  # the staging table survived a real commit
-    return WriteResult(inserted=len(committed), duplicates=len(readings) - len(committed), committed=committed)
+    committed = inserted.committed
+    return WriteResult(
+        inserted=len(committed),
+        duplicates=len(readings) - len(committed) - inserted.gone_readings,
+        committed=committed,
+        gone_device_ids=inserted.gone_device_ids,
+        gone_readings=inserted.gone_readings,
+    )
 
 
-def _readings_insert(cursor, readings, received_at, resolver, outermost) -> tuple[bool, list[CommittedReading]]:
-    series_ids = resolver.resolve({(r.device_id, r.metric_key) for r in readings})
+@dataclass(slots=True)
+class _Inserted:
+    staged: bool = False  # the staging table was used (and so exists on this connection after a commit)
+    committed: list[CommittedReading] = field(default_factory=list)
+    gone_device_ids: frozenset[int] = frozenset()
+    gone_readings: int = 0
+
+
+def _readings_insert(cursor, readings, received_at, resolver, outermost) -> _Inserted:
+    pairs = {(r.device_id, r.metric_key) for r in readings}
+    wanted_devices = {device_id for device_id, _ in pairs}
+    gone = frozenset(wanted_devices - _devices_present(cursor, sorted(wanted_devices)))
+    gone_readings = 0
+    if gone:
+        logger.warning("Refusing readings of devices deleted since validation: %s", sorted(gone))
+        pairs = {pair for pair in pairs if pair[0] not in gone}
+        gone_readings = sum(1 for r in readings if r.device_id in gone)
+    series_ids = resolver.resolve(pairs)
     if not series_ids:
-        return False, []
+        return _Inserted(gone_device_ids=gone, gone_readings=gone_readings)
 
     if connection.connection not in _staging_ready or not outermost:
         # Inside an outer transaction (tests, a caller's atomic) the table may be rolled back with it, and rows
@@ -329,7 +383,7 @@ def _readings_insert(cursor, readings, received_at, resolver, outermost) -> tupl
             continue
         seen.add(key)
         append(CommittedReading(series_id, reading.device_id, reading.metric_key, reading.ts, reading.value))
-    return True, committed
+    return _Inserted(True, committed, gone, gone_readings)
 
 
 def _dead_letters_insert(cursor, dead_letters: Sequence[DeadLetterRow]) -> None:

@@ -22,12 +22,20 @@ class Command(BaseCommand):
             "--group", default=settings.MQTT_SHARED_GROUP, help="Shared subscription group ('' for none)."
         )
         parser.add_argument("--flush-messages", type=int, default=settings.INGEST_FLUSH_MESSAGES)
+        parser.add_argument("--flush-readings", type=int, default=settings.INGEST_FLUSH_READINGS)
+        parser.add_argument("--flush-bytes", type=int, default=settings.INGEST_FLUSH_BYTES)
         parser.add_argument("--flush-ms", type=int, default=settings.INGEST_FLUSH_MILLISECONDS)
+        parser.add_argument(
+            "--buffer-bytes",
+            type=int,
+            default=settings.INGEST_BUFFER_BYTES,
+            help="Payload bytes held beyond the batch being written before reading from the broker pauses.",
+        )
         parser.add_argument(
             "--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port (0 or unset: off)."
         )
 
-    def handle(self, *args, client_id=None, group=None, flush_messages=None, flush_ms=None, metrics_port=None, **opts):
+    def handle(self, *args, client_id=None, group=None, flush_ms=None, metrics_port=None, **opts):
         client_id = client_id or default_client_id()
         try:
             self.client_id_lock = client_id_claim(client_id)
@@ -40,7 +48,10 @@ class Command(BaseCommand):
             prefix=settings.MQTT_TOPIC_PREFIX,
             shared_group=group or None,
             client_id=client_id,
-            flush_messages=flush_messages,
+            flush_messages=opts["flush_messages"],
+            flush_readings=opts["flush_readings"],
+            flush_bytes=opts["flush_bytes"],
+            buffer_bytes=opts["buffer_bytes"],
             flush_interval=flush_ms / 1000,
         )
         signal.signal(signal.SIGTERM, listener.stop)
