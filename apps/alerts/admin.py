@@ -7,6 +7,7 @@ which check the user's right on each alert's site; the alert's history and the d
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import F, Func, IntegerField
 
 from apps.alerts.models import (
     Alert,
@@ -16,6 +17,7 @@ from apps.alerts.models import (
     EscalationPolicy,
     EscalationStep,
     NotificationChannel,
+    PendingEvaluation,
 )
 from apps.alerts.services import AlertStateError, alert_acknowledge, alert_resolve, alert_rule_validate
 from apps.core.admin_mixins import OrganizationScopedAdminMixin, ReadOnlyAdminMixin, organization_id_for_scope
@@ -201,3 +203,33 @@ class DeliveryAdmin(OrganizationScopedAdminMixin, ReadOnlyAdminMixin, admin.Mode
     list_select_related = ("alert",)
     search_fields = ("target", "last_error")
     readonly_fields = [field.name for field in Delivery._meta.fields]
+
+
+@admin.register(PendingEvaluation)
+class PendingEvaluationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Alert evaluations the sweep could not complete (apps/alerts/outbox.py). They span organizations, so only
+    platform operators see them; deleting one gives up on evaluating its readings."""
+
+    list_display = ("created_at", "attempts", "reading_count", "short_error")
+    fields = ("created_at", "attempts", "last_error", "reading_count")
+    readonly_fields = fields
+    date_hierarchy = "created_at"
+
+    def get_queryset(self, request):
+        arrays = ("series_ids", "device_ids", "metric_keys", "timestamps", "values")
+        readings = Func(F("series_ids"), function="cardinality", output_field=IntegerField())
+        return super().get_queryset(request).defer(*arrays).annotate(readings=readings)
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    @admin.display(description="readings", ordering="readings")
+    def reading_count(self, pending):
+        return pending.readings
+
+    @admin.display(description="last error")
+    def short_error(self, pending):
+        return pending.last_error[:120]

@@ -1,10 +1,11 @@
 """Threshold and rate-of-change evaluation on every committed ingest batch, and the set-based alert transitions.
 
-``readings_evaluate`` receives ``readings_committed`` (apps.alerts.receivers) and runs in the ingest process right
-after each flush commits. It makes ONE pass in Python over the batch against the cached rules index
-(apps.alerts.rules_cache) - a dict lookup per reading, no query - and keeps, per (rule, device), only what the
-decision needs: the newest reading, and the trailing run of readings meeting the condition. Then it applies all
-transitions in ONE transaction with a constant number of set-based statements, whatever the batch size:
+``batch_evaluate`` runs in the ingest process right after each flush commits, on the readings the flush recorded
+in its own transaction (``apps.alerts.outbox``, which makes evaluation at least once). It makes ONE pass in Python
+over the batch against the cached rules index (apps.alerts.rules_cache) - a dict lookup per reading, no query - and
+keeps, per (rule, device), only what the decision needs: the newest reading, and the trailing run of readings
+meeting the condition. Then it applies all transitions in ONE transaction with a constant number of set-based
+statements, whatever the batch size:
 
 * rate-of-change rules needing history they cannot find in the batch: one LATERAL query for every such series;
 * *for* durations: one upsert of ``RuleCondition`` (``holding_since`` kept while the condition holds, reset when a
@@ -43,7 +44,7 @@ from django.db import DataError, IntegrityError, OperationalError, connection, t
 from apps.alerts.choices import AlertEventKind, Operator, RateDirection, RuleKind
 from apps.alerts.escalation import escalations_start
 from apps.alerts.metrics import RULE_FAILURES
-from apps.alerts.rules_cache import CachedRule, RulesIndex, rules_cache
+from apps.alerts.rules_cache import CachedRule, RulesIndex
 from apps.alerts.signals import alerts_changed_on_commit
 from apps.core.time import duration_text
 from apps.telemetry.ingest.records import CommittedReading
@@ -218,11 +219,6 @@ def rules_isolated(apply, rule_ids: Iterable[int], failed: dict[int, BaseExcepti
         except RULE_ERRORS as error:
             failed[rule_id] = error
     return outcome
-
-
-def readings_evaluate(readings: list[CommittedReading]) -> Outcome:
-    """Evaluate a committed ingest batch against the process's cached rules."""
-    return batch_evaluate(readings, index=rules_cache.index())
 
 
 def batch_evaluate(readings: Iterable[CommittedReading], *, index: RulesIndex) -> Outcome:

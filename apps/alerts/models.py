@@ -1,6 +1,7 @@
 import datetime
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
@@ -319,3 +320,28 @@ class Delivery(models.Model):
 
     def __str__(self):
         return f"{self.kind} to {self.target}: {self.status}"
+
+
+class PendingEvaluation(models.Model):
+    """An ingest flush's readings that alert rules cover, recorded in the flush's own transaction and deleted in the
+    transaction that applies their evaluation: so an evaluation that fails, or a process that dies between the
+    two commits, leaves the row behind for the sweep (``apps.alerts.outbox``) instead of losing an alert.
+
+    The readings are stored as parallel arrays (one row per flush, not per reading). ``attempts`` counts failed
+    evaluations; after ``ALERT_EVALUATION_MAX_ATTEMPTS`` the row is left for an operator to inspect.
+    """
+
+    created_at = models.DateTimeField(db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    series_ids = ArrayField(models.IntegerField())
+    device_ids = ArrayField(models.BigIntegerField())
+    metric_keys = ArrayField(models.CharField(max_length=63))
+    timestamps = ArrayField(models.DateTimeField())
+    values = ArrayField(models.FloatField())
+
+    class Meta:
+        verbose_name = "pending alert evaluation"
+
+    def __str__(self):
+        return f"{len(self.series_ids)} readings from {self.created_at.isoformat()} ({self.attempts} failed attempts)"

@@ -13,6 +13,13 @@ PERIODIC_TASKS = [
         "task": "apps.alerts.tasks.escalations_run_task",
         "every_seconds": 10,
     },
+    # Every 30 s: an ingest flush whose alert evaluation failed, or whose process died before it, is evaluated at
+    # most ALERT_EVALUATION_SWEEP_GRACE_SECONDS + 30 s after its commit.
+    {
+        "name": "Sweep pending alert evaluations",
+        "task": "apps.alerts.tasks.pending_evaluations_sweep_task",
+        "every_seconds": 30,
+    },
     {
         "name": "Purge old alert history and deliveries",
         "task": "apps.alerts.tasks.alert_history_purge_task",

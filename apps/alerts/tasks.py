@@ -6,6 +6,7 @@ from apps.alerts.choices import DeliveryStatus
 from apps.alerts.escalation import escalations_run
 from apps.alerts.models import Delivery
 from apps.alerts.notifications import delivery_send
+from apps.alerts.outbox import pending_sweep
 from apps.alerts.services import alert_history_purge, alerts_evaluate_timers
 
 
@@ -13,6 +14,15 @@ from apps.alerts.services import alert_history_purge, alerts_evaluate_timers
 def alerts_evaluate_timers_task():
     """Beat, every 10 s: open no-data alerts and alerts whose *for* duration elapsed without a new reading."""
     result = alerts_evaluate_timers()
+    if result["escalation_due"]:
+        escalations_run_task.delay()
+    return result
+
+
+@shared_task(ignore_result=True)
+def pending_evaluations_sweep_task():
+    """Beat, every 30 s: complete the alert evaluations of ingest flushes whose evaluation failed or was cut off."""
+    result = pending_sweep()
     if result["escalation_due"]:
         escalations_run_task.delay()
     return result

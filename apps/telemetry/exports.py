@@ -41,12 +41,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.core.audit import AuditAction, audit
+from apps.core.db.binary import rows_fetch
 from apps.core.time import epoch_ms, epoch_ms_sql
 from apps.devices.models import MetricDefinition
 from apps.devices.selectors import device_list_for_user
 from apps.telemetry.choices import ExportFormat, ExportStatus
 from apps.telemetry.models import ExportJob, Series
-from apps.telemetry.queries import AGGREGATE_SQL, DEFAULT_AGGREGATES, RAW, rows_fetch
+from apps.telemetry.queries import AGGREGATE_SQL, DEFAULT_AGGREGATES, RAW
 
 logger = logging.getLogger(__name__)
 

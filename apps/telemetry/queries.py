@@ -18,16 +18,14 @@ import hashlib
 import itertools
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from operator import itemgetter
 
 import msgpack
-import psycopg
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
 
+from apps.core.db.binary import rows_fetch
 from apps.core.time import epoch_ms, epoch_ms_sql
 from apps.telemetry.choices import Resolution
 
@@ -198,24 +196,6 @@ RAW_PER_SERIES_SQL = (
     " CROSS JOIN LATERAL (SELECT ts, value FROM telemetry_reading WHERE series_id = s.id AND ts >= %s AND ts < %s"
     " ORDER BY ts LIMIT %s) r ORDER BY s.id, r.ts"
 )
-
-
-def rows_fetch(sql: str, params: list) -> list[tuple]:
-    """Run a data statement on psycopg directly, with binary results (as the ingest writer does).
-
-    Django's cursor reads results as text; parsing 50 series x 365 points x several aggregates from text cost
-    about ten times the statement's execution. The statement is still logged in Django's query log, so query
-    counts in tests include it, and database errors are still Django's.
-    """
-    connection.ensure_connection()
-    started = time.monotonic()
-    try:
-        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(sql, params, binary=True)
-            return cursor.fetchall()
-    finally:
-        if connection.queries_logged:
-            connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
 
 
 def _group(rows: list[tuple]) -> dict[int, list[tuple]]:

@@ -1,13 +1,23 @@
 """What telemetry tells the apps above it. They connect receivers in their ``AppConfig.ready()``.
 
+``readings_storing(sender=Reading, readings=[CommittedReading, ...])`` is sent by the ingest writer once per flush
+*inside* the flush's transaction, after its readings were inserted and before the commit, with exactly the readings
+being inserted. A receiver may write in that transaction what must commit (or roll back) with the readings - an
+outbox row for work that must happen at least once (alert evaluation) - and register ``transaction.on_commit``
+work. It runs on the ingest hot path: one statement at most, no per-reading queries. It is sent with
+``send_robust``, and a receiver that writes must do so in a savepoint of its own, so that its failure never fails
+the flush.
+
 ``readings_committed(sender=Reading, readings=[CommittedReading, ...])`` is sent by the ingest writer once per
 flush, after the flush's transaction has committed (never for a rolled-back one), with exactly the readings that
-were inserted (duplicates are not repeated). Alert evaluation and the dashboard's live fan-out receive it.
-Receivers run synchronously in the ingest process, so they must be quick (enqueue work, publish to a channel group)
-and must not assume an order between them. It is sent with ``send_robust``: a receiver that raises is logged
-(by django.dispatch, with its traceback) and skipped; it never affects ingest or the other receivers.
+were inserted (duplicates are not repeated). The dashboard's live fan-out receives it. Receivers run synchronously
+in the ingest process, so they must be quick (enqueue work, publish to a channel group) and must not assume an
+order between them. It is sent with ``send_robust``: a receiver that raises is logged (by django.dispatch, with its
+traceback) and skipped; it never affects ingest or the other receivers. Nothing sent after a commit survives a
+crash of the process: work that must not be lost belongs behind ``readings_storing``.
 """
 
 from django.dispatch import Signal
 
+readings_storing = Signal()
 readings_committed = Signal()

@@ -235,6 +235,10 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Fieldwatch <fieldwatch@localhost
 FIELDWATCH_BASE_URL = env("FIELDWATCH_BASE_URL", "http://127.0.0.1:8000")
 # Attempts per notification before it is given up (and recorded so); retries back off exponentially.
 ALERT_DELIVERY_MAX_ATTEMPTS = env_int("ALERT_DELIVERY_MAX_ATTEMPTS", 5)
+# At-least-once alert evaluation (apps/alerts/outbox.py): a flush's evaluation that has not completed this many
+# seconds after its commit is retried by the sweep (beat, every 30 s), up to this many failed attempts.
+ALERT_EVALUATION_SWEEP_GRACE_SECONDS = env_int("ALERT_EVALUATION_SWEEP_GRACE_SECONDS", 30)
+ALERT_EVALUATION_MAX_ATTEMPTS = env_int("ALERT_EVALUATION_MAX_ATTEMPTS", 5)
 # Closed (cleared or resolved) alerts are deleted with their history and deliveries this long after they closed;
 # the delivery log of any alert is kept for DELIVERY_RETENTION_DAYS.
 ALERT_HISTORY_RETENTION_DAYS = env_int("ALERT_HISTORY_RETENTION_DAYS", 365)

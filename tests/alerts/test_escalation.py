@@ -7,15 +7,14 @@ import pytest
 from django.core import mail
 from django.db import connection
 
-from apps.alerts import evaluation
+from apps.alerts import outbox
 from apps.alerts.choices import AlertEventKind, AlertStatus, ChannelKind, DeliveryStatus
 from apps.alerts.escalation import escalations_run, escalations_start
 from apps.alerts.models import Alert, AlertEvent, Delivery
 from apps.alerts.rules_cache import RulesCache
 from apps.alerts.tasks import deliveries_enqueue
-from apps.telemetry.ingest.records import CommittedReading
-from apps.telemetry.models import Reading, Series
-from apps.telemetry.signals import readings_committed
+from apps.telemetry.ingest.records import ValidReading
+from apps.telemetry.ingest.writer import SeriesResolver, readings_write
 from tests.support.escalation import (
     OPENED_AT,
     alert,
@@ -192,14 +191,11 @@ def test_first_step_due_at_once_is_sent_as_soon_as_the_alert_commits(
     device = heat_pump(site_a)
     escalation_policy = policy(organization, (1, datetime.timedelta(0), [email_channel(organization)], []))
     rule(device, escalation_policy)
-    monkeypatch.setattr(evaluation, "rules_cache", RulesCache())  # this test's rules, not a previous test's
-    series = Series.objects.create(device=device, metric_key="supply_temp")
+    monkeypatch.setattr(outbox, "rules_cache", RulesCache())  # this test's rules, not a previous test's
     now = datetime.datetime.now(datetime.UTC)
 
     with django_capture_on_commit_callbacks(execute=True):
-        readings_committed.send_robust(
-            sender=Reading, readings=[CommittedReading(series.id, device.id, "supply_temp", now, 85.5)]
-        )
+        readings_write([ValidReading(device.id, "supply_temp", now, 85.5)], received_at=now, resolver=SeriesResolver())
 
     assert [message.to for message in mail.outbox] == [["ops@acme.example", "lead@acme.example"]]
     assert Delivery.objects.get().status == DeliveryStatus.SENT

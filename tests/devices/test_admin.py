@@ -21,7 +21,7 @@ from django_celery_beat.models import (
 )
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from apps.alerts.models import Alert, AlertRule, Delivery, EscalationPolicy, NotificationChannel
+from apps.alerts.models import Alert, AlertRule, Delivery, EscalationPolicy, NotificationChannel, PendingEvaluation
 from apps.audit.models import AuditEvent
 from apps.devices.broker_auth import mqtt_credential_issue
 from apps.devices.models import ApiKey, Device, DeviceType, Gateway, MetricDefinition, MqttCredential, Site
@@ -158,6 +158,16 @@ def _one_of_each(site):
         EscalationPolicy: policy,
         NotificationChannel: channel,
         Delivery: Delivery.objects.create(alert=alert, channel=channel, kind="email", target="ops@example.com"),
+        PendingEvaluation: PendingEvaluation.objects.create(
+            created_at=NOW,
+            attempts=5,
+            last_error="OperationalError()",
+            series_ids=[series.id],
+            device_ids=[device.id],
+            metric_keys=[series.metric_key],
+            timestamps=[NOW],
+            values=[1.0],
+        ),
         Organization: site.organization,
         User: (dave := User.objects.create_user("dave", organization=site.organization)),
         ApiToken: api_token_create(user=dave, name="script")[0],

@@ -8,6 +8,8 @@ carries no test hook.
 * ``FIELDWATCH_TEST_POISON=1``: validation raises ``PoisonError`` for any record carrying the value key
   ``poison``, and the write raises it for any batch holding a reading of the metric ``poison_write``: stand-ins
   for a bug deep in the pipeline, before and in the write (tests/telemetry/test_listener_poison.py).
+* ``FIELDWATCH_TEST_EVALUATION_FAILS_ONCE=1``: the first alert evaluation after a commit raises OperationalError, as
+  when the database blinks between the readings' commit and the evaluation (tests/alerts/test_outbox.py).
 """
 
 import os
@@ -55,6 +57,23 @@ def poison_validation() -> None:
     services.readings_write = write_or_raise
 
 
+def evaluation_fails_once() -> None:
+    from django.db import OperationalError
+
+    from apps.alerts import outbox
+
+    evaluate = outbox.batch_evaluate
+    failed = []
+
+    def fail_first(readings, **kwargs):
+        if not failed:
+            failed.append(True)
+            raise OperationalError("the database went away between the readings' commit and their evaluation")
+        return evaluate(readings, **kwargs)
+
+    outbox.batch_evaluate = fail_first
+
+
 def main() -> None:
     import django
 
@@ -65,6 +84,8 @@ def main() -> None:
         commit_marker(marker)
     if os.environ.get("FIELDWATCH_TEST_POISON") == "1":
         poison_validation()
+    if os.environ.get("FIELDWATCH_TEST_EVALUATION_FAILS_ONCE") == "1":
+        evaluation_fails_once()
     call_command("mqtt_listen", *sys.argv[1:])
 
 

@@ -9,7 +9,8 @@ This is the hot path, so nothing here runs per reading except building a COPY ro
 3. one statement with data-modifying CTEs inserts the new readings (a repeated (series, ts) is skipped, so a
    redelivered message is idempotent), advances LatestValue and Device.last_seen, and returns the inserted rows;
 4. refused input (dead letters) is COPYed in the same transaction;
-5. after the commit, the inserted readings go to the receivers of ``apps.telemetry.signals.readings_committed``.
+5. before the commit, the inserted readings go to the receivers of ``apps.telemetry.signals.readings_storing``
+   (what must commit with them: the alert outbox); after it, to those of ``readings_committed``.
 
 Database errors propagate: the caller retries the same batch with backoff and acknowledges only after success,
 which the idempotent insert makes safe.
@@ -18,18 +19,16 @@ which the idempotent insert makes safe.
 import datetime
 import functools
 import logging
-import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import psycopg
 from django.db import connection, transaction
 
+from apps.core.db.binary import binary_cursor, binary_execute, logged_statement
 from apps.telemetry.ingest.records import CommittedReading, ValidReading
 from apps.telemetry.models import Reading
-from apps.telemetry.signals import readings_committed
+from apps.telemetry.signals import readings_committed, readings_storing
 
 logger = logging.getLogger(__name__)
 
@@ -61,37 +60,6 @@ class WriteResult:
     committed: list[CommittedReading] = field(default_factory=list)
     gone_device_ids: frozenset[int] = frozenset()
     gone_readings: int = 0
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Statements on the raw connection
-# ---------------------------------------------------------------------------------------------------------------------
-# The writer talks to psycopg directly, on Django's connection and inside Django's transaction (atomic), because
-# Django's cursor binds parameters client-side and reads results as text, and its text timestamptz loader is pure
-# Python: reading back a flush's timestamps through it cost more than the whole database side of the flush. Binary
-# results use psycopg's C loaders, and server-side parameters let psycopg prepare the flush statement after a few
-# executions. Statements are still logged in Django's query log (tests count them) and raise Django's exceptions.
-
-
-def _cursor() -> psycopg.Cursor:
-    connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)  # not the connection's cursor_factory: Django sets ClientCursor
-
-
-@contextmanager
-def _statement(sql: str):
-    started = time.monotonic()
-    try:
-        with connection.wrap_database_errors:
-            yield
-    finally:
-        if connection.queries_logged:
-            connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
-
-
-def _execute(cursor: psycopg.Cursor, sql: str, params: Sequence | None = None) -> None:
-    with _statement(sql):
-        cursor.execute(sql, params, binary=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -127,7 +95,7 @@ _DEVICES_LOCK = "SELECT id FROM devices_device WHERE id = ANY(%s::bigint[]) ORDE
 
 
 def _devices_present(cursor, device_ids: list[int]) -> set[int]:
-    _execute(cursor, _DEVICES_LOCK, [device_ids])
+    binary_execute(cursor, _DEVICES_LOCK, [device_ids])
     return {device_id for (device_id,) in cursor.fetchall()}
 
 
@@ -192,14 +160,14 @@ class SeriesResolver:
             rest = [pair for pair in pairs if pair not in fetched]
             return [pair[0] for pair in rest], [pair[1] for pair in rest]
 
-        with _cursor() as cursor:
-            _execute(cursor, _SERIES_SELECT, still_missing())
+        with binary_cursor() as cursor:
+            binary_execute(cursor, _SERIES_SELECT, still_missing())
             collect(cursor.fetchall())
             if len(fetched) < len(pairs):
-                _execute(cursor, _SERIES_CREATE, still_missing())
+                binary_execute(cursor, _SERIES_CREATE, still_missing())
                 collect(cursor.fetchall())
             if len(fetched) < len(pairs):  # created concurrently by another process (or the device is gone)
-                _execute(cursor, _SERIES_SELECT, still_missing())
+                binary_execute(cursor, _SERIES_SELECT, still_missing())
                 collect(cursor.fetchall())
         if len(fetched) < len(pairs):
             gone = sorted({device_id for device_id, _ in pairs} - {device_id for device_id, _ in fetched})
@@ -302,7 +270,7 @@ def readings_write(
 
     outermost = not connection.in_atomic_block
     inserted = _Inserted()
-    with transaction.atomic(), _cursor() as cursor:
+    with transaction.atomic(), binary_cursor() as cursor:
         if readings:
             inserted = _readings_insert(cursor, readings, received_at, resolver, outermost)
         if inserted.gone_device_ids and gone_dead_letters is not None:
@@ -310,6 +278,7 @@ def readings_write(
         if dead_letters:
             _dead_letters_insert(cursor, dead_letters)
         if inserted.committed:
+            readings_storing.send_robust(sender=Reading, readings=inserted.committed)
             transaction.on_commit(
                 functools.partial(readings_committed.send_robust, sender=Reading, readings=inserted.committed)
             )
@@ -351,11 +320,11 @@ def _readings_insert(cursor, readings, received_at, resolver, outermost) -> _Ins
     if connection.connection not in _staging_ready or not outermost:
         # Inside an outer transaction (tests, a caller's atomic) the table may be rolled back with it, and rows
         # of an earlier call in the same transaction are still there: ON COMMIT has not happened yet.
-        _execute(cursor, _STAGING_CREATE)
+        binary_execute(cursor, _STAGING_CREATE)
         if not outermost:
-            _execute(cursor, "DELETE FROM ingest_staging")
+            binary_execute(cursor, "DELETE FROM ingest_staging")
 
-    with _statement(_STAGING_COPY), cursor.copy(_STAGING_COPY) as copy:
+    with logged_statement(_STAGING_COPY), cursor.copy(_STAGING_COPY) as copy:
         copy.set_types(_STAGING_TYPES)
         write_row = copy.write_row
         get_series_id = series_ids.get
@@ -366,7 +335,7 @@ def _readings_insert(cursor, readings, received_at, resolver, outermost) -> _Ins
 
     # Every device of the batch was seen, also one that only repeated readings already stored.
     device_ids = sorted({device_id for device_id, _ in series_ids})
-    _execute(cursor, _FLUSH, [received_at, device_ids])
+    binary_execute(cursor, _FLUSH, [received_at, device_ids])
     stored_before = set(cursor.fetchall())
 
     # The inserted readings are the staged ones minus those stored before, and minus repeats within the batch
@@ -387,7 +356,7 @@ def _readings_insert(cursor, readings, received_at, resolver, outermost) -> _Ins
 
 
 def _dead_letters_insert(cursor, dead_letters: Sequence[DeadLetterRow]) -> None:
-    with _statement(_DEAD_LETTER_COPY), cursor.copy(_DEAD_LETTER_COPY) as copy:
+    with logged_statement(_DEAD_LETTER_COPY), cursor.copy(_DEAD_LETTER_COPY) as copy:
         for row in dead_letters:
             copy.write_row(
                 (
