@@ -6,6 +6,12 @@ class IngestSource(models.TextChoices):
     HTTP = "http", "HTTPS API"
 
 
+class Dialect(models.TextChoices):
+    """The payload languages ingest speaks (apps.telemetry.ingest.dialects); a label of the per-dialect counters."""
+
+    NATIVE = "native", "Fieldwatch JSON / MessagePack"
+
+
 class RejectReason(models.TextChoices):
     """Why ingest refused input. Codes are stable: they appear in API responses, metrics and the dead-letter table."""
 

@@ -9,18 +9,14 @@ import datetime
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 
-from apps.telemetry.choices import IngestSource, RejectReason
-from apps.telemetry.ingest import metrics
+from apps.telemetry.choices import Dialect, IngestSource, RejectReason
+from apps.telemetry.ingest import dialects, metrics
+from apps.telemetry.ingest.dialects import Limits, Sender
 from apps.telemetry.ingest.directory import DeviceDirectory
-from apps.telemetry.ingest.parsing import (
-    decode_payload,
-    parse_device_payload,
-    parse_gateway_payload,
-    parse_http_payload,
-)
 from apps.telemetry.ingest.records import ParsedPayload, RecordError, Rejection, ValidReading
 from apps.telemetry.ingest.validation import validate_records
 from apps.telemetry.ingest.writer import DeadLetterRow, readings_write
@@ -48,6 +44,8 @@ class IngestMessage:
     gateway_uid: str | None = None  # MQTT gateway topic
     gateway_site_id: int | None = None  # HTTP: the site of the authenticated gateway key
     max_bytes: int = 0
+    dialect: str = ""  # set when the transport says (an endpoint or topic tree of the dialect); else detected
+    options: Mapping[str, Any] = field(default_factory=dict)  # what the dialect's parser needs from the transport
 
 
 @dataclass(slots=True)
@@ -67,21 +65,30 @@ class IngestBatchResult:
     duplicates: int
 
 
-def _parse(message: IngestMessage, gateway_sites: Mapping[str, int]) -> tuple[ParsedPayload, int | None]:
-    """Bytes to raw records, and the site the sender is bound to (gateways may only send for their site)."""
-    limit = message.max_bytes or (
-        settings.INGEST_HTTP_MAX_BYTES if message.source == IngestSource.HTTP else settings.INGEST_MQTT_MAX_BYTES
+def _parse(
+    message: IngestMessage, dialect: Dialect, gateway_sites: Mapping[str, int]
+) -> tuple[ParsedPayload, int | None]:
+    """Bytes to raw records in ``dialect``, and the site the sender is bound to (gateways may only send for their
+    site)."""
+    limits = Limits(
+        received_at=message.received_at,
+        max_bytes=message.max_bytes
+        or (settings.INGEST_HTTP_MAX_BYTES if message.source == IngestSource.HTTP else settings.INGEST_MQTT_MAX_BYTES),
+        max_records=settings.INGEST_MAX_RECORDS,
     )
-    document = decode_payload(message.payload, max_bytes=limit)
-    bounds = {"received_at": message.received_at, "max_records": settings.INGEST_MAX_RECORDS}
+    site_id = None
     if message.source == IngestSource.HTTP:
-        return parse_http_payload(document, **bounds), message.gateway_site_id
-    if message.gateway_uid is not None:
+        site_id = message.gateway_site_id
+    elif message.gateway_uid is not None:
         site_id = gateway_sites.get(message.gateway_uid)
         if site_id is None:
             raise Rejection(RejectReason.UNKNOWN_GATEWAY, f"no gateway {message.gateway_uid!r} is registered")
-        return parse_gateway_payload(document, **bounds), site_id
-    return parse_device_payload(document, device_uid=message.device_uid, **bounds), None
+    sender = Sender(
+        device_uid=message.device_uid if message.source == IngestSource.MQTT and message.gateway_uid is None else None,
+        http=message.source == IngestSource.HTTP,
+        options=message.options,
+    )
+    return dialects.parse(message.payload, dialect, sender, limits), site_id
 
 
 def _dead_letter(message: IngestMessage, reason: RejectReason, detail: str, device_uid: str = "") -> DeadLetterRow:
@@ -117,6 +124,7 @@ class IngestBatch:
         self.retention = datetime.timedelta(days=settings.RAW_RETENTION_DAYS)
         self.messages: list[IngestMessage] = []
         self.outcomes: list[IngestOutcome] = []
+        self.dialects: list[str] = []  # of each message, for the per-dialect counters
         self.readings: list[ValidReading] = []
         # readings[reading_ends[i - 1]:reading_ends[i]] came from messages[i]: what a deleted device's readings
         # are traced back to (see _gone_devices_refused).
@@ -132,10 +140,11 @@ class IngestBatch:
         """Parse and validate one message into the batch; return its outcome (final unless ``commit`` finds one of
         its devices deleted meanwhile)."""
         outcome = IngestOutcome()
+        dialect = dialects.dialect_of(message.payload, message.dialect, message.options)
         try:
-            parsed, site_id = _parse(message, self.gateway_sites)
+            parsed, site_id = _parse(message, dialect, self.gateway_sites)
         except Rejection as rejection:
-            self._append(message, outcome)
+            self._append(message, outcome, dialect)
             self._refuse(outcome, rejection)
             return outcome
         valid, errors = validate_records(
@@ -148,12 +157,12 @@ class IngestBatch:
         )
         errors = parsed.errors + errors
         self.readings.extend(valid)
-        self._append(message, outcome)
+        self._append(message, outcome, dialect)
         outcome.accepted = len(valid)
         outcome.rejected = len(errors)
         outcome.errors = errors
         for error in errors:
-            self.rejected_by_reason[message.source, error.reason] += 1
+            self.rejected_by_reason[message.source, dialect, error.reason] += 1
             self.dead_letters.append(_dead_letter(message, error.reason, _error_detail(error), error.device_uid))
         return outcome
 
@@ -162,13 +171,14 @@ class IngestBatch:
         naming the exception, so it is stored and acknowledged with the batch instead of failing it for ever."""
         detail = f"{type(error).__module__}.{type(error).__qualname__}: {error}"
         outcome = IngestOutcome()
-        self._append(message, outcome)
+        self._append(message, outcome, message.dialect or Dialect.NATIVE)
         self._refuse(outcome, Rejection(RejectReason.INTERNAL_ERROR, detail))
         return outcome
 
-    def _append(self, message: IngestMessage, outcome: IngestOutcome) -> None:
+    def _append(self, message: IngestMessage, outcome: IngestOutcome, dialect: str) -> None:
         self.messages.append(message)
         self.outcomes.append(outcome)
+        self.dialects.append(dialect)
         self.reading_ends.append(len(self.readings))
         self.payload_bytes += len(message.payload)
 
@@ -176,7 +186,7 @@ class IngestBatch:
         message = self.messages[-1]
         outcome.rejection = rejection
         outcome.rejected = 1
-        self.rejected_by_reason[message.source, rejection.reason] += 1
+        self.rejected_by_reason[message.source, self.dialects[-1], rejection.reason] += 1
         self.dead_letters.append(_dead_letter(message, rejection.reason, rejection.detail, message.device_uid or ""))
 
     def commit(self) -> IngestBatchResult:
@@ -192,10 +202,13 @@ class IngestBatch:
         refused.apply()
 
         # Counted only after the commit: a retried batch must not be counted twice.
-        for (source, reason), count in self.rejected_by_reason.items():
+        for (source, dialect, reason), count in self.rejected_by_reason.items():
             metrics.REJECTED.labels(source, reason).inc(count)
+            metrics.DIALECT_REJECTED.labels(dialect, reason).inc(count)
         source = self.messages[0].source if self.messages else IngestSource.MQTT
         metrics.RECEIVED.labels(source).inc(len(self.messages))
+        for dialect, count in Counter(self.dialects).items():
+            metrics.DIALECT_MESSAGES.labels(source, dialect).inc(count)
         metrics.ACCEPTED.labels(source).inc(result.inserted)
         metrics.DUPLICATES.labels(source).inc(result.duplicates)
         return IngestBatchResult(outcomes=self.outcomes, inserted=result.inserted, duplicates=result.duplicates)
@@ -242,12 +255,15 @@ class _GoneDevices:
             outcome.errors = outcome.errors + errors
             source = self.batch.messages[index].source
             metrics.REJECTED.labels(source, RejectReason.UNKNOWN_DEVICE).inc(len(errors))
+            metrics.DIALECT_REJECTED.labels(self.batch.dialects[index], RejectReason.UNKNOWN_DEVICE).inc(len(errors))
 
 
 def _records_of_devices(message: IngestMessage, batch: IngestBatch, uids: set[str]) -> list[tuple[int, str]]:
     """(record index, device uid) of the message's records that belong to ``uids``; parsing is deterministic, so
     these are the records whose readings the batch holds."""
-    parsed, _ = _parse(message, batch.gateway_sites)
+    parsed, _ = _parse(
+        message, dialects.dialect_of(message.payload, message.dialect, message.options), batch.gateway_sites
+    )
     return [(record.index, record.device_uid) for record in parsed.records if record.device_uid in uids]
 
 
@@ -269,6 +285,7 @@ def ingest_internal_error(*, message: IngestMessage, error: BaseException) -> in
         dead_letters=[_dead_letter(message, RejectReason.INTERNAL_ERROR, detail, message.device_uid or "")],
     )
     metrics.REJECTED.labels(message.source, RejectReason.INTERNAL_ERROR).inc()
+    metrics.DIALECT_REJECTED.labels(message.dialect or Dialect.NATIVE, RejectReason.INTERNAL_ERROR).inc()
     return 1
 
 

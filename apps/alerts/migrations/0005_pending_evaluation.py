@@ -5,27 +5,32 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('alerts', '0004_webhook_secret_encrypted'),
+        ("alerts", "0004_webhook_secret_encrypted"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='PendingEvaluation',
+            name="PendingEvaluation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(db_index=True)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('last_error', models.TextField(blank=True)),
-                ('series_ids', django.contrib.postgres.fields.ArrayField(base_field=models.IntegerField(), size=None)),
-                ('device_ids', django.contrib.postgres.fields.ArrayField(base_field=models.BigIntegerField(), size=None)),
-                ('metric_keys', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=63), size=None)),
-                ('timestamps', django.contrib.postgres.fields.ArrayField(base_field=models.DateTimeField(), size=None)),
-                ('values', django.contrib.postgres.fields.ArrayField(base_field=models.FloatField(), size=None)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created_at", models.DateTimeField(db_index=True)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("last_error", models.TextField(blank=True)),
+                ("series_ids", django.contrib.postgres.fields.ArrayField(base_field=models.IntegerField(), size=None)),
+                (
+                    "device_ids",
+                    django.contrib.postgres.fields.ArrayField(base_field=models.BigIntegerField(), size=None),
+                ),
+                (
+                    "metric_keys",
+                    django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=63), size=None),
+                ),
+                ("timestamps", django.contrib.postgres.fields.ArrayField(base_field=models.DateTimeField(), size=None)),
+                ("values", django.contrib.postgres.fields.ArrayField(base_field=models.FloatField(), size=None)),
             ],
             options={
-                'verbose_name': 'pending alert evaluation',
+                "verbose_name": "pending alert evaluation",
             },
         ),
     ]

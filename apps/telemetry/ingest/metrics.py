@@ -39,3 +39,9 @@ LISTENER_BACKPRESSURE_SECONDS = Counter(
     "fieldwatch_ingest_listener_backpressure_seconds_total",
     "Time the listener stopped reading from the broker because its buffer was full (the writer was behind)",
 )
+DIALECT_MESSAGES = Counter(
+    "fieldwatch_ingest_dialect_messages_total", "Messages and HTTP bodies received, by dialect", ["source", "dialect"]
+)
+DIALECT_REJECTED = Counter(
+    "fieldwatch_ingest_dialect_rejected_total", "Records, values or payloads refused, by dialect", ["dialect", "reason"]
+)
