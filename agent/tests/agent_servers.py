@@ -6,6 +6,7 @@ the order's name (``CDAB``: register 0 holds bytes C and D), where the decoder s
 """
 
 import asyncio
+import getpass
 import json
 import shutil
 import socket
@@ -124,7 +125,7 @@ class ModbusServer:
 class Mosquitto:
     """A Mosquitto of the test's own: ``allow_anonymous false`` and a password file, persistence in a temp dir."""
 
-    def __init__(self, logins: dict[str, str]):
+    def __init__(self, logins: dict[str, str], acl: str | None = None):
         self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="fwagent-mosquitto-"))
         self.password_file = self.directory / "passwd"
@@ -134,6 +135,8 @@ class Mosquitto:
         self.config = self.directory / "mosquitto.conf"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            # Run as whoever starts it: as root Mosquitto would switch to its own user, who cannot read this dir.
+            f"user {getpass.getuser()}\n"
             "allow_anonymous false\n"
             f"password_file {self.password_file}\n"
             "persistence true\n"
@@ -142,6 +145,10 @@ class Mosquitto:
             "max_inflight_messages 1000\n"
             f"log_dest file {self.directory}/mosquitto.log\n"
         )
+        if acl is not None:
+            (self.directory / "acl").write_text(acl)
+            with self.config.open("a") as config:
+                config.write(f"acl_file {self.directory}/acl\n")
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "Mosquitto":
