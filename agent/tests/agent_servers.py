@@ -8,10 +8,13 @@ the order's name (``CDAB``: register 0 holds bytes C and D), where the decoder s
 import asyncio
 import getpass
 import json
+import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -76,13 +79,30 @@ def encode_registers(value, data_type: str, order: str) -> list[int]:
 FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
 
+class CountingBlock(ModbusSequentialDataBlock):
+    """A holding table whose registers 0-1 (uint32, ABCD) count the reads of them: every poll of a device sees a
+    new number, so a test can tell exactly which polls the server served and check that each one arrived."""
+
+    def __init__(self, size: int):
+        super().__init__(0, [0] * size)
+        self.reads = 0
+        self.lock = threading.Lock()
+
+    def getValues(self, address, count=1):
+        if address == 1:  # protocol address 0: the device context adds one
+            with self.lock:
+                self.reads += 1
+                super().setValues(1, [self.reads >> 16, self.reads & 0xFFFF])
+        return super().getValues(address, count)
+
+
 class ModbusServer:
     """pymodbus's TCP server in a thread of the test, serving unit ids ``units`` with 20,100 of each table."""
 
     SIZE = 20_100
 
-    def __init__(self, units=(1,)):
-        self.port = free_port()
+    def __init__(self, units=(1,), port: int | None = None):
+        self.port = port or free_port()
         self.devices = {unit: self._device() for unit in units}
         self.context = ModbusServerContext(devices=self.devices, single=False)
         self.loop = asyncio.new_event_loop()
@@ -111,6 +131,12 @@ class ModbusServer:
             asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+    def counting(self, unit: int = 1) -> CountingBlock:
+        """Make ``unit``'s holding registers 0-1 a read counter (see CountingBlock); returns it."""
+        block = CountingBlock(self.SIZE)
+        self.devices[unit].store["h"] = block
+        return block
 
     def set(self, table: str, address: int, words: list[int], unit: int = 1) -> None:
         self.devices[unit].setValues(FUNCTION_CODES[table], address, list(words))
@@ -263,3 +289,37 @@ class IngestStub:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# --- the agent as a process -------------------------------------------------------------------------------------
+
+
+class AgentProcess:
+    """``fieldwatch-agent run --config <path>`` as systemd would start it; ``kill()`` is SIGKILL (no cleanup)."""
+
+    def __init__(self, config_path: Path):
+        self.config_path = config_path
+        self.log_path = config_path.with_suffix(".log")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "AgentProcess":
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "fieldwatch_agent", "run", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def terminate(self) -> int:
+        self.process.terminate()
+        return self.process.wait(20)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

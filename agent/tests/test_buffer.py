@@ -8,7 +8,6 @@ import sys
 import textwrap
 
 import pytest
-
 from fieldwatch_agent.buffer import Buffer, Reading
 
 

@@ -4,7 +4,6 @@ ingest endpoint answering as the platform does (202, 413, 400, 401, 429 with Ret
 import pytest
 from agent_servers import Mosquitto, Recorder, wait_until
 from conftest import GATEWAY, GATEWAY_PASSWORD, READER, READER_PASSWORD
-
 from fieldwatch_agent.buffer import Buffer, Reading
 from fieldwatch_agent.config import HttpSinkConfig, MqttSinkConfig
 from fieldwatch_agent.sinks import HttpSink, MqttSink
@@ -23,8 +22,15 @@ def _fill(buffer, count, devices=("fm-1", "em-1")):
 
 
 def _mqtt(port, **overrides):
-    settings = {"kind": "mqtt", "url": f"mqtt://127.0.0.1:{port}", "uid": GATEWAY, "password": GATEWAY_PASSWORD,
-                "readings_per_message": 100, "ack_timeout_s": 5, **overrides}
+    settings = {
+        "kind": "mqtt",
+        "url": f"mqtt://127.0.0.1:{port}",
+        "uid": GATEWAY,
+        "password": GATEWAY_PASSWORD,
+        "readings_per_message": 100,
+        "ack_timeout_s": 5,
+        **overrides,
+    }
     return MqttSink(MqttSinkConfig.model_validate(settings))
 
 
@@ -86,7 +92,10 @@ def test_http_202_delivers(ingest, buffer):
 
 
 def test_http_429_keeps_the_rest_and_pauses_as_asked(ingest, buffer):
-    ingest.script = [(202, {}, {"accepted": 1000, "rejected": 0}), (429, {"Retry-After": "7"}, {"reason": "rate_limited"})]
+    ingest.script = [
+        (202, {}, {"accepted": 1000, "rejected": 0}),
+        (429, {"Retry-After": "7"}, {"reason": "rate_limited"}),
+    ]
     outcome = _http(ingest).send(_fill(buffer, 2500))
     assert len(outcome.delivered) == 1000 and outcome.retry_after == 7.0 and "429" in outcome.error
 
