@@ -89,7 +89,8 @@ def _check(args) -> int:
             print(f"  device {device.uid} (unit {device.unit_id}, map {device.map})")
             for planned in plan_device(device, maps[device.map]):
                 metrics = ", ".join(r.metric for s in planned.spans for r in s.registers)
-                print(f"    every {planned.group.interval_s:g} s, {len(planned.spans)} requests: {metrics}")
+                requests = f"{len(planned.spans)} request{'s' if len(planned.spans) != 1 else ''}"
+                print(f"    every {planned.group.interval_s:g} s, {requests}: {metrics}")
                 for span in planned.spans:
                     line = f"      {span.table} {span.start}..{span.start + span.count - 1}"
                     if client is not None:

@@ -3,8 +3,8 @@
 The order whose value falls inside the metric's plausible range is the meter's. The range comes from the command
 line, else from the register map (whose ranges are copied from the Fieldwatch device type: the platform's API has
 no device-type endpoint a gateway key may read). A live value sits inside its range in exactly one order far more
-often than not; when two orders fit (a value near 0, or a byte-symmetric pattern) the probe says so - read again
-while the value moves.
+often than not (tiny nonzero magnitudes, the typical garbage of a swap, do not count); when two orders fit (a
+value near 0, or a byte-symmetric pattern) the probe says so - read again while the value moves.
 """
 
 from dataclasses import dataclass
@@ -31,9 +31,20 @@ def decode_all_orders(
     results = []
     for order in WordOrder:
         value = decode_registers(words, data_type, order) * scale + offset
-        plausible = value == value and (low is None or value >= low) and (high is None or value <= high)
+        plausible = _in_range(value, low, high) and not _denormal_garbage(value, low, high)
         results.append(ProbeResult(order, value, plausible))
     return results
+
+
+def _in_range(value: float, low: float | None, high: float | None) -> bool:
+    return value == value and (low is None or value >= low) and (high is None or value <= high)
+
+
+def _denormal_garbage(value: float, low: float | None, high: float | None) -> bool:
+    """A swapped float32 often lands at 1e-25 or 1e-41: inside a range from 0, yet no meter reports it. Nonzero
+    magnitudes a million times below the range's scale are taken as garbage."""
+    scale = max(abs(low or 0.0), abs(high or 0.0), 1.0)
+    return value != 0 and abs(value) < scale * 1e-6
 
 
 def verdict(results: list[ProbeResult]) -> str:
