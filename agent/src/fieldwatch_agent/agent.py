@@ -9,6 +9,7 @@ A clean stop only closes connections politely.
 import logging
 import signal
 import threading
+import time
 
 from fieldwatch_agent.buffer import Buffer
 from fieldwatch_agent.config import (
@@ -40,7 +41,8 @@ def open_buffer(config: AgentConfig) -> Buffer:
 class Agent:
     def __init__(self, config: AgentConfig):
         self.config = config
-        self.stop_event = threading.Event()
+        self.stop_event = threading.Event()  # the sources and the heartbeat
+        self.forwarder_stop = threading.Event()  # set after them: the last polls still get a chance to go out
         self.buffer = open_buffer(config)
         self.health = Health()
         self.sink = make_sink(config.sink)
@@ -61,7 +63,7 @@ class Agent:
             self.sink,
             config.forwarding,
             self.health,
-            self.stop_event,
+            self.forwarder_stop,
             batch_limit=batch_limit_for(self.sink),
         )
 
@@ -86,12 +88,23 @@ class Agent:
             self.config.sink.kind,
         )
 
+    # On a clean stop, how long the forwarder may go on sending what the last polls buffered. Whatever it cannot send
+    # in that time stays in the buffer for the next start: this is politeness, not what keeps readings safe.
+    FINAL_DRAIN_S = 3.0
+
     def stop(self) -> None:
         self.stop_event.set()
         for service in self.services:
             service.stop()
-        for thread in [*self.threads, self.forwarder]:
+        for thread in self.threads:
             thread.join(timeout=10)
+        deadline = time.monotonic() + self.FINAL_DRAIN_S
+        while self.forwarder.is_alive() and time.monotonic() < deadline and self.forwarder.healthy:
+            if not self.buffer.oldest(1):
+                break
+            time.sleep(0.05)
+        self.forwarder_stop.set()
+        self.forwarder.join(timeout=10)
         self.buffer.close()
 
     def run_until_signalled(self) -> None:

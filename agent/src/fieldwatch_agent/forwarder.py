@@ -61,6 +61,7 @@ class Forwarder(threading.Thread):
         self.batch_limit = batch_limit
         self.budget = DrainBudget(config.drain_rate)
         self._pause: float | None = None  # the platform's Retry-After of the last round, if any
+        self.healthy = True  # the last round delivered everything it sent
 
     def next_batch(self) -> tuple[list[BufferedReading], list[BufferedReading]]:
         """Backlog rows the budget allows (oldest first), and the live rows."""
@@ -109,6 +110,7 @@ class Forwarder(threading.Thread):
         self.buffer.count_refused_values(outcome.refused_values)
         self.health.record_send(len(outcome.delivered), time.monotonic() - started)
         self._pause = outcome.retry_after
+        self.healthy = outcome.error is None
         if outcome.error:
             self.health.record_send_error(outcome.error)
             log.warning(
