@@ -3,6 +3,7 @@
 import json
 import time
 import urllib.request
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -175,3 +176,9 @@ def test_probe_finds_the_word_order(tmp_path, modbus, ingest, capsys):
 
 def test_free_port_helper_is_not_1883():
     assert free_port() != 1883
+
+
+def test_the_example_config_is_valid(capsys):
+    example = Path(__file__).resolve().parents[1] / "agent.example.yaml"
+    assert main(["check", "--offline", "--config", str(example)]) == 0
+    assert "device fm-a-001 (unit 1, map nivus_flow)" in capsys.readouterr().out
