@@ -42,6 +42,8 @@ class AuditAction(models.TextChoices):
     TOKEN_REVOKE = "token.revoke", "API token revoked"
     MQTT_CREDENTIAL_ISSUE = "mqtt.issue", "MQTT credential issued"
     MQTT_CREDENTIAL_REVOKE = "mqtt.revoke", "MQTT credential revoked"
+    ACCESS_TOKEN_ISSUE = "access-token.issue", "Access token (ThingsBoard) issued"
+    ACCESS_TOKEN_REVOKE = "access-token.revoke", "Access token (ThingsBoard) revoked"
     EXPORT_CREATE = "export.create", "Export created"
     TWO_FACTOR_ENROL = "2fa.enrol", "Two-factor device enrolled"
     TWO_FACTOR_FAILED = "2fa.failed", "Two-factor code refused"

@@ -7,8 +7,10 @@ is deterministic, so an unchanged database writes nothing and reloads nothing. A
 committed credential change (``apps/devices/receivers.py``), a beat job every minute.
 
 Who may do what: a device publishes only to ``<prefix>/devices/<uid>/telemetry``, a gateway only to
-``<prefix>/gateways/<uid>/telemetry``, the listener reads only those two filters, and an optional monitoring login
-reads ``#`` and ``$SYS/#``. Nobody else reads anything.
+``<prefix>/gateways/<uid>/telemetry``, the listener reads only those and the matching ``attributes`` topics, and an
+optional monitoring login reads ``#`` and ``$SYS/#``. Nobody else reads anything. ThingsBoard access tokens
+(``AccessToken``) are not in these files: the broker's plugin checks them against a third file of their hashes,
+rendered here too (docker/mosquitto/plugin/fieldwatch_thingsboard.c says what it allows).
 
 ACL semantics relied on (verified against Mosquitto 2.0.11, tests/devices/test_broker_auth.py):
 
@@ -51,11 +53,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.audit import AuditAction, audit
-from apps.devices.models import Device, Gateway, MqttCredential
+from apps.devices.models import AccessToken, Device, Gateway, MqttCredential
 
 logger = logging.getLogger(__name__)
 
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default in 2.0
+# What the listener reads under <prefix>/devices/<uid>/ and <prefix>/gateways/<uid>/: readings, and client attributes
+# (ThingsBoard's v1/devices/me/attributes, rewritten there by the broker plugin).
+INGEST_LEAVES = ("telemetry", "attributes")
 SALT_BYTES = 12  # mosquitto_passwd's salt length
 # The broker drops root to its own user, which must read the files; they hold only hashes of random secrets.
 FILE_MODE = 0o644
@@ -101,6 +106,9 @@ def mqtt_credential_issue(
     username = (device or gateway).uid
     if ":" in username:  # the password file is ``username:hash``; Mosquitto splits at the first colon
         raise ValueError(f"{username!r} contains ':', which a Mosquitto username cannot; rename the uid first.")
+    if username.startswith(AccessToken.TAG + "_"):
+        # The broker plugin owns every "fwa_" login (access tokens) and never passes one to the password file.
+        raise ValueError(f"{username!r} starts like an access token; rename the uid first.")
     if username in reserved_usernames():
         # Its line would merge with the listener's or the monitor's in both files: read access to every tenant.
         raise ValueError(f"{username!r} is the broker login of the platform itself; rename the uid first.")
@@ -146,7 +154,7 @@ def _platform_logins() -> list[tuple[str, str, list[str]]]:
     logins = []
     if settings.MQTT_LISTENER_USERNAME and settings.MQTT_LISTENER_PASSWORD:
         # Only the ingest filters: the listener reads telemetry, nothing else that may ever share the broker.
-        read = [f"topic read {prefix}/devices/+/telemetry", f"topic read {prefix}/gateways/+/telemetry"]
+        read = [f"topic read {prefix}/{kind}/+/{leaf}" for kind in ("devices", "gateways") for leaf in INGEST_LEAVES]
         logins.append((settings.MQTT_LISTENER_USERNAME, settings.MQTT_LISTENER_PASSWORD, read))
     if settings.MQTT_MONITOR_USERNAME and settings.MQTT_MONITOR_PASSWORD:
         # "#" does not match topics starting with "$": the broker's own statistics need their own line.
@@ -175,6 +183,31 @@ def active_credentials() -> list[MqttCredential]:
     )
 
 
+def active_access_tokens() -> list[tuple[str, str, str]]:
+    """``(sha256 hex, "d" | "g", uid)`` of every usable access token whose device is active, sorted by hash."""
+    tokens = (
+        AccessToken.objects.usable()
+        .filter(Q(device__isnull=True) | Q(device__is_active=True))
+        .values_list("key_hash", "device__uid", "gateway__uid")
+        .order_by("key_hash")
+    )
+    return [
+        (key_hash, "d" if device_uid else "g", device_uid or gateway_uid)
+        for key_hash, device_uid, gateway_uid in tokens
+    ]
+
+
+def tokens_path(password_file: str, tokens_file: str = "") -> Path:
+    """Where the plugin's tokens file is: ``tokens_file``, else a file named ``tokens`` next to the password file."""
+    return Path(tokens_file) if tokens_file else Path(password_file).with_name("tokens")
+
+
+def render_tokens_file(tokens: list[tuple[str, str, str]]) -> str:
+    """The broker plugin's tokens file (docker/mosquitto/plugin/fieldwatch_thingsboard.c): hashes only."""
+    header = "# Rendered by `manage.py broker_sync`: SHA-256 of each access token, owner kind (d/g), owner uid.\n"
+    return header + "".join(f"{key_hash} {kind} {uid}\n" for key_hash, kind, uid in tokens)
+
+
 def render_password_file(credentials: list[MqttCredential]) -> str:
     lines = [f"{credential.username}:{credential.password_hash}" for credential in credentials]
     lines += [f"{username}:{_fixed_password_hash(username, password)}" for username, password, _ in _platform_logins()]
@@ -199,6 +232,9 @@ def render_broker_config(
     data_dir: Path,
     password_file: str,
     acl_file: str,
+    plugin_path: str,
+    tokens_file: str,
+    topic_prefix: str = "",
     pid_file: str = "",
     log_file: str = "",
 ) -> str:
@@ -206,8 +242,10 @@ def render_broker_config(
     listener, persistence, auth files, pid file and log destination replaced, every other option kept as is.
 
     Used for `make run`'s broker (``manage.py broker_setup``) and the tests' brokers, so both run the config the
-    platform's guarantees were measured with. The broker runs as whoever starts it (``user``): as root it would
-    otherwise switch to the ``mosquitto`` user and could not write its persistence here or remove its pid file.
+    platform's guarantees were measured with. ``plugin_path`` is the ThingsBoard plugin built for this machine
+    (``apps.devices.broker_plugin.plugin_build``); it rewrites topics under ``topic_prefix`` (default:
+    ``MQTT_TOPIC_PREFIX``). The broker runs as whoever starts it (``user``): as root it would otherwise switch to
+    the ``mosquitto`` user and could not write its persistence here or remove its pid file.
     """
     replacements = {
         "listener": f"listener {port} {host}",
@@ -215,6 +253,9 @@ def render_broker_config(
         "password_file": f"password_file {password_file}",
         "acl_file": f"acl_file {acl_file}",
         "allow_anonymous": "allow_anonymous false",
+        "plugin": f"plugin {plugin_path}",
+        "plugin_opt_tokens_file": f"plugin_opt_tokens_file {tokens_file}",
+        "plugin_opt_topic_prefix": f"plugin_opt_topic_prefix {topic_prefix or settings.MQTT_TOPIC_PREFIX}",
         "log_dest": f"log_dest file {log_file}" if log_file else "log_dest stderr",
     }
     config = template
@@ -285,9 +326,11 @@ class BrokerSyncResult:
 
 
 def broker_auth_sync(
-    *, password_file: str, acl_file: str, reload_pid_file: str = "", reload_command: str = ""
+    *, password_file: str, acl_file: str, tokens_file: str = "", reload_pid_file: str = "", reload_command: str = ""
 ) -> BrokerSyncResult:
-    """Render both files, write the ones that changed, and reload the broker when anything changed."""
+    """Render the files (password, ACL, and the plugin's access tokens: next to the password file unless given),
+    write the ones that changed, and reload the broker when anything changed."""
+    tokens_file = str(tokens_path(password_file, tokens_file))
     with transaction.atomic():
         # One sync at a time (several workers, beat and a credential change may start one together): each reads the
         # database after the previous one wrote, so an older view can never overwrite a newer one (a revocation).
@@ -296,8 +339,10 @@ def broker_auth_sync(
         # One query feeds both files, so a credential never appears in one and not the other.
         credentials = active_credentials()
         passwords, acl = render_password_file(credentials), render_acl_file(credentials)
+        tokens = render_tokens_file(active_access_tokens())
         # The ACL first: a user never has a password line without the ACL lines that confine it.
         changed = write_atomically(Path(acl_file), acl)
         changed = write_atomically(Path(password_file), passwords) or changed
+        changed = write_atomically(Path(tokens_file), tokens) or changed
         reloaded = changed and broker_reload(pid_file=reload_pid_file, command=reload_command)
     return BrokerSyncResult(credentials=len(credentials), changed=changed, reloaded=reloaded)

@@ -212,6 +212,38 @@ class ApiKey(SecretCredential):
         return f"{self.masked} ({self.gateway})"
 
 
+class AccessToken(SecretCredential):
+    """A ThingsBoard-style access token (``fwa_<prefix>_<secret>``) of one device or one gateway: firmware written for
+    ThingsBoard logs in to the broker with it as the MQTT username and no password, and posts to
+    ``/api/v1/<token>/telemetry``, unchanged. Shown once, stored as a SHA-256 (apps.core.credentials); the broker's
+    plugin (docker/mosquitto/plugin) checks it against the hashes ``broker_sync`` renders. One active per owner:
+    issuing another revokes the previous one (rotation).
+    """
+
+    TAG = "fwa"
+
+    device = models.ForeignKey(Device, null=True, blank=True, on_delete=models.CASCADE, related_name="access_tokens")
+    gateway = models.ForeignKey(Gateway, null=True, blank=True, on_delete=models.CASCADE, related_name="access_tokens")
+
+    class Meta:
+        verbose_name = "access token (ThingsBoard)"
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(device__isnull=False, gateway__isnull=True) | Q(device__isnull=True, gateway__isnull=False),
+                name="access_token_device_xor_gateway",
+                violation_error_message="An access token belongs to exactly one device or one gateway.",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.masked} ({self.owner})"
+
+    @property
+    def owner(self):
+        return self.device or self.gateway
+
+
 class MqttCredential(models.Model):
     """A device's or a gateway's login at the MQTT broker (Mosquitto), rendered into its password and ACL files.
 

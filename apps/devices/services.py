@@ -1,10 +1,11 @@
 """Writes on sites (and who may see them), devices, gateways and their API keys."""
 
 from django.db import transaction
+from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
 from apps.core.audit import AuditAction, audit
-from apps.devices.models import ApiKey, Device, Gateway, Site
+from apps.devices.models import AccessToken, ApiKey, Device, Gateway, Site
 from apps.devices.signals import device_purging
 
 
@@ -67,6 +68,38 @@ def api_key_failure_reason(*, plaintext: str) -> tuple[str, str]:
 
 def api_key_touch(*, api_key: ApiKey) -> None:
     api_key.touch()
+
+
+@transaction.atomic
+def access_token_issue(*, device: Device | None = None, gateway: Gateway | None = None) -> tuple[AccessToken, str]:
+    """A ThingsBoard-style access token for a device or a gateway; return ``(token, plaintext)``, shown once.
+
+    The owner's previous token is revoked (one active per owner: issuing again is how a token is rotated). The
+    broker hears of both at the sync the commit triggers (``apps/devices/receivers.py``).
+    """
+    if (device is None) == (gateway is None):
+        raise ValueError("Pass exactly one of device or gateway.")
+    owner = {"device": device} if device else {"gateway": gateway}
+    AccessToken.objects.filter(**owner, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    prefix, plaintext = AccessToken.new_plaintext()
+    token = AccessToken.objects.create(**owner, prefix=prefix, key_hash=AccessToken.hash_secret(plaintext))
+    audit(actor=None, action=AuditAction.ACCESS_TOKEN_ISSUE, target=token, after={"prefix": prefix})
+    return token, plaintext
+
+
+def access_token_authenticate(*, plaintext: str) -> AccessToken | None:
+    """The usable token ``plaintext`` is, with its device or gateway (and site), or None."""
+    token = AccessToken.find(plaintext, AccessToken.objects.select_related("device__site", "gateway__site"))
+    return token if token is not None and token.is_usable() else None
+
+
+@transaction.atomic
+def access_token_revoke(*, token: AccessToken) -> bool:
+    """Revoke ``token``; return False when it already was."""
+    revoked = token.revoke()
+    if revoked:
+        audit(actor=None, action=AuditAction.ACCESS_TOKEN_REVOKE, target=token, after={"prefix": token.prefix})
+    return revoked
 
 
 @transaction.atomic

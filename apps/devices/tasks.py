@@ -24,6 +24,7 @@ def broker_auth_sync_task():
     result = broker_auth_sync(
         password_file=settings.BROKER_PASSWD_PATH,
         acl_file=settings.BROKER_ACL_PATH,
+        tokens_file=settings.BROKER_TOKENS_PATH,
         reload_pid_file=settings.BROKER_PID_PATH,
         reload_command=settings.BROKER_RELOAD_COMMAND,
     )

@@ -288,6 +288,9 @@ BROKER_DIR = Path(env("BROKER_DIR", str(BASE_DIR / "var" / "mosquitto")))
 BROKER_AUTH_SYNC = env_bool("BROKER_AUTH_SYNC", True)
 BROKER_PASSWD_PATH = env("BROKER_PASSWD_PATH", str(BROKER_DIR / "passwd"))
 BROKER_ACL_PATH = env("BROKER_ACL_PATH", str(BROKER_DIR / "acl"))
+# The ThingsBoard plugin's access-token hashes (docker/mosquitto/plugin), rendered with the two files above; empty:
+# a file named "tokens" next to the password file.
+BROKER_TOKENS_PATH = env("BROKER_TOKENS_PATH", "")
 BROKER_PID_PATH = env("BROKER_PID_PATH", str(BROKER_DIR / "mosquitto.pid"))
 BROKER_RELOAD_COMMAND = env("BROKER_RELOAD_COMMAND", "")
 # Secrets `make setup` generates on a development machine (mode 0600, git-ignored); deployments set them instead.

@@ -1,6 +1,6 @@
 #!/bin/sh
-# The compose stack's broker: run the given command (Mosquitto), and send it SIGHUP whenever the password or ACL
-# file that Fieldwatch's worker renders (manage.py broker_sync) changes, so a new or revoked login takes effect
+# The compose stack's broker: run the given command (Mosquitto), and send it SIGHUP whenever the password, ACL or
+# access-token file that Fieldwatch's worker renders (manage.py broker_sync) changes, so a new or revoked login takes effect
 # within a second or two. The worker runs in another container and cannot signal this one; watching the shared
 # files needs no docker socket and no shared pid namespace.
 #
@@ -20,12 +20,13 @@ fi
 # Before the worker's first sync: empty files, so the broker starts and admits nobody.
 [ -e "$auth_dir/passwd" ] || : > "$auth_dir/passwd"
 [ -e "$auth_dir/acl" ] || : > "$auth_dir/acl"
+[ -e "$auth_dir/tokens" ] || : > "$auth_dir/tokens"
 
 "$@" &
 broker=$!
 trap 'kill -TERM "$broker" 2>/dev/null' TERM INT
 
-fingerprint() { cat "$auth_dir/passwd" "$auth_dir/acl" 2>/dev/null | cksum; }
+fingerprint() { cat "$auth_dir/passwd" "$auth_dir/acl" "$auth_dir/tokens" 2>/dev/null | cksum; }
 last=$(fingerprint)
 # The worker replaces each file by a rename, so a read sees a whole old or a whole new file, never half of one.
 while kill -0 "$broker" 2>/dev/null; do

@@ -29,11 +29,12 @@ from apps.devices.broker_auth import (
     render_broker_config,
     render_password_file,
 )
+from apps.devices.broker_plugin import plugin_build
 from apps.devices.models import MqttCredential
 from apps.telemetry.ingest.topics import private_share_group
 from apps.telemetry.models import Reading
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
-from tests.support.broker import PROJECT_CONFIG, Broker
+from tests.support.broker import PLUGIN_DIR, PROJECT_CONFIG, Broker
 from tests.support.mqtt import Publisher, broker_logins, listener
 from tests.support.ports import free_port, wait_for_port
 from tests.support.processes import database_url, wait_until
@@ -106,12 +107,16 @@ def test_files_bind_each_login_to_its_own_topic_and_leave_out_revoked_and_inacti
     credentials = active_credentials()
     acl, passwords = render_acl_file(credentials), render_password_file(credentials)
 
-    listener_block = f"topic read {PREFIX}/devices/+/telemetry\ntopic read {PREFIX}/gateways/+/telemetry"
+    listener_block = "\n".join(
+        f"topic read {PREFIX}/{kind}/+/{leaf}"
+        for kind in ("devices", "gateways")
+        for leaf in ("telemetry", "attributes")
+    )
     assert f"user {settings.MQTT_LISTENER_USERNAME}\n{listener_block}\n\n" in acl
     assert "user fw-monitor\ntopic read #\ntopic read $SYS/#\n" in acl
     assert f"user dev-1\ntopic write {PREFIX}/devices/dev-1/telemetry" in acl
     assert f"user gw-1\ntopic write {PREFIX}/gateways/gw-1/telemetry" in acl
-    assert acl.count("topic read") == 4  # the listener's two filters and the monitor's; no device reads anything
+    assert acl.count("topic read") == 6  # the listener's four filters and the monitor's; no device reads anything
     users = [line.split(":")[0] for line in passwords.splitlines()]
     assert users == ["dev-1", "gw-1", settings.MQTT_LISTENER_USERNAME, "fw-monitor"]
     assert "dev-gone" not in acl + passwords and "dev-off" not in acl + passwords
@@ -147,12 +152,14 @@ def test_a_stale_pid_file_signals_nobody(tmp_path):
 
 
 def test_the_config_template_keeps_every_line_the_renderer_replaces():
+    paths = {"password_file": "/p", "acl_file": "/a", "plugin_path": "/tb.so", "tokens_file": "/t"}
     with pytest.raises(ValueError, match="exactly one `persistence_location` line"):
-        render_broker_config("listener 1883\n", host="h", port=1, data_dir="d", password_file="p", acl_file="a")
+        render_broker_config("listener 1883\n", host="h", port=1, data_dir="d", **paths)
     config = render_broker_config(
-        PROJECT_CONFIG.read_text(), host="127.0.0.1", port=1884, data_dir="/d", password_file="/p", acl_file="/a"
+        PROJECT_CONFIG.read_text(), host="127.0.0.1", port=1884, data_dir="/d", topic_prefix="fwx", **paths
     )
     assert "\nlistener 1884 127.0.0.1\n" in config and "\nallow_anonymous false\n" in config
+    assert "\nplugin /tb.so\nplugin_opt_tokens_file /t\nplugin_opt_topic_prefix fwx\n" in config
     assert "\nmax_queued_messages 1000000\n" in config  # the rest of the project config is kept
 
 
@@ -497,8 +504,19 @@ def test_broker_setup_writes_a_config_mosquitto_runs_with_auth_on_and_a_private_
 # ---------------------------------------------------------------------------------------------------------------------
 def test_the_compose_broker_reloads_itself_when_the_files_change(fleet, tmp_path):
     auth_dir, port = tmp_path / "broker-auth", free_port()
-    paths = {"password_file": str(auth_dir / "passwd"), "acl_file": str(auth_dir / "acl")}
-    config = render_broker_config(PROJECT_CONFIG.read_text(), host="127.0.0.1", port=port, data_dir=tmp_path, **paths)
+    paths = {
+        "password_file": str(auth_dir / "passwd"),
+        "acl_file": str(auth_dir / "acl"),
+        "tokens_file": str(auth_dir / "tokens"),
+    }
+    config = render_broker_config(
+        PROJECT_CONFIG.read_text(),
+        host="127.0.0.1",
+        port=port,
+        data_dir=tmp_path,
+        plugin_path=str(plugin_build(PLUGIN_DIR)),
+        **paths,
+    )
     (tmp_path / "mosquitto.conf").write_text(config)
     script = PROJECT_CONFIG.parent / "reloading-broker.sh"
     wrapper = subprocess.Popen(

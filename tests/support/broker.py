@@ -23,12 +23,16 @@ from apps.devices.broker_auth import (
     render_acl_file,
     render_broker_config,
     render_password_file,
+    render_tokens_file,
     write_atomically,
 )
+from apps.devices.broker_plugin import plugin_build
 from tests.support.ports import free_port, wait_for_port
 from tests.support.processes import REPO_ROOT, manage
 
 PROJECT_CONFIG = REPO_ROOT / "docker" / "mosquitto" / "mosquitto.conf"
+# One build of the broker plugin for every test broker of the machine (named by its source digest).
+PLUGIN_DIR = Path(tempfile.gettempdir()) / "fieldwatch-broker-plugin"
 
 
 class Broker:
@@ -47,7 +51,9 @@ class Broker:
         self.acl_file = self.directory / "acl"
         self.pid_file = self.directory / "mosquitto.pid"
         self.log_file = self.directory / "mosquitto.log"
+        self.tokens_file = self.directory / "tokens"
         self.load_generators = load_generators or {}
+        self.prefix = prefix or settings.MQTT_TOPIC_PREFIX
         config = render_broker_config(
             PROJECT_CONFIG.read_text(),
             host="127.0.0.1",
@@ -55,16 +61,19 @@ class Broker:
             data_dir=self.directory,
             password_file=str(self.password_file),
             acl_file=str(self.acl_file),
+            plugin_path=str(plugin_build(PLUGIN_DIR)),
+            tokens_file=str(self.tokens_file),
+            topic_prefix=self.prefix,  # ThingsBoard topics are rewritten under the broker's own prefix
             pid_file=str(self.pid_file),
             log_file=str(self.log_file),
         )
         self.config_path = self.directory / "mosquitto.conf"
         self.config_path.write_text(config)
         # Until the first sync: the platform's own logins only (no database needed, module-scoped fixtures have none).
-        self.prefix = prefix or settings.MQTT_TOPIC_PREFIX
         with override_settings(MQTT_TOPIC_PREFIX=self.prefix):
             write_atomically(self.acl_file, render_acl_file([]))
             write_atomically(self.password_file, render_password_file([]))
+            write_atomically(self.tokens_file, render_tokens_file([]))
         self._add_load_generators()
         self.process: subprocess.Popen | None = None
 
@@ -93,7 +102,11 @@ class Broker:
         returning once it has re-read its files. The test database, or ``database_url``'s through ``broker_sync``."""
         prefix = prefix or self.prefix
         reloads = self._reloads()
-        paths = {"password_file": str(self.password_file), "acl_file": str(self.acl_file)}
+        paths = {
+            "password_file": str(self.password_file),
+            "acl_file": str(self.acl_file),
+            "tokens_file": str(self.tokens_file),
+        }
         if database_url:
             args = [f"--{name.replace('_', '-')}={path}" for name, path in paths.items()]
             manage("broker_sync", *args, database_url=database_url, MQTT_TOPIC_PREFIX=prefix)

@@ -12,7 +12,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.core.mqtt import broker_address
-from apps.devices.broker_auth import render_broker_config, write_atomically
+from apps.devices.broker_auth import render_broker_config, tokens_path, write_atomically
+from apps.devices.broker_plugin import PluginBuildError, plugin_build
 
 TEMPLATE = Path(settings.BASE_DIR) / "docker" / "mosquitto" / "mosquitto.conf"
 LISTENER_SECRET = "mqtt-listener-password"
@@ -32,6 +33,11 @@ class Command(BaseCommand):
         directory = Path(settings.BROKER_DIR)
         data_dir = directory / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
+        tokens = tokens_path(settings.BROKER_PASSWD_PATH, settings.BROKER_TOKENS_PATH)
+        try:
+            plugin_path = plugin_build(directory / "plugin")
+        except PluginBuildError as error:
+            raise CommandError(str(error)) from None
         config = render_broker_config(
             TEMPLATE.read_text(),
             host=address.host,
@@ -39,8 +45,13 @@ class Command(BaseCommand):
             data_dir=data_dir,
             password_file=settings.BROKER_PASSWD_PATH,
             acl_file=settings.BROKER_ACL_PATH,
+            plugin_path=str(plugin_path),
+            tokens_file=str(tokens),
             pid_file=settings.BROKER_PID_PATH,
         )
+        # The plugin reads its tokens file at start: an empty one until broker_sync renders the real one.
+        if not tokens.exists():
+            write_atomically(tokens, "")
         changed = write_atomically(directory / "mosquitto.conf", config)
         self.stdout.write(f"Broker config {directory / 'mosquitto.conf'} {'written' if changed else 'unchanged'}.")
         if settings.MQTT_LISTENER_PASSWORD:

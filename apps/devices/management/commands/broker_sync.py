@@ -8,13 +8,15 @@ from apps.devices.broker_auth import broker_auth_sync
 
 class Command(BaseCommand):
     help = (
-        "Write Mosquitto's password and ACL files from the device and gateway broker credentials (atomically, only "
-        "when changed) and make the broker reload them. Defaults come from the BROKER_* settings."
+        "Write Mosquitto's password and ACL files from the device and gateway broker credentials, and the broker "
+        "plugin's access-token hashes (atomically, only when changed), and make the broker reload them. Defaults "
+        "come from the BROKER_* settings."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--password-file", default=settings.BROKER_PASSWD_PATH)
         parser.add_argument("--acl-file", default=settings.BROKER_ACL_PATH)
+        parser.add_argument("--tokens-file", default=settings.BROKER_TOKENS_PATH)
         reload = parser.add_mutually_exclusive_group()
         reload.add_argument("--reload-pid-file", default=None, help="Send SIGHUP to the pid in this file.")
         reload.add_argument("--reload-command", default=None, help="Or run this (docker kill -s HUP ...).")
@@ -28,6 +30,7 @@ class Command(BaseCommand):
         result = broker_auth_sync(
             password_file=options["password_file"],
             acl_file=options["acl_file"],
+            tokens_file=options["tokens_file"],
             reload_pid_file=pid_file or "",
             reload_command=command or "",
         )
