@@ -59,7 +59,8 @@ logger = logging.getLogger(__name__)
 
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default in 2.0
 # What the listener reads under <prefix>/devices/<uid>/ and <prefix>/gateways/<uid>/: readings, and client attributes
-# (ThingsBoard's v1/devices/me/attributes, rewritten there by the broker plugin).
+# (ThingsBoard's v1/devices/me/attributes, rewritten there by the broker plugin). Kept equal to
+# apps.telemetry.ingest.topics.LEAVES (telemetry sits above devices: tests/devices/test_broker_auth.py checks).
 INGEST_LEAVES = ("telemetry", "attributes")
 SALT_BYTES = 12  # mosquitto_passwd's salt length
 # The broker drops root to its own user, which must read the files; they hold only hashes of random secrets.

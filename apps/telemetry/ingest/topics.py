@@ -1,18 +1,24 @@
-"""MQTT topic names: ``<prefix>/devices/<device_uid>/telemetry`` and ``<prefix>/gateways/<gateway_uid>/telemetry``."""
+"""MQTT topic names: ``<prefix>/devices/<device_uid>/telemetry`` and ``<prefix>/gateways/<gateway_uid>/telemetry``,
+and the same with ``attributes`` (client attributes, ThingsBoard's ``v1/devices/me/attributes`` after the broker
+plugin rewrote it)."""
 
 import hmac
 from dataclasses import dataclass
+
+
+LEAVES = ("telemetry", "attributes")
 
 
 @dataclass(frozen=True, slots=True)
 class TelemetryTopic:
     device_uid: str | None = None
     gateway_uid: str | None = None
+    attributes: bool = False  # client attributes, not readings
 
 
 def subscriptions(prefix: str, shared_group: str | None) -> list[str]:
     """The topic filters a listener subscribes to; with a group, as MQTT 5 shared subscriptions."""
-    filters = [f"{prefix}/devices/+/telemetry", f"{prefix}/gateways/+/telemetry"]
+    filters = [f"{prefix}/{kind}/+/{leaf}" for kind in ("devices", "gateways") for leaf in LEAVES]
     return [f"$share/{shared_group}/{topic}" for topic in filters] if shared_group else filters
 
 
@@ -44,10 +50,11 @@ def parse_topic(topic: str, prefix: str) -> TelemetryTopic | None:
     if not topic.startswith(prefix + "/"):
         return None
     parts = topic[len(prefix) + 1 :].split("/")
-    if len(parts) != 3 or parts[2] != "telemetry" or not parts[1]:
+    if len(parts) != 3 or parts[2] not in LEAVES or not parts[1]:
         return None
+    attributes = parts[2] == "attributes"
     if parts[0] == "devices":
-        return TelemetryTopic(device_uid=parts[1])
+        return TelemetryTopic(device_uid=parts[1], attributes=attributes)
     if parts[0] == "gateways":
-        return TelemetryTopic(gateway_uid=parts[1])
+        return TelemetryTopic(gateway_uid=parts[1], attributes=attributes)
     return None
