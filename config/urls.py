@@ -5,12 +5,13 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from apps.core.views import healthz, metrics, not_found
+from apps.core.views import healthz, metrics, not_found, server_error
 from apps.users.forms import LimitedPasswordResetForm
 from apps.users.throttling import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 
 # An unmatched URL under /api/ answers the API's JSON 404, not an HTML page.
 handler404 = not_found
+handler500 = server_error
 
 # Failed-login throttling shows its own message on the admin login too.
 admin.site.login_form = ThrottledAdminAuthenticationForm

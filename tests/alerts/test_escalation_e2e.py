@@ -8,13 +8,10 @@ doubled: it sends the escalation task twice every 0.25 s, so both workers run it
 import datetime
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import redis
@@ -24,6 +21,7 @@ from django.utils import timezone
 from apps.alerts.choices import AlertEventKind, AlertStatus, ChannelKind, DeliveryStatus
 from apps.alerts.escalation import escalations_start
 from apps.alerts.models import Alert, AlertEvent, Delivery
+from tests.support.celery_worker import CeleryWorker
 from tests.support.escalation import (
     alert,
     email_channel,
@@ -34,57 +32,13 @@ from tests.support.escalation import (
     webhook_channel,
 )
 from tests.support.local_servers import WebhookReceiver
-from tests.support.processes import REPO_ROOT, database_url, wait_until
+from tests.support.processes import database_url, wait_until
 
 pytestmark = pytest.mark.e2e
 
 SECRET = "e2e-webhook-secret"
 ESCALATE_TASK = "apps.alerts.tasks.escalations_run_task"
 SECOND = datetime.timedelta(seconds=1)
-
-
-class CeleryWorker:
-    """``celery -A config worker --concurrency 1 -n <name>@%h`` as the Procfile starts it, on the test's queue."""
-
-    def __init__(self, name: str, env: dict, log_dir: Path):
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self.env = env
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "CeleryWorker":
-        self.log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's lifetime
-        self.process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "celery", "-A", "config", "worker", "--concurrency", "1"),
-                *("-n", f"{self.name}@%h", "-Q", self.env["CELERY_TASK_DEFAULT_QUEUE"], "-l", "info"),
-                *("--without-gossip", "--without-mingle"),
-            ],
-            cwd=REPO_ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        return self
-
-    def wait_ready(self) -> None:
-        if not wait_until(lambda: "ready." in self.output() or self.process.poll() is not None, timeout=60):
-            raise AssertionError(f"worker {self.name} did not start:\n{self.output()}")
-        if self.process.poll() is not None:
-            raise AssertionError(f"worker {self.name} exited {self.process.returncode}:\n{self.output()}")
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()  # warm shutdown: finishes the task at hand
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.log.close()
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 
 from tests.support.broker import Broker
+from tests.support.ports import free_port
 from tests.support.processes import REPO_ROOT, wait_until
 
 KILL_POINTS = ("startup", "subscribed", "streaming", "committed")
@@ -66,8 +67,9 @@ class RunResult:
 class DrillListener:
     """One listener process of the drill, with the commit marker; same client id across restarts."""
 
-    def __init__(self, client_id: str, env: dict, workdir: Path):
+    def __init__(self, client_id: str, env: dict, workdir: Path, metrics_port: int | None = None):
         self.client_id = client_id
+        self.metrics_port = metrics_port  # --metrics-port: its counters (duplicates) for a drill to read
         self.env = env
         self.marker = workdir / f"{client_id}.commits"
         self.log_path = workdir / f"{client_id}.log"
@@ -79,7 +81,8 @@ class DrillListener:
         self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed with it
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.instrumented_listener", "--client-id", self.client_id],
+            [sys.executable, "-m", "tests.support.instrumented_listener", "--client-id", self.client_id]
+            + (["--metrics-port", str(self.metrics_port)] if self.metrics_port else []),
             cwd=REPO_ROOT,
             env={**self.env, "FIELDWATCH_DRILL_COMMIT_MARKER": str(self.marker)},
             stdout=log,
@@ -112,6 +115,10 @@ class DrillListener:
     def subscribed(self) -> bool:
         return "subscribed" in self.output()
 
+    def subscriptions(self) -> int:
+        """SUBACKs logged since the last start: one more after each reconnect to the broker."""
+        return self.output().count("subscribed")
+
     def stop(self) -> int | None:
         if not self.alive():
             return None if self.process is None else self.process.returncode
@@ -134,6 +141,7 @@ class CrashDrill:
         seed: int = 0,
         messages: int = 5000,
         window_ms: int = 1000,
+        metrics: bool = False,
     ):
         self.broker = broker
         self.database_url = database_url
@@ -143,6 +151,7 @@ class CrashDrill:
         self.random = random.Random(seed)
         self.messages = messages
         self.window_ms = window_ms
+        self.metrics = metrics  # each listener serves Prometheus metrics on a free port of its own
         self.workdir = Path(tempfile.mkdtemp(prefix="fw-drill-"))
         self.env = {
             **os.environ,
@@ -229,7 +238,8 @@ class CrashDrill:
     def _ensure_listeners(self, count: int) -> None:
         while len(self.listeners) < count:
             client_id = f"{self.prefix}-listener-{len(self.listeners) + 1}"
-            self.listeners.append(DrillListener(client_id, self.env, self.workdir))
+            port = free_port() if self.metrics else None
+            self.listeners.append(DrillListener(client_id, self.env, self.workdir, metrics_port=port))
         if len(self.listeners) > count:
             # A listener leaving the group keeps its session, which Mosquitto goes on assigning messages to.
             raise ValueError("a drill's group of listeners may grow, never shrink")

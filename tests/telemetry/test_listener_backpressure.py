@@ -6,9 +6,7 @@ import json
 import time
 import urllib.request
 import uuid
-from contextlib import contextmanager
 
-import psycopg
 import pytest
 from django.conf import settings
 
@@ -16,6 +14,7 @@ from apps.telemetry.models import DeadLetter, Reading
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 from tests.support.memory import RssSampler, rss_bytes
 from tests.support.mqtt import ListenerProcess, Publisher, broker_logins
+from tests.support.pglock import writer_held
 from tests.support.ports import free_port
 from tests.support.processes import database_url, wait_until
 
@@ -40,15 +39,6 @@ def flood_payload(first_ts: int) -> bytes:
     ]
     body = json.dumps(records).encode()
     return body[:-1] + b" " * (settings.INGEST_MQTT_MAX_BYTES - len(body)) + b"]"
-
-
-@contextmanager
-def writer_held():
-    """Another session holds telemetry_reading in EXCLUSIVE mode: every flush waits, as behind a stalled disk."""
-    with psycopg.connect(database_url()) as connection:
-        connection.execute("LOCK TABLE telemetry_reading IN EXCLUSIVE MODE")
-        yield
-        connection.rollback()
 
 
 def metric(port: int, name: str) -> float:
@@ -96,7 +86,7 @@ def test_a_flood_of_maximum_size_messages_behind_a_stalled_writer_keeps_memory_b
         baseline = rss_bytes(process.process.pid)
 
         with RssSampler(process.process.pid) as sampler:
-            with writer_held():
+            with writer_held(database_url()):
                 for i in range(8, 8 + FLOOD_MESSAGES):
                     publisher.publish(topic, flood_payload(first_ts + i * RECORDS))
                 publisher.flush(timeout=120)  # the broker has them all (queued for the listener's session)
