@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 MANAGE := $(BIN)/python manage.py
 
-.PHONY: run test setup services lint format bench doctor clean
+.PHONY: run test setup services lint format bench doctor clean broker-plugin-deps
 
 # --- installation (stamp files make re-runs instant while requirements are unchanged) ----------------------------
 $(BIN)/python:
@@ -29,7 +29,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 services: $(VENV)/.installed-base
 	@$(MANAGE) fieldwatch_doctor --preflight
 
-setup: services node_modules/.package-lock.json
+setup: services node_modules/.package-lock.json broker-plugin-deps
 	$(MANAGE) ensure_database
 	$(MANAGE) migrate --noinput
 	$(MANAGE) install_schedules
@@ -59,12 +59,19 @@ format: $(VENV)/.installed-local
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The broker's ThingsBoard plugin (docker/mosquitto/plugin) is compiled on the machine that runs the broker, against
+# its Mosquitto headers (by `manage.py broker_setup` and the tests' brokers).
+broker-plugin-deps:
+	@test -f /usr/include/mosquitto_plugin.h -a -f /usr/include/mosquitto.h -a -f /usr/include/openssl/evp.h \
+		-a -x /usr/bin/cc || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends gcc libc6-dev mosquitto-dev libmosquitto-dev libssl-dev >/dev/null; }
+
 # The browser tests drive Debian's Chromium: Playwright cannot download its own browsers on our machines.
 /usr/bin/chromium:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 
-test: lint node_modules/.package-lock.json /usr/bin/chromium
+test: lint node_modules/.package-lock.json /usr/bin/chromium broker-plugin-deps
 	$(BIN)/python -m pytest
 
 # One benchmark at a time (they share the machine's cores): make bench [BENCH=ingest|listener_drain|timeseries|

@@ -54,6 +54,9 @@ MATRIX = {
     ("api-root", "GET"): everyone(200),
     # Gateways only: a user session is not an API key.
     ("ingest", "POST"): everyone(401, anonymous=401),
+    # Devices only, by the access token in the path: a user session is not a token.
+    ("thingsboard-telemetry", "POST"): everyone(401, anonymous=401),
+    ("thingsboard-attributes", "POST"): everyone(401, anonymous=401),
     ("series-query", "GET"): rows(READ_A, OWN_READS),
     ("device-latest", "GET"): rows(READ_A, OWN_READS),
     ("device-energy", "GET"): rows(READ_A, OWN_READS),
@@ -178,6 +181,8 @@ def request_for(world, name, method, target):
     routes = {
         "api-root": ({}, None),
         "ingest": ({}, {"readings": []}),
+        "thingsboard-telemetry": ({"token": "fwa_00000000_not-a-token"}, {"supply_temp": 1}),
+        "thingsboard-attributes": ({"token": "fwa_00000000_not-a-token"}, {"firmware": "1"}),
         "series-query": ({}, {"device": uid, "metrics": "supply_temp", **span}),
         "device-latest": ({"uid": uid}, None),
         "device-energy": ({"uid": uid}, {"metric": "power", **span}),

@@ -30,8 +30,17 @@ from apps.core.admin_mixins import (
 from apps.core.time import timezone_names
 from apps.devices.broker_auth import mqtt_credential_issue, mqtt_credential_revoke
 from apps.devices.key_rotation import KeyNotRotatable, api_key_rotate
-from apps.devices.models import ApiKey, Device, DeviceType, Gateway, MetricDefinition, MqttCredential, Site
-from apps.devices.services import api_key_issue, api_key_revoke, device_purge
+from apps.devices.models import (
+    AccessToken,
+    ApiKey,
+    Device,
+    DeviceType,
+    Gateway,
+    MetricDefinition,
+    MqttCredential,
+    Site,
+)
+from apps.devices.services import access_token_issue, access_token_revoke, api_key_issue, api_key_revoke, device_purge
 
 RelatedOnly = admin.RelatedOnlyFieldListFilter
 
@@ -78,6 +87,29 @@ class MqttCredentialIssueMixin:
                     owner,
                     credential.username,
                     password,
+                ),
+            )
+
+
+class AccessTokenIssueMixin:
+    """Adds "Issue ThingsBoard access token" to the device and gateway lists (uses ``mqtt_owner_kind``)."""
+
+    def has_issue_access_tokens_permission(self, request):
+        return request.user.has_perm("devices.add_accesstoken")
+
+    @admin.action(description="Issue ThingsBoard access token", permissions=["issue_access_tokens"])
+    def issue_access_tokens(self, request, queryset):
+        """Issue (or rotate) each selected owner's access token; each is shown once, here."""
+        for owner in queryset:
+            _, plaintext = access_token_issue(**{self.mqtt_owner_kind: owner})
+            messages.warning(
+                request,
+                format_html(
+                    "Access token for {}: <code>{}</code> — copy it now, it is not stored and will not be shown "
+                    "again. ThingsBoard firmware uses it as its MQTT username (no password) or in "
+                    "<code>/api/v1/&lt;token&gt;/telemetry</code>; the broker admits it within seconds.",
+                    owner,
+                    plaintext,
                 ),
             )
 
@@ -233,7 +265,7 @@ class ApiKeyInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(Gateway)
-class GatewayAdmin(MqttCredentialIssueMixin, OrganizationScopedAdminMixin, admin.ModelAdmin):
+class GatewayAdmin(MqttCredentialIssueMixin, AccessTokenIssueMixin, OrganizationScopedAdminMixin, admin.ModelAdmin):
     mqtt_owner_kind = "gateway"
     organization_path = "site__organization"
     list_display = ("name", "uid", "site", "device_count", "usable_key_count", "created_at")
@@ -243,7 +275,7 @@ class GatewayAdmin(MqttCredentialIssueMixin, OrganizationScopedAdminMixin, admin
     fields = ("site", "uid", "name", "created_at")
     readonly_fields = ("created_at",)
     inlines = [ApiKeyInline]
-    actions = ["issue_api_key", "issue_mqtt_credentials"]
+    actions = ["issue_api_key", "issue_mqtt_credentials", "issue_access_tokens"]
 
     def get_queryset(self, request):
         return (
@@ -409,7 +441,7 @@ class TagListFilter(admin.SimpleListFilter):
 
 
 @admin.register(Device)
-class DeviceAdmin(MqttCredentialIssueMixin, OrganizationScopedAdminMixin, admin.ModelAdmin):
+class DeviceAdmin(MqttCredentialIssueMixin, AccessTokenIssueMixin, OrganizationScopedAdminMixin, admin.ModelAdmin):
     mqtt_owner_kind = "device"
     organization_path = "site__organization"
     list_display = ("uid", "name", "site", "device_type", "status", "last_seen", "series_count", "is_active")
@@ -431,7 +463,7 @@ class DeviceAdmin(MqttCredentialIssueMixin, OrganizationScopedAdminMixin, admin.
         "created_at",
     )
     readonly_fields = ("status", "last_seen", "series_count", "created_at")
-    actions = ["purge_devices", "issue_mqtt_credentials"]
+    actions = ["purge_devices", "issue_mqtt_credentials", "issue_access_tokens"]
 
     def get_queryset(self, request):
         # device_type is needed by status() on every row, and on the change page.
@@ -493,6 +525,36 @@ class DeviceAdmin(MqttCredentialIssueMixin, OrganizationScopedAdminMixin, admin.
 # ---------------------------------------------------------------------------------------------------------------------
 # Broker (MQTT) credentials
 # ---------------------------------------------------------------------------------------------------------------------
+@admin.register(AccessToken)
+class AccessTokenAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
+    """Read-only: tokens are issued from the device and gateway lists and revoked here, through services."""
+
+    list_display = ("token", "device", "gateway", "created_at", "last_used_at", "revoked_at")
+    list_filter = (CredentialStateFilter, ("device__site", RelatedOnly), ("gateway__site", RelatedOnly))
+    list_select_related = ("device", "gateway")
+    search_fields = ("prefix", "device__uid", "gateway__uid")
+    fields = ("token", "device", "gateway", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+    actions = ["revoke_tokens"]
+
+    def scope_queryset(self, queryset, organization_id):
+        return queryset.filter(
+            Q(device__site__organization_id=organization_id) | Q(gateway__site__organization_id=organization_id)
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="token")
+    def token(self, access_token):
+        return access_token.masked
+
+    @admin.action(description="Revoke selected access tokens", permissions=["change"])
+    def revoke_tokens(self, request, queryset):
+        revoked = sum(access_token_revoke(token=token) for token in queryset)
+        self.message_user(request, f"Revoked {revoked} token(s); the broker refuses them within seconds.")
+
+
 @admin.register(MqttCredential)
 class MqttCredentialAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     """Read-only: credentials are issued from the device and gateway lists and revoked here, through services."""

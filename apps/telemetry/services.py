@@ -5,6 +5,7 @@ together with the dead letters of whatever was refused. The caller acknowledges 
 after this returns, i.e. after the commit; if the database fails, this raises and nothing was acknowledged.
 """
 
+import contextlib
 import datetime
 from collections import Counter
 from collections.abc import Mapping
@@ -12,14 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 
 from apps.telemetry.choices import Dialect, IngestSource, RejectReason
 from apps.telemetry.ingest import dialects, metrics
+from apps.telemetry.ingest.attributes import parse_attributes
 from apps.telemetry.ingest.dialects import Limits, Sender
 from apps.telemetry.ingest.directory import DeviceDirectory
+from apps.telemetry.ingest.parsing import decode_payload
 from apps.telemetry.ingest.records import ParsedPayload, RecordError, Rejection, ValidReading
-from apps.telemetry.ingest.validation import validate_records
-from apps.telemetry.ingest.writer import DeadLetterRow, readings_write
+from apps.telemetry.ingest.validation import device_refusal, validate_records
+from apps.telemetry.ingest.writer import DeadLetterRow, client_attributes_write, readings_write
 from apps.telemetry.models import (
     LatestValue,
     Reading,
@@ -44,6 +48,7 @@ class IngestMessage:
     gateway_uid: str | None = None  # MQTT gateway topic
     gateway_site_id: int | None = None  # HTTP: the site of the authenticated gateway key
     max_bytes: int = 0
+    attributes: bool = False  # client attributes (apps.telemetry.ingest.attributes), not readings
     dialect: str = ""  # set when the transport says (an endpoint or topic tree of the dialect); else detected
     options: Mapping[str, Any] = field(default_factory=dict)  # what the dialect's parser needs from the transport
 
@@ -65,27 +70,37 @@ class IngestBatchResult:
     duplicates: int
 
 
+def _max_bytes(message: IngestMessage) -> int:
+    if message.max_bytes:
+        return message.max_bytes
+    return settings.INGEST_HTTP_MAX_BYTES if message.source == IngestSource.HTTP else settings.INGEST_MQTT_MAX_BYTES
+
+
+def _sender_site(message: IngestMessage, gateway_sites: Mapping[str, int]) -> int | None:
+    """The site the sender is bound to (a gateway may only speak for devices of its site); None for a device."""
+    if message.source == IngestSource.HTTP:
+        return message.gateway_site_id
+    if message.gateway_uid is None:
+        return None
+    site_id = gateway_sites.get(message.gateway_uid)
+    if site_id is None:
+        raise Rejection(RejectReason.UNKNOWN_GATEWAY, f"no gateway {message.gateway_uid!r} is registered")
+    return site_id
+
+
 def _parse(
     message: IngestMessage, dialect: Dialect, gateway_sites: Mapping[str, int]
 ) -> tuple[ParsedPayload, int | None]:
-    """Bytes to raw records in ``dialect``, and the site the sender is bound to (gateways may only send for their
-    site)."""
+    """Bytes to raw records in ``dialect``, and the site the sender is bound to."""
+    site_id = _sender_site(message, gateway_sites)
     limits = Limits(
-        received_at=message.received_at,
-        max_bytes=message.max_bytes
-        or (settings.INGEST_HTTP_MAX_BYTES if message.source == IngestSource.HTTP else settings.INGEST_MQTT_MAX_BYTES),
-        max_records=settings.INGEST_MAX_RECORDS,
+        received_at=message.received_at, max_bytes=_max_bytes(message), max_records=settings.INGEST_MAX_RECORDS
     )
-    site_id = None
-    if message.source == IngestSource.HTTP:
-        site_id = message.gateway_site_id
-    elif message.gateway_uid is not None:
-        site_id = gateway_sites.get(message.gateway_uid)
-        if site_id is None:
-            raise Rejection(RejectReason.UNKNOWN_GATEWAY, f"no gateway {message.gateway_uid!r} is registered")
+    # A device topic, or ThingsBoard's HTTP API (the token names the device): the records are that device's.
+    device_uid = message.device_uid if message.gateway_uid is None else None
     sender = Sender(
-        device_uid=message.device_uid if message.source == IngestSource.MQTT and message.gateway_uid is None else None,
-        http=message.source == IngestSource.HTTP,
+        device_uid=device_uid,
+        http=message.source == IngestSource.HTTP and device_uid is None,
         options=message.options,
     )
     return dialects.parse(message.payload, dialect, sender, limits), site_id
@@ -130,6 +145,7 @@ class IngestBatch:
         # are traced back to (see _gone_devices_refused).
         self.reading_ends: list[int] = []
         self.dead_letters: list[DeadLetterRow] = []
+        self.attributes: dict[int, dict[str, Any]] = {}  # device id -> client attributes to merge
         self.rejected_by_reason: Counter = Counter()
         self.payload_bytes = 0
 
@@ -139,6 +155,8 @@ class IngestBatch:
     def add(self, message: IngestMessage) -> IngestOutcome:
         """Parse and validate one message into the batch; return its outcome (final unless ``commit`` finds one of
         its devices deleted meanwhile)."""
+        if message.attributes:
+            return self._add_attributes(message)
         outcome = IngestOutcome()
         dialect = dialects.dialect_of(message.payload, message.dialect, message.options)
         try:
@@ -163,6 +181,33 @@ class IngestBatch:
         outcome.errors = errors
         for error in errors:
             self.rejected_by_reason[message.source, dialect, error.reason] += 1
+            self.dead_letters.append(_dead_letter(message, error.reason, _error_detail(error), error.device_uid))
+        return outcome
+
+    def _add_attributes(self, message: IngestMessage) -> IngestOutcome:
+        """Client attributes: checked like readings' devices (known, active, on the gateway's site), kept for the
+        commit; each device's later values of a key replace earlier ones."""
+        outcome = IngestOutcome()
+        self._append(message, outcome, Dialect.NATIVE)
+        try:
+            site_id = _sender_site(message, self.gateway_sites)
+            document = decode_payload(message.payload, max_bytes=_max_bytes(message))
+            parsed = parse_attributes(document, device_uid=message.device_uid if message.gateway_uid is None else None)
+        except Rejection as rejection:
+            self._refuse(outcome, rejection)
+            return outcome
+        errors = list(parsed.errors)
+        for index, uid, attributes in parsed.updates:
+            rule = self.rules.get(uid)
+            problem = device_refusal(rule, gateway_site_id=site_id)
+            if problem is not None:
+                errors.append(RecordError(index, uid[:128], *problem))
+                continue
+            self.attributes.setdefault(rule.device_id, {}).update(attributes)
+            outcome.accepted += len(attributes)
+        outcome.rejected, outcome.errors = len(errors), errors
+        for error in errors:
+            self.rejected_by_reason[message.source, Dialect.NATIVE, error.reason] += 1
             self.dead_letters.append(_dead_letter(message, error.reason, _error_detail(error), error.device_uid))
         return outcome
 
@@ -193,12 +238,15 @@ class IngestBatch:
         """Write the batch in one transaction; raises on database failure (nothing is then stored, and the same
         batch may be committed again)."""
         refused = _GoneDevices(self)
-        result = readings_write(
-            self.readings,
-            received_at=self.messages[-1].received_at if self.messages else self.now,
-            dead_letters=self.dead_letters,
-            gone_dead_letters=refused.dead_letters,
-        )
+        with transaction.atomic() if self.attributes else contextlib.nullcontext():  # one commit for both
+            result = readings_write(
+                self.readings,
+                received_at=self.messages[-1].received_at if self.messages else self.now,
+                dead_letters=self.dead_letters,
+                gone_dead_letters=refused.dead_letters,
+            )
+            if self.attributes:
+                client_attributes_write(self.attributes)
         refused.apply()
 
         # Counted only after the commit: a retried batch must not be counted twice.

@@ -24,8 +24,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from apps.alerts.models import Alert, AlertRule, Delivery, EscalationPolicy, NotificationChannel, PendingEvaluation
 from apps.audit.models import AuditEvent
 from apps.devices.broker_auth import mqtt_credential_issue
-from apps.devices.models import ApiKey, Device, DeviceType, Gateway, MetricDefinition, MqttCredential, Site
-from apps.devices.services import api_key_authenticate, api_key_issue, api_key_revoke
+from apps.devices.models import AccessToken, ApiKey, Device, DeviceType, Gateway, MetricDefinition, MqttCredential, Site
+from apps.devices.services import access_token_issue, api_key_authenticate, api_key_issue, api_key_revoke
 from apps.telemetry.choices import IngestSource, RejectReason
 from apps.telemetry.models import DeadLetter, LatestValue, Reading, Series
 from apps.users.models import ApiToken, Organization, User
@@ -180,6 +180,7 @@ def _one_of_each(site):
         Device: device,
         ApiKey: api_key,
         MqttCredential: mqtt_credential_issue(gateway=gateway)[0],
+        AccessToken: access_token_issue(device=device)[0],
         Series: series,
         LatestValue: series.latest,
         DeadLetter: make_dead_letter(device.uid, payload=b"\x81\xa1t\x01"),

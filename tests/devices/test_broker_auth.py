@@ -3,19 +3,15 @@ started with the project config (tests/support/broker.py) and reloaded the way `
 
 import io
 import os
-import queue
 import stat
 import subprocess
-import threading
 import time
 import uuid
 
-import paho.mqtt.client as mqtt
 import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.test import override_settings
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from apps.devices.broker_auth import (
     active_credentials,
@@ -35,7 +31,7 @@ from apps.telemetry.ingest.topics import private_share_group
 from apps.telemetry.models import Reading
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
 from tests.support.broker import PLUGIN_DIR, PROJECT_CONFIG, Broker
-from tests.support.mqtt import Publisher, broker_logins, listener
+from tests.support.mqtt import Publisher, RecordingClient, broker_logins, listener
 from tests.support.ports import free_port, wait_for_port
 from tests.support.processes import database_url, wait_until
 
@@ -166,56 +162,11 @@ def test_the_config_template_keeps_every_line_the_renderer_replaces():
 # ---------------------------------------------------------------------------------------------------------------------
 # End to end against a real Mosquitto
 # ---------------------------------------------------------------------------------------------------------------------
-class Client:
-    """A paho MQTT 5 client that records CONNACK, PUBACK and SUBACK reason codes and received messages."""
-
-    def __init__(self, port: int, username: str | None, password: str | None):
-        self.connack = queue.Queue()
-        self.pubacks: dict[int, mqtt.ReasonCode] = {}
-        self.acked = threading.Condition()
-        self.messages: queue.Queue = queue.Queue()
-        self.subacks: queue.Queue = queue.Queue()
-        self.disconnected = threading.Event()
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
-        )
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        self.client.on_connect = lambda client, userdata, flags, reason, properties: self.connack.put(reason)
-        self.client.on_publish = self._on_publish
-        self.client.on_subscribe = lambda client, userdata, mid, reasons, properties: self.subacks.put(reasons)
-        self.client.on_disconnect = lambda *args: self.disconnected.set()
-        self.client.on_message = lambda client, userdata, message: self.messages.put((message.topic, message.payload))
-        self.client.reconnect_delay_set(60, 60)  # a refused client must not retry during the test
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        self.reason = self.connack.get(timeout=5)
-
-    def _on_publish(self, client, userdata, mid, reason, properties):
-        with self.acked:
-            self.pubacks[mid] = reason
-            self.acked.notify_all()
-
-    def publish(self, topic: str, payload: bytes) -> int:
-        """Publish with QoS 1 and return the PUBACK reason code."""
-        info = self.client.publish(topic, payload, qos=1)
-        with self.acked:
-            assert self.acked.wait_for(lambda: info.mid in self.pubacks, timeout=5), "no PUBACK"
-            return self.pubacks[info.mid].value
-
-    def subscribe(self, *filters: str) -> list[int]:
-        """Subscribe with QoS 1; the SUBACK reason codes."""
-        self.client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in filters])
-        return [reason.value for reason in self.subacks.get(timeout=5)]
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def refused(port: int, username: str | None, password: str | None) -> bool:
     """Whether the broker on ``port`` refuses this login (the client is closed again)."""
-    client = Client(port, username, password)
+    client = RecordingClient(port, username, password)
     client.close()
     return client.reason.is_failure
 
@@ -242,7 +193,7 @@ def secured_broker(fleet):
     clients = []
 
     def connect(username, password):
-        client = Client(broker.port, username, password)
+        client = RecordingClient(broker.port, username, password)
         clients.append(client)
         return client
 
@@ -317,9 +268,9 @@ def test_only_an_explicit_monitoring_login_reads_everything(fleet):
     broker.start()
     try:
         broker.sync()
-        monitor = Client(broker.port, "fw-monitor", "monitor-secret")
+        monitor = RecordingClient(broker.port, "fw-monitor", "monitor-secret")
         assert monitor.subscribe("#", "$SYS/#") == [1, 1]
-        device = Client(broker.port, "dev-1", fleet["dev-1"])
+        device = RecordingClient(broker.port, "dev-1", fleet["dev-1"])
         assert device.publish(f"{PREFIX}/devices/dev-1/telemetry", b"x") == 0
         time.sleep(1)
         topics = {monitor.messages.get()[0] for _ in range(monitor.messages.qsize())}
@@ -361,7 +312,7 @@ def test_a_credential_joining_the_ingest_group_or_reading_everything_takes_nothi
     prefix = f"fw{uuid.uuid4().hex[:6]}"
     passwords = broker_logins(broker, prefix, pump, snoop := DeviceFactory(site=site_a, uid="snoop"))
     process = listener(broker.url, prefix, database_url()).start()
-    intruder = Client(broker.port, snoop.uid, passwords[snoop.uid])
+    intruder = RecordingClient(broker.port, snoop.uid, passwords[snoop.uid])
     try:
         group = settings.MQTT_SHARED_GROUP
         ingest_filters = [f"{prefix}/devices/+/telemetry", f"{prefix}/gateways/+/telemetry"]
@@ -485,7 +436,7 @@ def test_broker_setup_writes_a_config_mosquitto_runs_with_auth_on_and_a_private_
         assert wait_until(lambda: (tmp_path / "mosquitto" / "mosquitto.pid").exists(), timeout=5)
         assert refused(port, None, None)
         assert not refused(port, settings.MQTT_LISTENER_USERNAME, password)
-        device = Client(port, "dev-1", fleet["dev-1"])
+        device = RecordingClient(port, "dev-1", fleet["dev-1"])
         assert device.publish(f"{PREFIX}/devices/dev-1/telemetry", b"x") == NO_MATCHING_SUBSCRIBERS  # accepted
         device.close()
         # broker_sync finds make run's broker by its pid file: a revocation is refused at once.

@@ -2,9 +2,12 @@
 a device or gateway of the test (the test broker, like production, admits nobody else)."""
 
 import json
+import queue
+import threading
 import uuid
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from apps.devices.broker_auth import mqtt_credential_issue
 from apps.devices.models import Device
@@ -75,3 +78,50 @@ class Publisher:
         self.flush()
         self.client.loop_stop()
         self.client.disconnect()
+
+
+class RecordingClient:
+    """A paho MQTT 5 client that records CONNACK, PUBACK and SUBACK reason codes and received messages."""
+
+    def __init__(self, port: int, username: str | None, password: str | None):
+        self.connack = queue.Queue()
+        self.pubacks: dict[int, mqtt.ReasonCode] = {}
+        self.acked = threading.Condition()
+        self.messages: queue.Queue = queue.Queue()
+        self.subacks: queue.Queue = queue.Queue()
+        self.disconnected = threading.Event()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
+        )
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.client.on_connect = lambda client, userdata, flags, reason, properties: self.connack.put(reason)
+        self.client.on_publish = self._on_publish
+        self.client.on_subscribe = lambda client, userdata, mid, reasons, properties: self.subacks.put(reasons)
+        self.client.on_disconnect = lambda *args: self.disconnected.set()
+        self.client.on_message = lambda client, userdata, message: self.messages.put((message.topic, message.payload))
+        self.client.reconnect_delay_set(60, 60)  # a refused client must not retry during the test
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.reason = self.connack.get(timeout=5)
+
+    def _on_publish(self, client, userdata, mid, reason, properties):
+        with self.acked:
+            self.pubacks[mid] = reason
+            self.acked.notify_all()
+
+    def publish(self, topic: str, payload: bytes) -> int:
+        """Publish with QoS 1 and return the PUBACK reason code."""
+        info = self.client.publish(topic, payload, qos=1)
+        with self.acked:
+            assert self.acked.wait_for(lambda: info.mid in self.pubacks, timeout=5), "no PUBACK"
+            return self.pubacks[info.mid].value
+
+    def subscribe(self, *filters: str) -> list[int]:
+        """Subscribe with QoS 1; the SUBACK reason codes."""
+        self.client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in filters])
+        return [reason.value for reason in self.subacks.get(timeout=5)]
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -4,15 +4,39 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('audit', '0002_two_factor_actions'),
+        ("audit", "0002_two_factor_actions"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditevent',
-            name='action',
-            field=models.CharField(choices=[('login', 'Login'), ('logout', 'Logout'), ('login.failed', 'Login failed'), ('config.create', 'Configuration created'), ('config.change', 'Configuration changed'), ('config.delete', 'Configuration deleted'), ('alert.acknowledge', 'Alert acknowledged'), ('alert.resolve', 'Alert resolved'), ('key.issue', 'Gateway API key issued'), ('key.rotate', 'Gateway API key rotated'), ('key.revoke', 'Gateway API key revoked'), ('token.create', 'API token created'), ('token.revoke', 'API token revoked'), ('mqtt.issue', 'MQTT credential issued'), ('mqtt.revoke', 'MQTT credential revoked'), ('access-token.issue', 'Access token (ThingsBoard) issued'), ('access-token.revoke', 'Access token (ThingsBoard) revoked'), ('export.create', 'Export created'), ('2fa.enrol', 'Two-factor device enrolled'), ('2fa.failed', 'Two-factor code refused'), ('2fa.remove', 'Two-factor device removed')], max_length=32),
+            model_name="auditevent",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("login", "Login"),
+                    ("logout", "Logout"),
+                    ("login.failed", "Login failed"),
+                    ("config.create", "Configuration created"),
+                    ("config.change", "Configuration changed"),
+                    ("config.delete", "Configuration deleted"),
+                    ("alert.acknowledge", "Alert acknowledged"),
+                    ("alert.resolve", "Alert resolved"),
+                    ("key.issue", "Gateway API key issued"),
+                    ("key.rotate", "Gateway API key rotated"),
+                    ("key.revoke", "Gateway API key revoked"),
+                    ("token.create", "API token created"),
+                    ("token.revoke", "API token revoked"),
+                    ("mqtt.issue", "MQTT credential issued"),
+                    ("mqtt.revoke", "MQTT credential revoked"),
+                    ("access-token.issue", "Access token (ThingsBoard) issued"),
+                    ("access-token.revoke", "Access token (ThingsBoard) revoked"),
+                    ("export.create", "Export created"),
+                    ("2fa.enrol", "Two-factor device enrolled"),
+                    ("2fa.failed", "Two-factor code refused"),
+                    ("2fa.remove", "Two-factor device removed"),
+                ],
+                max_length=32,
+            ),
         ),
     ]

@@ -4,6 +4,7 @@ from apps.core import converters  # noqa: F401  (registers <segment:...>: a path
 from apps.telemetry.api.derived_views import DeviceEnergyView, DeviceStatisticsView, DeviceVolumeView
 from apps.telemetry.api.export_views import ExportCreateView, ExportDetailView, ExportDownloadView, ExportRetryView
 from apps.telemetry.api.query_views import DeviceLatestView, SeriesQueryView
+from apps.telemetry.api.thingsboard import ThingsBoardAttributesView, ThingsBoardTelemetryView
 from apps.telemetry.api.views import IngestView
 
 urlpatterns = [
@@ -17,4 +18,7 @@ urlpatterns = [
     path("exports/<uuid:export_id>", ExportDetailView.as_view(), name="export-detail"),
     path("exports/<uuid:export_id>/download", ExportDownloadView.as_view(), name="export-download"),
     path("exports/<uuid:export_id>/retry", ExportRetryView.as_view(), name="export-retry"),
+    # ThingsBoard's device HTTP API, unchanged (the access token is the path's first segment).
+    path("<segment:token>/telemetry", ThingsBoardTelemetryView.as_view(), name="thingsboard-telemetry"),
+    path("<segment:token>/attributes", ThingsBoardAttributesView.as_view(), name="thingsboard-attributes"),
 ]

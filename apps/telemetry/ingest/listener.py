@@ -153,6 +153,7 @@ class MqttListener:
             origin=topic,
             device_uid=target.device_uid if target else None,
             gateway_uid=target.gateway_uid if target else None,
+            attributes=target.attributes if target else False,
         )
         if not self._reserve(len(message.payload)):
             return  # stopping: left unacknowledged, so the broker delivers it again to the next session

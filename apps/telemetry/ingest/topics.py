@@ -5,7 +5,6 @@ plugin rewrote it)."""
 import hmac
 from dataclasses import dataclass
 
-
 LEAVES = ("telemetry", "attributes")
 
 

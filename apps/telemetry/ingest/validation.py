@@ -17,7 +17,7 @@ from apps.telemetry.choices import RejectReason
 from apps.telemetry.ingest.parsing import describe_value
 from apps.telemetry.ingest.records import DeviceRule, RawRecord, RecordError, ValidReading
 
-__all__ = ["is_valid_metric_key", "validate_records"]
+__all__ = ["device_refusal", "is_valid_metric_key", "validate_records"]
 
 METRIC_KEY_MAX_LENGTH = 63
 
@@ -36,6 +36,19 @@ def is_valid_metric_key(key: Any) -> bool:
         and key.islower()
         and key[0] != "_"
     )
+
+
+def device_refusal(device: DeviceRule | None, *, gateway_site_id: int | None) -> tuple[RejectReason, str] | None:
+    """Why a sender may not speak for ``device`` at all - unknown, deactivated, or (for a gateway) on another site -
+    or None. For readings and client attributes alike."""
+    if device is None:
+        return RejectReason.UNKNOWN_DEVICE, "no device is registered with this uid"
+    if not device.is_active:
+        return RejectReason.INACTIVE_DEVICE, "the device is deactivated"
+    if gateway_site_id is not None and device.site_id != gateway_site_id:
+        # Deliberately vague: the gateway's owner need not learn which site the device is on.
+        return RejectReason.WRONG_SITE, "the device is not on the gateway's site"
+    return None
 
 
 def validate_records(
@@ -67,15 +80,12 @@ def validate_records(
         index = record.index
         uid = record.device_uid
         device = devices.get(uid)
-        if device is None:
-            add_error(RecordError(index, uid, RejectReason.UNKNOWN_DEVICE, "no device is registered with this uid"))
-            continue
-        if not device.is_active:
-            add_error(RecordError(index, uid, RejectReason.INACTIVE_DEVICE, "the device is deactivated"))
-            continue
-        if gateway_site_id is not None and device.site_id != gateway_site_id:
-            # Deliberately vague: the gateway's owner need not learn which site the device is on.
-            add_error(RecordError(index, uid, RejectReason.WRONG_SITE, "the device is not on the gateway's site"))
+        if (
+            device is None
+            or not device.is_active
+            or (gateway_site_id is not None and device.site_id != gateway_site_id)
+        ):
+            add_error(RecordError(index, uid, *device_refusal(device, gateway_site_id=gateway_site_id)))
             continue
         ts = record.ts
         if ts > latest:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from django.db import connection, transaction
+from psycopg.types.json import Jsonb
 
 from apps.core.db.binary import binary_cursor, binary_execute, logged_statement
 from apps.telemetry.ingest.records import CommittedReading, ValidReading
@@ -370,3 +371,28 @@ def _dead_letters_insert(cursor, dead_letters: Sequence[DeadLetterRow]) -> None:
                     row.payload_size,
                 )
             )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Client attributes
+# ---------------------------------------------------------------------------------------------------------------------
+
+# One statement for the batch, in device-id order (the order flushes lock device rows in). A key sent again replaces
+# the stored value; keys not sent are kept. Admin-entered metadata beside client_attributes is never touched.
+_ATTRIBUTES_MERGE = """
+    UPDATE devices_device d
+    SET metadata = jsonb_set(
+        COALESCE(d.metadata, '{}'::jsonb),
+        '{client_attributes}',
+        COALESCE(d.metadata -> 'client_attributes', '{}'::jsonb) || u.attributes
+    )
+    FROM unnest(%s::bigint[], %s::jsonb[]) AS u (id, attributes)
+    WHERE d.id = u.id
+"""
+
+
+def client_attributes_write(updates: dict[int, dict]) -> None:
+    """Merge each device's reported attributes into ``metadata["client_attributes"]`` (one statement)."""
+    device_ids = sorted(updates)
+    with binary_cursor() as cursor:
+        binary_execute(cursor, _ATTRIBUTES_MERGE, [device_ids, [Jsonb(updates[device_id]) for device_id in device_ids]])
