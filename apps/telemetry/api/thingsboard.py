@@ -27,8 +27,15 @@ TOKEN_PARAMETER = OpenApiParameter(
 )
 
 
+# The challenge of a 401 here: the credential is the access token in the path, as ThingsBoard has it.
+CHALLENGE = 'AccessToken realm="ingest", location="path"'
+
+
 def _error(code: int, reason: str, detail: str) -> Response:
-    return Response({"reason": reason, "detail": detail}, status=code)
+    response = Response({"reason": reason, "detail": detail}, status=code)
+    if code == 401:
+        response["WWW-Authenticate"] = CHALLENGE
+    return response
 
 
 class ThingsBoardDeviceView(APIView):
