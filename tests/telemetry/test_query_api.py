@@ -418,11 +418,12 @@ HISTORICAL = {
 }
 
 
-def test_msgpack_is_the_same_structure(client, bob, fleet):
+@pytest.mark.parametrize("media_type", ["application/msgpack", "application/x-msgpack"])
+def test_msgpack_is_the_same_structure(client, bob, fleet, media_type):
     as_json = get(client, bob, HISTORICAL).json()
-    response = get(client, bob, HISTORICAL, Accept="application/msgpack")
+    response = get(client, bob, HISTORICAL, Accept=media_type)
     assert response.status_code == 200
-    assert response["Content-Type"] == "application/msgpack"
+    assert response["Content-Type"] == media_type
     assert msgpack.unpackb(response.content) == as_json
     assert len(response.content) < len(get(client, bob, HISTORICAL).content)
 

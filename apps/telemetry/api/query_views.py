@@ -19,7 +19,7 @@ from apps.telemetry.api.query_serializers import (
     SeriesResponseSerializer,
     TooManyRowsSerializer,
 )
-from apps.telemetry.api.renderers import CSVRenderer, FastJSONRenderer, JSONErrorsMixin, MessagePackRenderer, csv_rows
+from apps.telemetry.api.renderers import MESSAGEPACK_RENDERERS, CSVRenderer, FastJSONRenderer, JSONErrorsMixin, csv_rows
 from apps.telemetry.queries import CACHE_TTL_SECONDS, TooManyRows
 from apps.telemetry.selectors import DeviceNotFound, MetricNotFound, latest_values_for_device, series_query_for_user
 
@@ -38,8 +38,9 @@ series has at most `max_points` readings in the range; rollup resolutions past t
 `first` / `last` are the earliest / latest reading of the bucket. Rollups cover closed buckets only, so the newest
 minutes of a range ending now appear once the rollup job has run.
 
-**Formats.** JSON by default; `Accept: application/msgpack` returns the same structure in MessagePack;
-`format=csv` (or `Accept: text/csv`) streams `device,metric,ts,<columns>` with ISO-8601 `ts` in `tz`.
+**Formats.** JSON by default; `Accept: application/msgpack` (or `application/x-msgpack`) returns the same
+structure in MessagePack; `format=csv` (or `Accept: text/csv`) streams `device,metric,ts,<columns>` with ISO-8601
+`ts` in `tz`.
 
 **Caching.** A range that ended over an hour ago answers with an `ETag` and `Cache-Control: private,
 max-age=3600` (send `If-None-Match` for a `304`) and is cached server-side for an hour; other ranges are
@@ -67,7 +68,7 @@ def _series_example():
 class SeriesQueryView(JSONErrorsMixin, APIView):
     """Series data for charts and analysis."""
 
-    renderer_classes = [FastJSONRenderer, MessagePackRenderer, CSVRenderer]
+    renderer_classes = [FastJSONRenderer, *MESSAGEPACK_RENDERERS, CSVRenderer]
 
     @extend_schema(
         operation_id="series_query",
@@ -129,7 +130,7 @@ class SeriesQueryView(JSONErrorsMixin, APIView):
 class DeviceLatestView(JSONErrorsMixin, APIView):
     """The current value of every metric of a device."""
 
-    renderer_classes = [FastJSONRenderer, MessagePackRenderer]
+    renderer_classes = [FastJSONRenderer, *MESSAGEPACK_RENDERERS]
 
     @extend_schema(
         operation_id="device_latest_values",

@@ -54,6 +54,16 @@ class MessagePackRenderer(BaseRenderer):
         return msgpack.packb(data, use_bin_type=True)
 
 
+class XMessagePackRenderer(MessagePackRenderer):
+    """The same rendering under ``application/x-msgpack``, the unregistered type many clients (the ACE seed's among
+    them) still send; the response says the type the client asked for."""
+
+    media_type = "application/x-msgpack"
+
+
+MESSAGEPACK_RENDERERS = [MessagePackRenderer, XMessagePackRenderer]
+
+
 def csv_rows(payload: dict, *, tz: str = "UTC") -> Iterator[str]:
     """A series response as CSV lines: ``device,metric,ts,<columns>``, ``ts`` ISO-8601 in ``tz``.
 
