@@ -1,7 +1,10 @@
-"""MQTT topic names: ``<prefix>/devices/<device_uid>/telemetry`` and ``<prefix>/gateways/<gateway_uid>/telemetry``."""
+"""MQTT topic names: ``<prefix>/devices/<device_uid>/telemetry`` and ``<prefix>/gateways/<gateway_uid>/telemetry``,
+and Sparkplug B's own tree, ``spBv1.0/...`` (fixed by the specification, whatever the prefix)."""
 
 import hmac
 from dataclasses import dataclass
+
+SPARKPLUG_FILTER = "spBv1.0/#"  # apps.telemetry.ingest.dialects.sparkplug reads what arrives there
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,7 +15,7 @@ class TelemetryTopic:
 
 def subscriptions(prefix: str, shared_group: str | None) -> list[str]:
     """The topic filters a listener subscribes to; with a group, as MQTT 5 shared subscriptions."""
-    filters = [f"{prefix}/devices/+/telemetry", f"{prefix}/gateways/+/telemetry"]
+    filters = [f"{prefix}/devices/+/telemetry", f"{prefix}/gateways/+/telemetry", SPARKPLUG_FILTER]
     return [f"$share/{shared_group}/{topic}" for topic in filters] if shared_group else filters
 
 
