@@ -270,7 +270,13 @@ class _Reader:
         self.uid = uids.uid(topic)
         self.received_at = received_at
         self.result = ParsedPayload()
-        self.default_ts = self._timestamp(message.timestamp) if message.HasField("timestamp") else received_at
+        # A metric without a timestamp of its own takes the payload's (the send time), else the time of receipt.
+        self.default_ts: datetime | TimestampError = received_at
+        if message.HasField("timestamp"):
+            try:
+                self.default_ts = self._timestamp(message.timestamp)
+            except TimestampError as error:
+                self.default_ts = error  # refused per metric that would take it
         self._groups: dict[datetime, RawRecord] = {}
         self._names: dict[tuple[datetime, str], str] = {}  # (ts, key) -> the metric name that took the key
 
@@ -297,7 +303,7 @@ class _Reader:
         names: dict[tuple[str, str], int] = {}
         for index, metric in enumerate(self.message.metrics):
             if metric.name == BD_SEQ_METRIC:
-                bd_seq = _integer(metric)
+                bd_seq = _bd_seq(metric)
             self._define(index, metric, "", aliases, names)
         effect.node = NodeState(True, bd_seq, effect.node.seq, aliases, names, frozenset())
         effect.defined = True
@@ -331,7 +337,7 @@ class _Reader:
         node already replaced) after the new birth. Such a death is ignored."""
         effect = SparkplugEffect(self.topic, node)
         self.result.state = effect
-        bd_seq = next((_integer(m) for m in self.message.metrics if m.name == BD_SEQ_METRIC), None)
+        bd_seq = next((_bd_seq(m) for m in self.message.metrics if m.name == BD_SEQ_METRIC), None)
         if node.online and node.bd_seq is not None and bd_seq is not None and bd_seq != node.bd_seq:
             return self.result
         effect.node = dataclasses.replace(node, online=False, seq=None, devices=frozenset())
@@ -417,6 +423,8 @@ class _Reader:
             return
         try:
             ts = self._timestamp(metric.timestamp) if metric.HasField("timestamp") else self.default_ts
+            if isinstance(ts, TimestampError):
+                raise ts
         except TimestampError as error:
             self._error(index, RejectReason.INVALID_TIMESTAMP, str(error), key)
             return
@@ -441,9 +449,11 @@ class _Reader:
         return self.uids.uid(self.topic, device_id)
 
 
-def _integer(metric) -> int | None:
+def _bd_seq(metric) -> int | None:
+    """The birth/death sequence number (0..255, Sparkplug 3.0), None when absent or out of range."""
     field_name = metric.WhichOneof("value")
-    return getattr(metric, field_name) if field_name in INTEGER_FIELDS else None
+    value = getattr(metric, field_name) if field_name in INTEGER_FIELDS else None
+    return value if value is not None and 0 <= value < SEQ_MODULUS else None
 
 
 def _value(metric, datatype: int) -> float | int | bool | str:
