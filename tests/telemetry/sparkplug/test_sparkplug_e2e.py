@@ -119,6 +119,12 @@ def test_births_aliases_restart_rebirth_and_death(broker, fleet, bob, site_a, li
         assert stored.definitions["aliases"]["2"] == ["pump-1", "Inputs/Temperature", DT.INT16]
         assert not node.commands  # nothing was ever unclear
 
+        # The login speaks only as its own edge node: the broker drops a birth of another node id (were it to reach
+        # the listener, it would be dead-lettered unknown_gateway).
+        node._publish(f"spBv1.0/{group}/NBIRTH/edge-8", spb.NBirth(timestamp=base, seq=0, metrics=()).encode())
+        time.sleep(0.5)
+        assert reasons() == ["sparkplug_unsupported_type", "wrong_site"]
+
         # --- a restart that lost the alias map: data by alias is dead-lettered, the node asked to rebirth ------
         assert listener.terminate() == 0, listener.output()
         listener.close()
