@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 MANAGE := $(BIN)/python manage.py
 
-.PHONY: run test setup services lint format bench doctor clean broker-plugin-deps
+.PHONY: run test setup services lint format bench doctor clean broker-plugin-deps proto
 
 # --- installation (stamp files make re-runs instant while requirements are unchanged) ----------------------------
 $(BIN)/python:
@@ -16,9 +16,16 @@ $(VENV)/.installed-base: $(BIN)/python requirements/base.txt
 	$(BIN)/pip install --quiet -r requirements/base.txt
 	touch $@
 
-$(VENV)/.installed-local: $(VENV)/.installed-base requirements/local.txt
+$(VENV)/.installed-local: $(VENV)/.installed-base requirements/local.txt requirements/local-nodeps.txt
 	$(BIN)/pip install --quiet -r requirements/local.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements/local-nodeps.txt
 	touch $@
+
+# The Sparkplug B protobuf module, generated from the committed .proto (the generated code is not committed).
+SPARKPLUG_PROTO := apps/telemetry/ingest/dialects/sparkplug/sparkplug_b.proto
+$(SPARKPLUG_PROTO:.proto=_pb2.py): $(SPARKPLUG_PROTO) $(VENV)/.installed-base
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. $(SPARKPLUG_PROTO)
+proto: $(SPARKPLUG_PROTO:.proto=_pb2.py)
 
 # Front-end libraries (uPlot) and the TimescaleDB test server come from the npm registry, never from the repo.
 node_modules/.package-lock.json: package.json package-lock.json
@@ -26,7 +33,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 	touch $@
 
 # --- the platform ----------------------------------------------------------------------------------------------------
-services: $(VENV)/.installed-base
+services: $(VENV)/.installed-base proto
 	@$(MANAGE) fieldwatch_doctor --preflight
 
 setup: services node_modules/.package-lock.json broker-plugin-deps
@@ -71,7 +78,7 @@ broker-plugin-deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 
-test: lint node_modules/.package-lock.json /usr/bin/chromium broker-plugin-deps
+test: lint proto node_modules/.package-lock.json /usr/bin/chromium broker-plugin-deps
 	$(BIN)/python -m pytest
 
 # One benchmark at a time (they share the machine's cores): make bench [BENCH=ingest|listener_drain|timeseries|

@@ -216,6 +216,12 @@ class LivePublisher:
                 self._seen[device_id] = now
         self._wake()
 
+    def seen(self, device_id: int, at: float | None) -> None:
+        """What this process knows of a device's last report: ``at`` (a birth), or None for "offline now" (a death),
+        so that its next reading is announced as ``status: online``."""
+        with self._lock:
+            self._seen[device_id] = at if at is not None else float("-inf")
+
     def publish(self, key, groups: tuple[str, ...], message: dict) -> None:
         """Queue a message (status, alert) under ``key``: the newest one per key is sent, at most once a second."""
         with self._lock:
@@ -376,6 +382,17 @@ def device_status_changed(*, device_id: int, uid: str, site_id: int, status: str
     publisher.publish(("status", device_id), (site_group(site_id), device_group(device_id)), message)
 
 
+def devices_liveness_fanout(changes) -> None:
+    """Publish the births and deaths devices announced themselves (``devices_liveness_changed``, Sparkplug), at
+    once rather than at the offline beat. After a death, the device's next reading announces it online again."""
+    for change in changes:
+        status = "online" if change.online else "offline"
+        device_status_changed(
+            device_id=change.device_id, uid=change.uid, site_id=change.site_id, status=status, last_seen=change.at
+        )
+        publisher.seen(change.device_id, change.at if change.online else None)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Offline transitions (beat, every 15 s): nothing arrives when a device goes silent, so a clock has to notice
 # ---------------------------------------------------------------------------------------------------------------------
@@ -397,7 +414,7 @@ def devices_offline_publish(*, now: datetime.datetime | None = None) -> int:
     if stored is not None:
         since = max(since, datetime.datetime.fromtimestamp(stored, tz=datetime.UTC))
     rows = (
-        Device.objects.filter(is_active=True, last_seen__isnull=False)
+        Device.objects.filter(is_active=True, last_seen__isnull=False, offline_since__isnull=True)
         .annotate(offline_at=F("last_seen") + F("device_type__offline_after"))
         .filter(offline_at__gt=since, offline_at__lte=now)
         .values_list("id", "uid", "site_id", "last_seen")

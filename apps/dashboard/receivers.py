@@ -1,18 +1,23 @@
 """How the dashboard reacts to the apps below it: live fan-out, connected in ``DashboardConfig.ready()``.
 
-Both signals are sent after commit with ``send_robust``; the receivers only merge into the publisher's coalescer
+The signals are sent after commit with ``send_robust``; the receivers only merge into the publisher's coalescer
 (no I/O on the sender's thread), so a slow or absent Redis never holds back ingest or an alert change.
 """
 
 from apps.alerts.models import Alert
 from apps.alerts.signals import alerts_changed
-from apps.dashboard.fanout import alerts_fanout, readings_fanout
+from apps.dashboard.fanout import alerts_fanout, devices_liveness_fanout, readings_fanout
+from apps.devices.models import Device
 from apps.telemetry.models import Reading
-from apps.telemetry.signals import readings_committed
+from apps.telemetry.signals import devices_liveness_changed, readings_committed
 
 
 def publish_committed_readings(sender, readings, **kwargs):
     readings_fanout(readings)
+
+
+def publish_devices_liveness(sender, changes, **kwargs):
+    devices_liveness_fanout(changes)
 
 
 def publish_changed_alerts(sender, alert_ids, **kwargs):
@@ -21,3 +26,4 @@ def publish_changed_alerts(sender, alert_ids, **kwargs):
 
 readings_committed.connect(publish_committed_readings, sender=Reading, dispatch_uid="dashboard-live-readings")
 alerts_changed.connect(publish_changed_alerts, sender=Alert, dispatch_uid="dashboard-live-alerts")
+devices_liveness_changed.connect(publish_devices_liveness, sender=Device, dispatch_uid="dashboard-live-liveness")

@@ -102,8 +102,11 @@ def _status_q(status: str, now: datetime.datetime) -> Q:
     if status == DeviceStatus.NEVER_SEEN:
         return Q(is_active=True, last_seen__isnull=True)
     if status == DeviceStatus.ONLINE:
-        return Q(is_active=True, last_seen__gte=_online_since(now))
-    return Q(is_active=True, last_seen__lt=_online_since(now))
+        return Q(is_active=True, offline_since__isnull=True, last_seen__gte=_online_since(now))
+    # Offline: silent for longer than the timeout, or it said so itself (a Sparkplug death) since it was last seen.
+    return Q(is_active=True, last_seen__isnull=False) & (
+        Q(last_seen__lt=_online_since(now)) | Q(offline_since__isnull=False)
+    )
 
 
 def devices_with_status(devices: QuerySet[Device], *, now: datetime.datetime) -> QuerySet[Device]:

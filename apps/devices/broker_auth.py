@@ -7,7 +7,10 @@ is deterministic, so an unchanged database writes nothing and reloads nothing. A
 committed credential change (``apps/devices/receivers.py``), a beat job every minute.
 
 Who may do what: a device publishes only to ``<prefix>/devices/<uid>/telemetry``, a gateway only to
-``<prefix>/gateways/<uid>/telemetry``, the listener reads only those and the matching ``attributes`` topics, and an
+``<prefix>/gateways/<uid>/telemetry`` and, as a Sparkplug B edge node whose edge node id is its uid, to that node's
+telemetry topics (``spBv1.0/<any group>/{NBIRTH,NDATA,NDEATH}/<uid>`` and ``.../{DBIRTH,DDATA,DDEATH}/<uid>/<device>``;
+NDEATH is also its will) and reads only its own commands (``NCMD``/``DCMD``). The listener reads those ingest
+filters with the matching ``attributes`` topics and ``spBv1.0/#``, and writes only ``NCMD`` (rebirth requests); an
 optional monitoring login reads ``#`` and ``$SYS/#``. Nobody else reads anything. ThingsBoard access tokens
 (``AccessToken``) are not in these files: the broker's plugin checks them against a third file of their hashes,
 rendered here too (docker/mosquitto/plugin/fieldwatch_thingsboard.c says what it allows).
@@ -65,6 +68,8 @@ INGEST_LEAVES = ("telemetry", "attributes")
 SALT_BYTES = 12  # mosquitto_passwd's salt length
 # The broker drops root to its own user, which must read the files; they hold only hashes of random secrets.
 FILE_MODE = 0o644
+# Sparkplug B's topic namespace (fixed by the specification, independent of MQTT_TOPIC_PREFIX).
+SPARKPLUG = "spBv1.0"
 # pg_advisory_xact_lock key of the broker sync (an arbitrary constant, unique within the project).
 SYNC_LOCK_KEY = 0x46575F42524F4B52  # "FW_BROKR"
 
@@ -156,6 +161,8 @@ def _platform_logins() -> list[tuple[str, str, list[str]]]:
     if settings.MQTT_LISTENER_USERNAME and settings.MQTT_LISTENER_PASSWORD:
         # Only the ingest filters: the listener reads telemetry, nothing else that may ever share the broker.
         read = [f"topic read {prefix}/{kind}/+/{leaf}" for kind in ("devices", "gateways") for leaf in INGEST_LEAVES]
+        # Sparkplug B: the whole namespace (commands and STATE pass through unread), and rebirth requests out.
+        read += [f"topic read {SPARKPLUG}/#", f"topic write {SPARKPLUG}/+/NCMD/+"]
         logins.append((settings.MQTT_LISTENER_USERNAME, settings.MQTT_LISTENER_PASSWORD, read))
     if settings.MQTT_MONITOR_USERNAME and settings.MQTT_MONITOR_PASSWORD:
         # "#" does not match topics starting with "$": the broker's own statistics need their own line.
@@ -221,8 +228,20 @@ def render_acl_file(credentials: list[MqttCredential]) -> str:
     blocks += ["\n".join([f"user {username}", *lines]) for username, _, lines in _platform_logins()]
     for credential in credentials:
         kind = "devices" if credential.device_id else "gateways"
-        blocks.append(f"user {credential.username}\ntopic write {prefix}/{kind}/{credential.username}/telemetry")
+        lines = [f"user {credential.username}", f"topic write {prefix}/{kind}/{credential.username}/telemetry"]
+        if credential.gateway_id:
+            lines += sparkplug_acl(credential.username)
+        blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+def sparkplug_acl(edge_node_id: str) -> list[str]:
+    """A gateway's rights as the Sparkplug B edge node ``edge_node_id`` (its uid) in any group: publish its node and
+    device messages, read its commands. A uid cannot contain ``/``, ``+`` or ``#``, so it matches only itself."""
+    node = [f"topic write {SPARKPLUG}/+/{kind}/{edge_node_id}" for kind in ("NBIRTH", "NDATA", "NDEATH")]
+    devices = [f"topic write {SPARKPLUG}/+/{kind}/{edge_node_id}/+" for kind in ("DBIRTH", "DDATA", "DDEATH")]
+    commands = [f"topic read {SPARKPLUG}/+/NCMD/{edge_node_id}", f"topic read {SPARKPLUG}/+/DCMD/{edge_node_id}/+"]
+    return node + devices + commands
 
 
 def render_broker_config(

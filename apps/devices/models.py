@@ -159,6 +159,9 @@ class Device(models.Model):
     )
     # Advanced by the ingest writer once per flush, never per reading.
     last_seen = models.DateTimeField(null=True, blank=True, editable=False)
+    # Set when the device announced its own end (a Sparkplug NDEATH/DDEATH): offline at once rather than after the
+    # type's timeout. Cleared by its next birth or reading.
+    offline_since = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -180,11 +183,14 @@ class Device(models.Model):
             raise ValidationError(errors)
 
     def status(self, now: datetime.datetime | None = None) -> DeviceStatus:
-        """Online/offline derived from ``last_seen`` and the type's timeout; nothing stored can go stale."""
+        """Online/offline derived from ``last_seen`` and the type's timeout, unless the device said it went offline
+        (``offline_since``). The same rule in SQL: apps.dashboard.selectors._status_q."""
         if not self.is_active:
             return DeviceStatus.INACTIVE
         if self.last_seen is None:
             return DeviceStatus.NEVER_SEEN
+        if self.offline_since is not None:
+            return DeviceStatus.OFFLINE
         now = now or timezone.now()
         return DeviceStatus.ONLINE if now - self.last_seen <= self.device_type.offline_after else DeviceStatus.OFFLINE
 

@@ -10,6 +10,7 @@ class Dialect(models.TextChoices):
     """The payload languages ingest speaks (apps.telemetry.ingest.dialects); a label of the per-dialect counters."""
 
     NATIVE = "native", "Fieldwatch JSON / MessagePack"
+    SPARKPLUG = "sparkplug", "Sparkplug B 3.0"
 
 
 class RejectReason(models.TextChoices):
@@ -31,6 +32,15 @@ class RejectReason(models.TextChoices):
     INVALID_TIMESTAMP = "invalid_timestamp", "Timestamp cannot be read"
     FUTURE_TIMESTAMP = "future_timestamp", "Timestamp is too far in the future"
     STALE_TIMESTAMP = "stale_timestamp", "Timestamp is older than raw retention"
+    SPARKPLUG_UNPARSEABLE = "sparkplug_unparseable", "Payload is not a Sparkplug B protobuf payload"
+    SPARKPLUG_UNKNOWN_ALIAS = (
+        "sparkplug_unknown_alias",
+        "Sparkplug metric not defined by a current birth certificate (a rebirth was requested)",
+    )
+    SPARKPLUG_UNSUPPORTED_TYPE = (
+        "sparkplug_unsupported_type",
+        "Sparkplug metric type is not a reading (string, bytes, dataset, template, array...)",
+    )
     INTERNAL_ERROR = "internal_error", "Ingest failed on this input (a bug): kept for diagnosis"
 
 

@@ -88,6 +88,31 @@ class DeadLetter(models.Model):
         return f"{self.get_reason_display()} from {self.origin or self.source}"
 
 
+class SparkplugNode(models.Model):
+    """A Sparkplug B edge node's birth state as the listener last committed it (``apps.telemetry.sparkplug``):
+    what its NBIRTH and DBIRTHs defined (metric names, datatypes, aliases), which devices are born, and the last
+    sequence number. Written in the transaction of the batch that changed it, so a birth is acknowledged only once
+    its aliases are stored, and a restarted listener reads data messages against the same definitions."""
+
+    group_id = models.CharField(max_length=255)
+    edge_node_id = models.CharField(max_length=255)
+    online = models.BooleanField(default=False, help_text="An NBIRTH came and no NDEATH since.")
+    bd_seq = models.BigIntegerField(null=True, blank=True, help_text="The bdSeq of the current NBIRTH.")
+    seq = models.PositiveSmallIntegerField(null=True, blank=True, help_text="The last sequence number seen.")
+    definitions = models.JSONField(default=dict, help_text="Aliases, metric names and datatypes, born devices.")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["group_id", "edge_node_id"]
+        verbose_name = "Sparkplug edge node"
+        constraints = [
+            models.UniqueConstraint(fields=["group_id", "edge_node_id"], name="sparkplug_node_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.group_id}/{self.edge_node_id}"
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Rollups: per series and bucket, the mergeable aggregates a chart or a statistic needs. Coarser buckets are merged
 # from finer ones (count and sums add, min/max fold, first/last pick by timestamp), so a year of 50 series is read

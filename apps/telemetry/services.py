@@ -5,15 +5,14 @@ together with the dead letters of whatever was refused. The caller acknowledges 
 after this returns, i.e. after the commit; if the database fails, this raises and nothing was acknowledged.
 """
 
-import contextlib
 import datetime
+import functools
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 
 from apps.telemetry.choices import Dialect, IngestSource, RejectReason
 from apps.telemetry.ingest import dialects, metrics
@@ -34,6 +33,7 @@ from apps.telemetry.models import (
     RollupDirtyBucket,
     Series,
 )
+from apps.telemetry.sparkplug import SparkplugBatch, SparkplugNodes
 
 
 @dataclass(slots=True)
@@ -89,9 +89,13 @@ def _sender_site(message: IngestMessage, gateway_sites: Mapping[str, int]) -> in
 
 
 def _parse(
-    message: IngestMessage, dialect: Dialect, gateway_sites: Mapping[str, int]
+    message: IngestMessage,
+    dialect: Dialect,
+    gateway_sites: Mapping[str, int],
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[ParsedPayload, int | None]:
-    """Bytes to raw records in ``dialect``, and the site the sender is bound to."""
+    """Bytes to raw records in ``dialect``, and the site the sender is bound to (gateways may only send for their
+    site). ``options``: the parser's, when the batch adds to the transport's (a stateful dialect's state)."""
     site_id = _sender_site(message, gateway_sites)
     limits = Limits(
         received_at=message.received_at, max_bytes=_max_bytes(message), max_records=settings.INGEST_MAX_RECORDS
@@ -101,7 +105,7 @@ def _parse(
     sender = Sender(
         device_uid=device_uid,
         http=message.source == IngestSource.HTTP and device_uid is None,
-        options=message.options,
+        options=message.options if options is None else options,
     )
     return dialects.parse(message.payload, dialect, sender, limits), site_id
 
@@ -131,8 +135,10 @@ class IngestBatch:
     other than the message. ``readings`` and ``payload_bytes`` are what the listener bounds a flush by.
     """
 
-    def __init__(self, directory: DeviceDirectory):
+    def __init__(self, directory: DeviceDirectory, sparkplug_nodes: SparkplugNodes | None = None):
         self.rules = directory.rules()
+        # Sparkplug B edge nodes' birth state (the MQTT listener's): loaded here at the process's first batch.
+        self.sparkplug = SparkplugBatch(sparkplug_nodes) if sparkplug_nodes is not None else None
         self.gateway_sites = directory.gateway_sites()
         self.now = datetime.datetime.now(datetime.UTC)
         self.future_tolerance = datetime.timedelta(seconds=settings.INGEST_FUTURE_TOLERANCE_SECONDS)
@@ -140,6 +146,7 @@ class IngestBatch:
         self.messages: list[IngestMessage] = []
         self.outcomes: list[IngestOutcome] = []
         self.dialects: list[str] = []  # of each message, for the per-dialect counters
+        self.options: list[Mapping[str, Any]] = []  # what each message was parsed with (re-parsed the same way)
         self.readings: list[ValidReading] = []
         # readings[reading_ends[i - 1]:reading_ends[i]] came from messages[i]: what a deleted device's readings
         # are traced back to (see _gone_devices_refused).
@@ -159,10 +166,13 @@ class IngestBatch:
             return self._add_attributes(message)
         outcome = IngestOutcome()
         dialect = dialects.dialect_of(message.payload, message.dialect, message.options)
+        options = message.options
+        if dialect == Dialect.SPARKPLUG and self.sparkplug is not None:
+            options = self.sparkplug.options(options)
         try:
-            parsed, site_id = _parse(message, dialect, self.gateway_sites)
+            parsed, site_id = _parse(message, dialect, self.gateway_sites, options)
         except Rejection as rejection:
-            self._append(message, outcome, dialect)
+            self._append(message, outcome, dialect, options)
             self._refuse(outcome, rejection)
             return outcome
         valid, errors = validate_records(
@@ -174,8 +184,10 @@ class IngestBatch:
             retention=self.retention,
         )
         errors = parsed.errors + errors
+        if parsed.state is not None and self.sparkplug is not None:
+            self.sparkplug.absorb(parsed.state, received_at=message.received_at, rules=self.rules, site_id=site_id)
         self.readings.extend(valid)
-        self._append(message, outcome, dialect)
+        self._append(message, outcome, dialect, options)
         outcome.accepted = len(valid)
         outcome.rejected = len(errors)
         outcome.errors = errors
@@ -188,7 +200,7 @@ class IngestBatch:
         """Client attributes: checked like readings' devices (known, active, on the gateway's site), kept for the
         commit; each device's later values of a key replace earlier ones."""
         outcome = IngestOutcome()
-        self._append(message, outcome, Dialect.NATIVE)
+        self._append(message, outcome, Dialect.NATIVE, message.options)
         try:
             site_id = _sender_site(message, self.gateway_sites)
             document = decode_payload(message.payload, max_bytes=_max_bytes(message))
@@ -216,14 +228,15 @@ class IngestBatch:
         naming the exception, so it is stored and acknowledged with the batch instead of failing it for ever."""
         detail = f"{type(error).__module__}.{type(error).__qualname__}: {error}"
         outcome = IngestOutcome()
-        self._append(message, outcome, message.dialect or Dialect.NATIVE)
+        self._append(message, outcome, message.dialect or Dialect.NATIVE, message.options)
         self._refuse(outcome, Rejection(RejectReason.INTERNAL_ERROR, detail))
         return outcome
 
-    def _append(self, message: IngestMessage, outcome: IngestOutcome, dialect: str) -> None:
+    def _append(self, message: IngestMessage, outcome: IngestOutcome, dialect: str, options: Mapping) -> None:
         self.messages.append(message)
         self.outcomes.append(outcome)
         self.dialects.append(dialect)
+        self.options.append(options)
         self.reading_ends.append(len(self.readings))
         self.payload_bytes += len(message.payload)
 
@@ -234,19 +247,34 @@ class IngestBatch:
         self.rejected_by_reason[message.source, self.dialects[-1], rejection.reason] += 1
         self.dead_letters.append(_dead_letter(message, rejection.reason, rejection.detail, message.device_uid or ""))
 
+    def _also_write(self) -> Callable[[], None] | None:
+        """What the batch writes beside readings and dead letters, in their transaction: client attributes, and a
+        stateful dialect's changed state (Sparkplug aliases)."""
+        writes = []
+        if self.attributes:
+            writes.append(functools.partial(client_attributes_write, self.attributes))
+        if self.sparkplug is not None and self.sparkplug.changed:
+            writes.append(self.sparkplug.persist)
+        if not writes:
+            return None
+
+        def write_all() -> None:
+            for write in writes:
+                write()
+
+        return write_all
+
     def commit(self) -> IngestBatchResult:
         """Write the batch in one transaction; raises on database failure (nothing is then stored, and the same
         batch may be committed again)."""
         refused = _GoneDevices(self)
-        with transaction.atomic() if self.attributes else contextlib.nullcontext():  # one commit for both
-            result = readings_write(
-                self.readings,
-                received_at=self.messages[-1].received_at if self.messages else self.now,
-                dead_letters=self.dead_letters,
-                gone_dead_letters=refused.dead_letters,
-            )
-            if self.attributes:
-                client_attributes_write(self.attributes)
+        result = readings_write(
+            self.readings,
+            received_at=self.messages[-1].received_at if self.messages else self.now,
+            dead_letters=self.dead_letters,
+            gone_dead_letters=refused.dead_letters,
+            also=self._also_write(),
+        )
         refused.apply()
 
         # Counted only after the commit: a retried batch must not be counted twice.
@@ -289,7 +317,7 @@ class _GoneDevices:
             message = batch.messages[index]
             errors = [
                 RecordError(record, uid, RejectReason.UNKNOWN_DEVICE, f"device {uid!r} was deleted")
-                for record, uid in _records_of_devices(message, batch, set(uids.values()))
+                for record, uid in _records_of_devices(index, batch, set(uids.values()))
             ]
             self.changes.append((index, lost, errors))
             letters.extend(_dead_letter(message, e.reason, _error_detail(e), e.device_uid) for e in errors)
@@ -306,12 +334,12 @@ class _GoneDevices:
             metrics.DIALECT_REJECTED.labels(self.batch.dialects[index], RejectReason.UNKNOWN_DEVICE).inc(len(errors))
 
 
-def _records_of_devices(message: IngestMessage, batch: IngestBatch, uids: set[str]) -> list[tuple[int, str]]:
-    """(record index, device uid) of the message's records that belong to ``uids``; parsing is deterministic, so
-    these are the records whose readings the batch holds."""
-    parsed, _ = _parse(
-        message, dialects.dialect_of(message.payload, message.dialect, message.options), batch.gateway_sites
-    )
+def _records_of_devices(index: int, batch: IngestBatch, uids: set[str]) -> list[tuple[int, str]]:
+    """(record index, device uid) of the records of the batch's ``index``-th message that belong to ``uids``;
+    parsing is deterministic (with the options it was first parsed with), so these are the records whose readings
+    the batch holds."""
+    message = batch.messages[index]
+    parsed, _ = _parse(message, Dialect(batch.dialects[index]), batch.gateway_sites, batch.options[index])
     return [(record.index, record.device_uid) for record in parsed.records if record.device_uid in uids]
 
 

@@ -15,9 +15,26 @@ in the ingest process, so they must be quick (enqueue work, publish to a channel
 order between them. It is sent with ``send_robust``: a receiver that raises is logged (by django.dispatch, with its
 traceback) and skipped; it never affects ingest or the other receivers. Nothing sent after a commit survives a
 crash of the process: work that must not be lost belongs behind ``readings_storing``.
+
+``devices_liveness_changed(sender=Device, changes=[LivenessChange, ...])`` is sent after the commit of a flush in
+which devices announced their own state: a Sparkplug birth (online) or death (offline at once, not after the type's
+timeout; ``Device.offline_since`` is set in that transaction). The dashboard pushes it live. Same rules as
+``readings_committed``: synchronous, quick, ``send_robust``.
 """
+
+from typing import NamedTuple
 
 from django.dispatch import Signal
 
+
+class LivenessChange(NamedTuple):
+    device_id: int
+    uid: str
+    site_id: int
+    online: bool
+    at: float  # epoch seconds: when the message saying so was received
+
+
 readings_storing = Signal()
 readings_committed = Signal()
+devices_liveness_changed = Signal()

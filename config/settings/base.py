@@ -276,6 +276,13 @@ INGEST_FLUSH_MILLISECONDS = env_int("INGEST_FLUSH_MILLISECONDS", 100)
 # (backpressure) until the writer catches up. With the flush bounds this caps the listener's memory.
 INGEST_BUFFER_BYTES = env_int("INGEST_BUFFER_BYTES", 32 * 1024 * 1024)
 
+# Sparkplug B (docs/sparkplug.md): the Fieldwatch device uid of an edge node's own metrics and of a device behind it,
+# as str.format templates of {group_id}, {edge_node_id} and {device_id}. The edge node id is the uid of the gateway
+# whose broker login publishes it. A node is asked to rebirth at most once per SPARKPLUG_REBIRTH_INTERVAL_SECONDS.
+SPARKPLUG_NODE_UID = env("SPARKPLUG_NODE_UID", "{edge_node_id}")
+SPARKPLUG_DEVICE_UID = env("SPARKPLUG_DEVICE_UID", "{edge_node_id}.{device_id}")
+SPARKPLUG_REBIRTH_INTERVAL_SECONDS = env_int("SPARKPLUG_REBIRTH_INTERVAL_SECONDS", 5)
+
 # Gateway API keys: older ones are flagged for rotation (admins notified); a replaced key works this many more days.
 API_KEY_ROTATE_AFTER_DAYS = env_int("API_KEY_ROTATE_AFTER_DAYS", 90)
 API_KEY_ROTATION_GRACE_DAYS = env_int("API_KEY_ROTATION_GRACE_DAYS", 7)

@@ -104,15 +104,21 @@ def test_files_bind_each_login_to_its_own_topic_and_leave_out_revoked_and_inacti
     acl, passwords = render_acl_file(credentials), render_password_file(credentials)
 
     listener_block = "\n".join(
-        f"topic read {PREFIX}/{kind}/+/{leaf}"
-        for kind in ("devices", "gateways")
-        for leaf in ("telemetry", "attributes")
+        [
+            f"topic read {PREFIX}/{kind}/+/{leaf}"
+            for kind in ("devices", "gateways")
+            for leaf in ("telemetry", "attributes")
+        ]
+        + ["topic read spBv1.0/#", "topic write spBv1.0/+/NCMD/+"]  # Sparkplug B: all of it in, rebirth requests out
     )
     assert f"user {settings.MQTT_LISTENER_USERNAME}\n{listener_block}\n\n" in acl
     assert "user fw-monitor\ntopic read #\ntopic read $SYS/#\n" in acl
     assert f"user dev-1\ntopic write {PREFIX}/devices/dev-1/telemetry" in acl
     assert f"user gw-1\ntopic write {PREFIX}/gateways/gw-1/telemetry" in acl
-    assert acl.count("topic read") == 6  # the listener's four filters and the monitor's; no device reads anything
+    # The listener's five filters, the monitor's two, and the gateway's own Sparkplug commands (NCMD, DCMD, as the
+    # edge node gw-1); no device reads anything.
+    assert acl.count("topic read") == 9
+    assert "topic read spBv1.0/+/NCMD/gw-1\ntopic read spBv1.0/+/DCMD/gw-1/+" in acl
     users = [line.split(":")[0] for line in passwords.splitlines()]
     assert users == ["dev-1", "gw-1", settings.MQTT_LISTENER_USERNAME, "fw-monitor"]
     assert "dev-gone" not in acl + passwords and "dev-off" not in acl + passwords

@@ -34,11 +34,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from apps.core.mqtt import listener_broker_address, mqtt_client
-from apps.telemetry.choices import IngestSource
+from apps.telemetry.choices import Dialect, IngestSource
 from apps.telemetry.ingest import metrics
+from apps.telemetry.ingest.dialects import sparkplug
 from apps.telemetry.ingest.directory import DeviceDirectory
 from apps.telemetry.ingest.topics import parse_topic, private_share_group, subscriptions
 from apps.telemetry.services import IngestBatch, IngestMessage, ingest_internal_error
+from apps.telemetry.sparkplug import SparkplugNodes
 
 logger = logging.getLogger("fieldwatch.listener")
 
@@ -89,6 +91,8 @@ class MqttListener:
         self.room = threading.Condition()
         self.stopping = threading.Event()
         self.directory = DeviceDirectory()
+        # Sparkplug B edge nodes' births, as this process last committed them (apps.telemetry.sparkplug).
+        self.sparkplug_nodes = SparkplugNodes()
         self.client = self._make_client()
         self.connected = threading.Event()
         # Packet ids are only meaningful on the connection a message came on. After a reconnect the broker resends
@@ -145,16 +149,23 @@ class MqttListener:
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage):
         received_at = time.time()
         topic = message.topic
-        target = parse_topic(topic, self.prefix)
-        ingest = IngestMessage(
-            source=IngestSource.MQTT,
-            payload=message.payload,
-            received_at=_utc(received_at),
-            origin=topic,
-            device_uid=target.device_uid if target else None,
-            gateway_uid=target.gateway_uid if target else None,
-            attributes=target.attributes if target else False,
-        )
+        if sparkplug.is_sparkplug(topic):
+            if sparkplug.is_passing_traffic(topic):  # commands (ours too) and STATE: Sparkplug, but not telemetry
+                if message.qos:
+                    client.ack(message.mid, message.qos)
+                return
+            ingest = _sparkplug_message(topic, message.payload, _utc(received_at))
+        else:
+            target = parse_topic(topic, self.prefix)
+            ingest = IngestMessage(
+                source=IngestSource.MQTT,
+                payload=message.payload,
+                received_at=_utc(received_at),
+                origin=topic,
+                device_uid=target.device_uid if target else None,
+                gateway_uid=target.gateway_uid if target else None,
+                attributes=target.attributes if target else False,
+            )
         if not self._reserve(len(message.payload)):
             return  # stopping: left unacknowledged, so the broker delivers it again to the next session
         self.inbox.put(Delivery(message.mid, message.qos, ingest, received_at, self.connection))
@@ -214,7 +225,9 @@ class MqttListener:
     def _new_batch(self) -> IngestBatch | None:
         # The one step of a batch that may query (a stale device catalogue reloads): retried like a write, so a
         # database outage holds the message up instead of dropping it. None when a stop request ends the retries.
-        return self._retrying(1, lambda: IngestBatch(self.directory), what="loading the device catalogue")
+        return self._retrying(
+            1, lambda: IngestBatch(self.directory, self.sparkplug_nodes), what="loading the device catalogue"
+        )
 
     def _add(self, batch: IngestBatch, delivery: Delivery, *, logged: bool = False) -> None:
         try:
@@ -298,6 +311,7 @@ class MqttListener:
         if result is None:
             return
         self._ack(deliveries)
+        self._send_commands(batch)
         metrics.FLUSH_SIZE.observe(result.inserted + result.duplicates)
         metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
         metrics.LISTENER_LAG.set(time.time() - deliveries[0].arrived)
@@ -321,11 +335,35 @@ class MqttListener:
                 self.stopping.wait(delay)  # a stop request cuts the wait short for one last attempt
                 delay = min(delay * 2, 30)
 
+    def _send_commands(self, batch: IngestBatch) -> None:
+        """After the commit: the Sparkplug ``Node Control/Rebirth`` requests the batch called for (QoS 0, not
+        retained, as the specification has commands). A lost one is asked again at the node's next bad message."""
+        if batch.sparkplug is None:
+            return
+        for topic, payload in batch.sparkplug.rebirth_commands():
+            self.client.publish(topic, payload, qos=0)
+            metrics.SPARKPLUG_REBIRTHS.inc()
+
     def _ack(self, batch: list[Delivery]) -> None:
         connection = self.connection  # see __init__: only deliveries of the current connection
         for delivery in batch:
             if delivery.qos and delivery.connection == connection:
                 self.client.ack(delivery.mid, delivery.qos)
+
+
+def _sparkplug_message(topic: str, payload: bytes, received_at) -> IngestMessage:
+    """A message on ``spBv1.0/<group>/<type>/<edge node>[/<device>]``. The edge node id is the gateway whose broker
+    login alone may publish there (the ACL), so ingest checks the devices against that gateway's site."""
+    parts = topic.split("/", 4)
+    return IngestMessage(
+        source=IngestSource.MQTT,
+        payload=payload,
+        received_at=received_at,
+        origin=topic,
+        gateway_uid=parts[3] if len(parts) >= 4 and parts[3] else None,
+        dialect=Dialect.SPARKPLUG,
+        options={"topic": topic},
+    )
 
 
 def _utc(epoch: float):

@@ -45,3 +45,7 @@ DIALECT_MESSAGES = Counter(
 DIALECT_REJECTED = Counter(
     "fieldwatch_ingest_dialect_rejected_total", "Records, values or payloads refused, by dialect", ["dialect", "reason"]
 )
+SPARKPLUG_REBIRTHS = Counter(
+    "fieldwatch_ingest_sparkplug_rebirth_requests_total",
+    "Node Control/Rebirth commands sent to Sparkplug edge nodes (unknown alias, sequence gap, data before a birth)",
+)

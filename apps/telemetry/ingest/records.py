@@ -97,3 +97,6 @@ class CommittedReading(NamedTuple):
 class ParsedPayload:
     records: list[RawRecord] = field(default_factory=list)
     errors: list[RecordError] = field(default_factory=list)
+    # What a stateful dialect learned besides the records (Sparkplug: the edge node's next birth state), for the
+    # ingest service to keep; None for the stateless ones.
+    state: Any = None

@@ -1,11 +1,12 @@
 """MQTT topic names: ``<prefix>/devices/<device_uid>/telemetry`` and ``<prefix>/gateways/<gateway_uid>/telemetry``,
 and the same with ``attributes`` (client attributes, ThingsBoard's ``v1/devices/me/attributes`` after the broker
-plugin rewrote it)."""
+plugin rewrote it), and Sparkplug B's own tree, ``spBv1.0/...`` (fixed by the specification, whatever the prefix)."""
 
 import hmac
 from dataclasses import dataclass
 
 LEAVES = ("telemetry", "attributes")
+SPARKPLUG_FILTER = "spBv1.0/#"  # apps.telemetry.ingest.dialects.sparkplug reads what arrives there
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,7 @@ class TelemetryTopic:
 def subscriptions(prefix: str, shared_group: str | None) -> list[str]:
     """The topic filters a listener subscribes to; with a group, as MQTT 5 shared subscriptions."""
     filters = [f"{prefix}/{kind}/+/{leaf}" for kind in ("devices", "gateways") for leaf in LEAVES]
+    filters.append(SPARKPLUG_FILTER)
     return [f"$share/{shared_group}/{topic}" for topic in filters] if shared_group else filters
 
 

@@ -8,7 +8,8 @@ This is the hot path, so nothing here runs per reading except building a COPY ro
 2. the batch is COPYed (binary) into a session-temporary staging table;
 3. one statement with data-modifying CTEs inserts the new readings (a repeated (series, ts) is skipped, so a
    redelivered message is idempotent), advances LatestValue and Device.last_seen, and returns the inserted rows;
-4. refused input (dead letters) is COPYed in the same transaction;
+4. refused input (dead letters) is COPYed in the same transaction, and so is what the caller's ``also`` writes
+   (a stateful dialect's state: Sparkplug birth certificates);
 5. before the commit, the inserted readings go to the receivers of ``apps.telemetry.signals.readings_storing``
    (what must commit with them: the alert outbox); after it, to those of ``readings_committed``.
 
@@ -210,7 +211,8 @@ _FLUSH = """
         WHERE telemetry_latestvalue.ts < EXCLUDED.ts
     ),
     seen AS (
-        UPDATE devices_device SET last_seen = GREATEST(COALESCE(last_seen, '-infinity'), %s)
+        -- A reading ends a death's offline marker (Device.offline_since, a Sparkplug NDEATH/DDEATH).
+        UPDATE devices_device SET last_seen = GREATEST(COALESCE(last_seen, '-infinity'), %s), offline_since = NULL
         WHERE id = ANY(%s::bigint[])
     ),
     dirty AS (
@@ -256,6 +258,7 @@ def readings_write(
     dead_letters: Sequence[DeadLetterRow] = (),
     resolver: SeriesResolver | None = None,
     gone_dead_letters: Callable[[frozenset[int]], Sequence[DeadLetterRow]] | None = None,
+    also: Callable[[], None] | None = None,
 ) -> WriteResult:
     """Store a batch of validated readings and dead letters in one transaction; see the module docstring.
 
@@ -263,10 +266,11 @@ def readings_write(
     the batch. Readings of devices deleted meanwhile are not stored either; ``gone_dead_letters(device_ids)``, when
     given, returns the dead letters that record them, written in the same transaction. ``readings_committed`` is
     sent after the commit (of the outermost transaction, when called inside one) with exactly the inserted
-    readings. ``resolver`` defaults to the process-wide series cache.
+    readings. ``resolver`` defaults to the process-wide series cache. ``also()``, when given, runs last inside the
+    transaction (after the readings, so what it writes about their devices wins) and may register on_commit work.
     """
     resolver = resolver or _default_resolver
-    if not readings and not dead_letters:
+    if not readings and not dead_letters and also is None:
         return WriteResult(inserted=0, duplicates=0)
 
     outermost = not connection.in_atomic_block
@@ -285,6 +289,8 @@ def readings_write(
             )
         if inserted.gone_device_ids:
             transaction.on_commit(functools.partial(resolver.forget_devices, inserted.gone_device_ids))
+        if also is not None:
+            also()
     if outermost and inserted.staged:
         _staging_ready.add(connection.connection)  # the staging table survived a real commit
     committed = inserted.committed

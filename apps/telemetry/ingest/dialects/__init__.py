@@ -7,6 +7,9 @@ known from the transport when the transport says so (an endpoint of its own, a t
 
 * ``native``: JSON (first non-blank byte ``{`` or ``[``) or MessagePack, in Fieldwatch's ThingsBoard-like shapes
   (``apps.telemetry.ingest.parsing``);
+* ``sparkplug``: Sparkplug B 3.0 protobuf on the ``spBv1.0/...`` topic tree (only ever by transport), read against
+  the edge node's birth state, which the ingest service passes in ``options`` and takes back from
+  ``ParsedPayload.state`` (``apps.telemetry.ingest.dialects.sparkplug``);
 
 A parser receives the payload and a ``Sender``: the device a device topic names (every record is that device's),
 or nobody in particular (a gateway topic, the HTTP API: records name their devices, and validation checks that
@@ -20,6 +23,7 @@ from typing import Any
 
 from apps.telemetry.choices import Dialect
 from apps.telemetry.ingest import parsing
+from apps.telemetry.ingest.dialects import sparkplug
 from apps.telemetry.ingest.records import ParsedPayload
 
 
@@ -53,8 +57,24 @@ def parse_native(payload: bytes, sender: Sender, limits: Limits) -> ParsedPayloa
     return parsing.parse_device_payload(document, device_uid=sender.device_uid, **bounds)
 
 
+def parse_sparkplug(payload: bytes, sender: Sender, limits: Limits) -> ParsedPayload:
+    """``options``: ``topic`` (the MQTT topic), ``node`` (the edge node's NodeState, None when unknown) and
+    ``uids`` (the UidTemplates of the device mapping)."""
+    options = sender.options
+    return sparkplug.parse_message(
+        payload,
+        sparkplug.parse_topic(options.get("topic", "")),
+        options.get("node"),
+        received_at=limits.received_at,
+        max_bytes=limits.max_bytes,
+        max_records=limits.max_records,
+        uids=options.get("uids") or sparkplug.UidTemplates(),
+    )
+
+
 PARSERS: dict[str, Parser] = {
     Dialect.NATIVE: parse_native,
+    Dialect.SPARKPLUG: parse_sparkplug,
 }
 
 
