@@ -10,6 +10,8 @@ class Dialect(models.TextChoices):
     """The payload languages ingest speaks (apps.telemetry.ingest.dialects); a label of the per-dialect counters."""
 
     NATIVE = "native", "Fieldwatch JSON / MessagePack"
+    LINE_PROTOCOL = "line_protocol", "InfluxDB line protocol"
+    SENML = "senml", "SenML (RFC 8428) JSON / CBOR"
 
 
 class RejectReason(models.TextChoices):
@@ -31,6 +33,9 @@ class RejectReason(models.TextChoices):
     INVALID_TIMESTAMP = "invalid_timestamp", "Timestamp cannot be read"
     FUTURE_TIMESTAMP = "future_timestamp", "Timestamp is too far in the future"
     STALE_TIMESTAMP = "stale_timestamp", "Timestamp is older than raw retention"
+    INVALID_SYNTAX = "invalid_syntax", "A line or record does not follow its format's syntax"
+    UNSUPPORTED_VALUE = "unsupported_value", "Value is of a kind readings cannot hold (a string or binary data)"
+    UNIT_MISMATCH = "unit_mismatch", "Unit sent differs from the metric's unit"
     INTERNAL_ERROR = "internal_error", "Ingest failed on this input (a bug): kept for diagnosis"
 
 

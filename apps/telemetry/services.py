@@ -17,7 +17,7 @@ from apps.telemetry.choices import Dialect, IngestSource, RejectReason
 from apps.telemetry.ingest import dialects, metrics
 from apps.telemetry.ingest.dialects import Limits, Sender
 from apps.telemetry.ingest.directory import DeviceDirectory
-from apps.telemetry.ingest.records import ParsedPayload, RecordError, Rejection, ValidReading
+from apps.telemetry.ingest.records import GatewayRule, ParsedPayload, RecordError, Rejection, ValidReading
 from apps.telemetry.ingest.validation import validate_records
 from apps.telemetry.ingest.writer import DeadLetterRow, readings_write
 from apps.telemetry.models import (
@@ -66,10 +66,11 @@ class IngestBatchResult:
 
 
 def _parse(
-    message: IngestMessage, dialect: Dialect, gateway_sites: Mapping[str, int]
+    message: IngestMessage, dialect: Dialect, gateways: Mapping[str, GatewayRule]
 ) -> tuple[ParsedPayload, int | None]:
     """Bytes to raw records in ``dialect``, and the site the sender is bound to (gateways may only send for their
-    site)."""
+    site). A gateway topic's message gets the gateway's dialect options from the directory (the listener knows only
+    the uid); the HTTP views put the key's gateway's options in the message themselves."""
     limits = Limits(
         received_at=message.received_at,
         max_bytes=message.max_bytes
@@ -77,16 +78,19 @@ def _parse(
         max_records=settings.INGEST_MAX_RECORDS,
     )
     site_id = None
+    options = message.options
     if message.source == IngestSource.HTTP:
         site_id = message.gateway_site_id
     elif message.gateway_uid is not None:
-        site_id = gateway_sites.get(message.gateway_uid)
-        if site_id is None:
+        gateway = gateways.get(message.gateway_uid)
+        if gateway is None:
             raise Rejection(RejectReason.UNKNOWN_GATEWAY, f"no gateway {message.gateway_uid!r} is registered")
+        site_id = gateway.site_id
+        options = {**gateway.options, **options} if options else gateway.options
     sender = Sender(
         device_uid=message.device_uid if message.source == IngestSource.MQTT and message.gateway_uid is None else None,
         http=message.source == IngestSource.HTTP,
-        options=message.options,
+        options=options,
     )
     return dialects.parse(message.payload, dialect, sender, limits), site_id
 
@@ -118,7 +122,7 @@ class IngestBatch:
 
     def __init__(self, directory: DeviceDirectory):
         self.rules = directory.rules()
-        self.gateway_sites = directory.gateway_sites()
+        self.gateways = directory.gateways()
         self.now = datetime.datetime.now(datetime.UTC)
         self.future_tolerance = datetime.timedelta(seconds=settings.INGEST_FUTURE_TOLERANCE_SECONDS)
         self.retention = datetime.timedelta(days=settings.RAW_RETENTION_DAYS)
@@ -142,7 +146,7 @@ class IngestBatch:
         outcome = IngestOutcome()
         dialect = dialects.dialect_of(message.payload, message.dialect, message.options)
         try:
-            parsed, site_id = _parse(message, dialect, self.gateway_sites)
+            parsed, site_id = _parse(message, dialect, self.gateways)
         except Rejection as rejection:
             self._append(message, outcome, dialect)
             self._refuse(outcome, rejection)
@@ -261,9 +265,7 @@ class _GoneDevices:
 def _records_of_devices(message: IngestMessage, batch: IngestBatch, uids: set[str]) -> list[tuple[int, str]]:
     """(record index, device uid) of the message's records that belong to ``uids``; parsing is deterministic, so
     these are the records whose readings the batch holds."""
-    parsed, _ = _parse(
-        message, dialects.dialect_of(message.payload, message.dialect, message.options), batch.gateway_sites
-    )
+    parsed, _ = _parse(message, dialects.dialect_of(message.payload, message.dialect, message.options), batch.gateways)
     return [(record.index, record.device_uid) for record in parsed.records if record.device_uid in uids]
 
 
