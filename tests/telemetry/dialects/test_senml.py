@@ -110,9 +110,9 @@ def test_a_single_datapoint_splits_at_the_last_separator_of_its_name():
 def test_multiple_datapoints_resolve_the_base_name():
     parsed = both_encodings(MULTIPLE_DATAPOINTS)
     assert parsed.errors == []
-    assert [(r.device_uid, r.values, r.units, r.ts) for r in parsed.records] == [
-        ("urn:dev:ow:10e2073a01080063", {"voltage": 120.1}, {"voltage": "V"}, NOW),
-        ("urn:dev:ow:10e2073a01080063", {"current": 1.2}, {"current": "A"}, NOW),
+    # One device at one instant: one record of both values, as a native record holds them.
+    assert [(r.index, r.device_uid, r.values, r.units, r.ts) for r in parsed.records] == [
+        (0, "urn:dev:ow:10e2073a01080063", {"voltage": 120.1, "current": 1.2}, {"voltage": "V", "current": "A"}, NOW),
     ]
 
 
@@ -142,14 +142,13 @@ def test_multiple_measurements_named_by_their_base_name_alone_have_no_metric_par
 def test_resolved_data():
     parsed = both_encodings(RESOLVED_DATA)
     assert [(r.device_uid, r.values, r.ts) for r in parsed.records] == [
-        ("urn:dev:ow:10e2073a01080063", {"voltage": 120.1}, utc(1.276020076e09)),
-        ("urn:dev:ow:10e2073a01080063", {"current": 1.2}, utc(1.276020076e09)),
+        ("urn:dev:ow:10e2073a01080063", {"voltage": 120.1, "current": 1.2}, utc(1.276020076e09)),
     ]
 
 
 def test_multiple_data_types_keep_numbers_and_booleans_and_refuse_strings_and_data():
     parsed = both_encodings(MULTIPLE_DATA_TYPES)
-    assert [(r.values, r.units) for r in parsed.records] == [({"temp": 23.1}, {"temp": "Cel"}), ({"open": False}, None)]
+    assert [(r.values, r.units) for r in parsed.records] == [({"temp": 23.1, "open": False}, {"temp": "Cel"})]
     assert [(e.index, e.reason, e.metric) for e in parsed.errors] == [
         (1, RejectReason.UNSUPPORTED_VALUE, "label"),
         (3, RejectReason.UNSUPPORTED_VALUE, "nfc-reader"),
@@ -166,7 +165,7 @@ def test_base_value_base_sum_and_sums():
         {"n": "flow", "v": 1, "s": 2},  # a value and a sum: the sum beside it
     ]
     parsed = both_encodings(json.dumps(pack))
-    assert [r.values for r in parsed.records] == [{"level": 105}, {"energy": 1020}, {"flow": 101, "flow_sum": 1002}]
+    assert [r.values for r in parsed.records] == [{"level": 105, "energy": 1020, "flow": 101, "flow_sum": 1002}]
 
 
 def test_a_record_of_base_fields_only_sets_them_for_the_next_ones():
@@ -197,7 +196,7 @@ def test_a_record_of_base_fields_only_sets_them_for_the_next_ones():
     ],
 )
 def test_a_bad_record_is_refused_alone(record, reason):
-    pack = [{"bn": "dev:", "n": "a", "v": 1}, record, {"bn": "dev:", "n": "b", "v": 2}]
+    pack = [{"bn": "dev:", "n": "a", "v": 1, "t": -1}, record, {"bn": "dev:", "n": "b", "v": 2, "t": -2}]
     parsed = parse(json.dumps(pack).encode())
     assert [r.values for r in parsed.records] == [{"a": 1}, {"b": 2}]
     assert [(e.index, e.reason) for e in parsed.errors] == [(1, reason)]

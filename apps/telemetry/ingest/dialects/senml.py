@@ -13,7 +13,8 @@ topic the topic names the device and the metric is what follows the last separat
 with the record (RawRecord.units), for validation to compare with the metric's.
 
 JSON and CBOR are told apart by content: JSON starts with ``[``. CBOR uses the RFC's integer labels (section 6).
-A record that cannot be resolved is refused by itself (``RecordError.index`` is its position in the pack); a pack
+A record that cannot be resolved is refused by itself (``RecordError.index`` is its position in the pack;
+consecutive records of one device at one instant make one RawRecord, at the first one's index); a pack
 that cannot be decoded, is not an array, carries a must-understand label (ending in ``_``) or a malformed base
 field (every later record would be resolved wrongly) is refused whole.
 """
@@ -178,21 +179,46 @@ def parse_senml(
     result = ParsedPayload()
     errors = result.errors
     base = _Base()
+    # Consecutive records of one device at one instant (the usual pack: a device's metrics at one time) become one
+    # RawRecord, as a native record holds them: validation then checks the device and the instant once.
+    group: RawRecord | None = None
     for index, record in enumerate(records):
         if type(record) is not dict:
             errors.append(RecordError(index, "", _INVALID_SHAPE, f"expected a record, got {describe_value(record)}"))
             continue
         base.update(record, index)
-        _resolve(record, index, base, received_at, device_uid, result)
+        resolved = _resolve(record, index, base, received_at, device_uid, errors)
+        if resolved is None:
+            continue
+        if (
+            group is not None
+            and group.device_uid == resolved.device_uid
+            and group.ts == resolved.ts
+            and group.values.keys().isdisjoint(resolved.values)
+        ):
+            group.values.update(resolved.values)
+            if resolved.units:
+                if group.units is None:
+                    group = RawRecord(group.index, group.device_uid, group.ts, group.values, dict(resolved.units))
+                    result.records[-1] = group
+                else:
+                    group.units.update(resolved.units)
+            continue
+        group = resolved
+        result.records.append(resolved)
     return result
 
 
 class _Base:
     """The base fields in force (RFC 8428 section 4.5)."""
 
-    __slots__ = ("name", "sum", "time", "unit", "value")
+    __slots__ = ("name", "names", "sum", "time", "times", "unit", "units", "value")
 
     def __init__(self):
+        # What this pack resolved already: names -> (uid, metric, problem), (bt, t) -> instant, unit -> canonical.
+        self.names: dict[str, tuple[str, str, str | None]] = {}
+        self.times: dict[tuple, datetime] = {}
+        self.units: dict[str, str] = {}
         self.name = ""
         self.time = 0.0
         self.unit = ""
@@ -241,49 +267,44 @@ def _is_finite(value: Any) -> bool:
 
 
 def _resolve(
-    record: dict, index: int, base: _Base, received_at: datetime, device_uid: str | None, result: ParsedPayload
-) -> None:
-    errors = result.errors
+    record: dict, index: int, base: _Base, received_at: datetime, device_uid: str | None, errors: list[RecordError]
+) -> RawRecord | None:
+    """One record resolved to a RawRecord of its value(s), or None when it is refused (the reason in ``errors``) or
+    holds base fields only."""
     present = [label for label in _VALUE_LABELS if label in record]
     if not present and "s" not in record:
         if "n" in record or not _BASE_LABELS.issuperset(record):
             errors.append(RecordError(index, "", _INVALID_SHAPE, "the record has no value (v, vb, vs, vd or s)"))
-        return  # a record of base fields only sets them for the records after it
+        return None  # a record of base fields only sets them for the records after it
     if len(present) > 1:
         detail = f"the record has more than one value: {', '.join(present)}"
         errors.append(RecordError(index, "", _INVALID_SHAPE, detail))
-        return
+        return None
 
     name = record.get("n", "")
     if type(name) is not str:
         errors.append(RecordError(index, "", _INVALID_SHAPE, f"n must be a string, got {describe_value(name)}"))
-        return
+        return None
+    # Packs repeat a few names, instants and units: each is resolved once per pack.
     name = base.name + name
-    problem = _name_problem(name)
+    resolved = base.names.get(name)
+    if resolved is None:
+        resolved = base.names[name] = _split_name(name, device_uid)
+    uid, metric, problem = resolved
     if problem:
-        errors.append(RecordError(index, "", _INVALID_SHAPE, problem))
-        return
-    cut = max(name.rfind(":"), name.rfind("/"))
-    metric = name[cut + 1 :]
-    uid = device_uid or name[:cut]
-    if cut < 0 and device_uid is None:
-        detail = f"the name {describe_value(name)} has no device part (device:metric or device/metric)"
-        errors.append(RecordError(index, "", _INVALID_SHAPE, detail))
-        return
-    problem = uid_problem(uid) if uid else "the name has an empty device part"
-    if problem:
-        errors.append(RecordError(index, "", _INVALID_SHAPE, problem))
-        return
-    if not metric:
-        detail = f"the name {describe_value(name)} has no metric part after its last separator"
-        errors.append(RecordError(index, uid, _INVALID_SHAPE, detail))
-        return
+        errors.append(RecordError(index, uid, _INVALID_SHAPE, problem))
+        return None
 
-    try:
-        when = _instant(record.get("t", 0), base.time, received_at)
-    except TimestampError as exc:
-        errors.append(RecordError(index, uid, RejectReason.INVALID_TIMESTAMP, str(exc)))
-        return
+    offset = record.get("t", 0)
+    when = base.times.get((base.time, offset)) if type(offset) is not bool else None
+    if when is None:
+        try:
+            when = _instant(offset, base.time, received_at)
+        except TimestampError as exc:
+            errors.append(RecordError(index, uid, RejectReason.INVALID_TIMESTAMP, str(exc)))
+            return None
+        if type(offset) in (int, float):
+            base.times[base.time, offset] = when
 
     label = present[0] if present else "s"
     raw = record[label]
@@ -291,17 +312,17 @@ def _resolve(
         kind = "string" if label == "vs" else "data"
         detail = f"a {kind} value ({label}): readings are numbers or booleans"
         errors.append(RecordError(index, uid, RejectReason.UNSUPPORTED_VALUE, detail, metric))
-        return
+        return None
     if label == "vb":
         if type(raw) is not bool:
             detail = f"vb must be a boolean, got {describe_value(raw)}"
             errors.append(RecordError(index, uid, RejectReason.INVALID_VALUE, detail, metric))
-            return
+            return None
         value: Any = raw
     elif not _is_number(raw):
         detail = f"{label} must be a number, got {describe_value(raw)}"
         errors.append(RecordError(index, uid, RejectReason.INVALID_VALUE, detail, metric))
-        return
+        return None
     else:
         value = _plus(raw, base.value if label == "v" else base.sum)
     values = {metric: value}
@@ -318,10 +339,13 @@ def _resolve(
         unit = record.get("u", base.unit)
         if type(unit) is not str:
             errors.append(RecordError(index, uid, _INVALID_SHAPE, f"u must be a string, got {describe_value(unit)}"))
-            return
+            return None
         if unit:
-            units = {metric: canonical_unit(unit)}
-    result.records.append(RawRecord(index, uid, when, values, units))
+            canonical = base.units.get(unit)
+            if canonical is None:
+                canonical = base.units[unit] = canonical_unit(unit)
+            units = {metric: canonical}
+    return RawRecord(index, uid, when, values, units)
 
 
 def _plus(value: int | float, base: float) -> int | float:
@@ -332,6 +356,25 @@ def _plus(value: int | float, base: float) -> int | float:
         return value + base
     except OverflowError:
         return math.inf  # refused by validation as not finite
+
+
+def _split_name(name: str, device_uid: str | None) -> tuple[str, str, str | None]:
+    """(device uid, metric, why the name cannot be used or None) of a resolved name; ``metric`` is empty when the
+    problem is not the device's."""
+    problem = _name_problem(name)
+    if problem:
+        return "", "", problem
+    cut = max(name.rfind(":"), name.rfind("/"))
+    if cut < 0 and device_uid is None:
+        return "", "", f"the name {describe_value(name)} has no device part (device:metric or device/metric)"
+    uid = device_uid or name[:cut]
+    problem = uid_problem(uid) if uid else "the name has an empty device part"
+    if problem:
+        return "", "", problem
+    metric = name[cut + 1 :]
+    if not metric:
+        return uid, "", f"the name {describe_value(name)} has no metric part after its last separator"
+    return uid, metric, None
 
 
 def _name_problem(name: str) -> str | None:
