@@ -37,10 +37,12 @@ V2_PRECISIONS = ("ns", "us", "ms", "s")
 LISTED_LINES = 5  # the refused lines an error message names, first first
 
 
-def influx_error(status: int, message: str, retry_after: int | None = None) -> Response:
+def influx_error(status: int, message: str, retry_after: int | None = None, challenge: str = "") -> Response:
     response = Response({"code": _CODES[status], "message": message}, status=status)
     if retry_after is not None:
         response["Retry-After"] = str(retry_after)
+    if status == 401:  # HTTP requires the challenge; InfluxDB clients ignore it
+        response["WWW-Authenticate"] = challenge
     return response
 
 
@@ -49,6 +51,7 @@ class _InfluxWriteView(APIView):
     permission_classes = []
     parser_classes = []  # the body is read raw: line protocol
     precisions: tuple[str, ...] = V2_PRECISIONS
+    challenge = 'Token realm="fieldwatch"'
 
     def key(self, request) -> str:
         raise NotImplementedError
@@ -63,7 +66,7 @@ class _InfluxWriteView(APIView):
                 raise IngestRefusal(400, "invalid_precision", f"precision {precision[:20]!r} is not one of {expected}")
             body = ingest_body(request, limit=settings.INGEST_HTTP_MAX_BYTES)
         except IngestRefusal as refusal:
-            return influx_error(refusal.status, refusal.detail, refusal.retry_after)
+            return influx_error(refusal.status, refusal.detail, refusal.retry_after, self.challenge)
 
         message = ingest_message(api_key, body, request, dialect=Dialect.LINE_PROTOCOL, precision=precision)
         result = telemetry_ingest(messages=[message], directory=views.ingest_directory())
@@ -146,6 +149,7 @@ class InfluxWriteV1View(_InfluxWriteView):
     """InfluxDB 1.x ``/write``: the key as the ``p`` parameter, the Basic auth password, or a v2 token."""
 
     precisions = tuple(PRECISIONS)
+    challenge = 'Basic realm="fieldwatch"'
 
     def key(self, request) -> str:
         if request.query_params.get("p"):
