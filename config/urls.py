@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from apps.core.views import healthz, metrics, not_found, server_error
+from apps.telemetry.api.influx_views import InfluxWriteV1View, InfluxWriteV2View
 from apps.users.forms import LimitedPasswordResetForm
 from apps.users.throttling import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 
@@ -31,6 +32,9 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("api/v1/", include("config.api_router")),
+    # InfluxDB's write endpoints, at the paths InfluxDB clients (Telegraf) append to a server URL.
+    path("api/v2/write", InfluxWriteV2View.as_view(), name="influxdb-v2-write"),
+    path("write", InfluxWriteV1View.as_view(), name="influxdb-v1-write"),
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path(

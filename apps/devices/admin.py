@@ -272,7 +272,10 @@ class GatewayAdmin(MqttCredentialIssueMixin, AccessTokenIssueMixin, Organization
     list_filter = (("site", RelatedOnly),)
     list_select_related = ("site",)
     search_fields = ("uid", "name")
-    fields = ("site", "uid", "name", "created_at")
+    fieldsets = (
+        (None, {"fields": ("site", "uid", "name", "created_at")}),
+        ("InfluxDB line protocol (Telegraf)", {"fields": Gateway.DIALECT_OPTION_FIELDS}),
+    )
     readonly_fields = ("created_at",)
     inlines = [ApiKeyInline]
     actions = ["issue_api_key", "issue_mqtt_credentials", "issue_access_tokens"]

@@ -22,3 +22,10 @@ class DeviceStatus(models.TextChoices):
     OFFLINE = "offline", "Offline"
     NEVER_SEEN = "never_seen", "Never seen"
     INACTIVE = "inactive", "Inactive"
+
+
+class MetricNaming(models.TextChoices):
+    """How a gateway's InfluxDB line protocol names metrics (apps.telemetry.ingest.dialects.line_protocol)."""
+
+    FIELD = "field", "The field key (cpu,device=x usage=1 -> usage)"
+    MEASUREMENT_FIELD = "measurement_field", "Measurement and field key (cpu,device=x usage=1 -> cpu_usage)"

@@ -3,12 +3,13 @@ import datetime
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.credentials import SecretCredential
-from apps.devices.choices import DeviceStatus, MetricKind, UnknownMetricPolicy
+from apps.devices.choices import DeviceStatus, MetricKind, MetricNaming, UnknownMetricPolicy
 from apps.devices.validators import (
     validate_external_id,
     validate_json_schema,
@@ -135,13 +136,31 @@ class Gateway(models.Model):
     site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="gateways")
     uid = models.CharField("gateway id", max_length=128, unique=True, validators=[validate_external_id])
     name = models.CharField(max_length=200)
+    # InfluxDB line protocol (Telegraf): which tag names the device, and how fields become metric keys.
+    line_protocol_device_tag = models.CharField(
+        "line protocol device tag",
+        max_length=64,
+        default="device",
+        validators=[RegexValidator(r"^[^\s,=\\]+$", "A tag key without spaces, commas, '=' or backslashes.")],
+        help_text="The tag whose value is the device uid; lines without it fall back to the 'host' tag.",
+    )
+    line_protocol_metric_naming = models.CharField(
+        "line protocol metric naming", max_length=20, choices=MetricNaming.choices, default=MetricNaming.FIELD
+    )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    # The fields dialect_options reads: what the ingest directory loads of every gateway.
+    DIALECT_OPTION_FIELDS = ("line_protocol_device_tag", "line_protocol_metric_naming")
 
     class Meta:
         ordering = ["site", "name"]
 
     def __str__(self):
         return self.name
+
+    def dialect_options(self) -> dict[str, str]:
+        """The gateway's settings for the ingest dialects' parsers (``Sender.options``), over MQTT and HTTP alike."""
+        return {"device_tag": self.line_protocol_device_tag, "metric_naming": self.line_protocol_metric_naming}
 
 
 class Device(models.Model):

@@ -11,6 +11,8 @@ class Dialect(models.TextChoices):
 
     NATIVE = "native", "Fieldwatch JSON / MessagePack"
     SPARKPLUG = "sparkplug", "Sparkplug B 3.0"
+    LINE_PROTOCOL = "line_protocol", "InfluxDB line protocol"
+    SENML = "senml", "SenML (RFC 8428) JSON / CBOR"
 
 
 class RejectReason(models.TextChoices):
@@ -41,6 +43,9 @@ class RejectReason(models.TextChoices):
         "sparkplug_unsupported_type",
         "Sparkplug metric type is not a reading (string, bytes, dataset, template, array...)",
     )
+    INVALID_SYNTAX = "invalid_syntax", "A line or record does not follow its format's syntax"
+    UNSUPPORTED_VALUE = "unsupported_value", "Value is of a kind readings cannot hold (a string or binary data)"
+    UNIT_MISMATCH = "unit_mismatch", "Unit sent differs from the metric's unit"
     INTERNAL_ERROR = "internal_error", "Ingest failed on this input (a bug): kept for diagnosis"
 
 

@@ -20,7 +20,7 @@ from apps.telemetry.ingest.attributes import parse_attributes
 from apps.telemetry.ingest.dialects import Limits, Sender
 from apps.telemetry.ingest.directory import DeviceDirectory
 from apps.telemetry.ingest.parsing import decode_payload
-from apps.telemetry.ingest.records import ParsedPayload, RecordError, Rejection, ValidReading
+from apps.telemetry.ingest.records import GatewayRule, ParsedPayload, RecordError, Rejection, ValidReading
 from apps.telemetry.ingest.validation import device_refusal, validate_records
 from apps.telemetry.ingest.writer import DeadLetterRow, client_attributes_write, readings_write
 from apps.telemetry.models import (
@@ -76,36 +76,42 @@ def _max_bytes(message: IngestMessage) -> int:
     return settings.INGEST_HTTP_MAX_BYTES if message.source == IngestSource.HTTP else settings.INGEST_MQTT_MAX_BYTES
 
 
-def _sender_site(message: IngestMessage, gateway_sites: Mapping[str, int]) -> int | None:
-    """The site the sender is bound to (a gateway may only speak for devices of its site); None for a device."""
+def _sender(message: IngestMessage, gateways: Mapping[str, GatewayRule]) -> tuple[int | None, Mapping[str, Any]]:
+    """The site the sender is bound to (a gateway may only speak for devices of its site; None for a device) and,
+    for a gateway topic, the gateway's dialect options."""
     if message.source == IngestSource.HTTP:
-        return message.gateway_site_id
+        return message.gateway_site_id, {}
     if message.gateway_uid is None:
-        return None
-    site_id = gateway_sites.get(message.gateway_uid)
-    if site_id is None:
+        return None, {}
+    gateway = gateways.get(message.gateway_uid)
+    if gateway is None:
         raise Rejection(RejectReason.UNKNOWN_GATEWAY, f"no gateway {message.gateway_uid!r} is registered")
-    return site_id
+    return gateway.site_id, gateway.options
 
 
 def _parse(
     message: IngestMessage,
     dialect: Dialect,
-    gateway_sites: Mapping[str, int],
+    gateways: Mapping[str, GatewayRule],
     options: Mapping[str, Any] | None = None,
 ) -> tuple[ParsedPayload, int | None]:
     """Bytes to raw records in ``dialect``, and the site the sender is bound to (gateways may only send for their
-    site). ``options``: the parser's, when the batch adds to the transport's (a stateful dialect's state)."""
-    site_id = _sender_site(message, gateway_sites)
+    site). A gateway topic's message gets the gateway's dialect options from the directory (the listener knows only
+    the uid); the HTTP views put the key's gateway's options in the message themselves. ``options``: the parser's,
+    when the batch adds to those (a stateful dialect's state)."""
+    site_id, gateway_options = _sender(message, gateways)
     limits = Limits(
         received_at=message.received_at, max_bytes=_max_bytes(message), max_records=settings.INGEST_MAX_RECORDS
     )
     # A device topic, or ThingsBoard's HTTP API (the token names the device): the records are that device's.
     device_uid = message.device_uid if message.gateway_uid is None else None
+    options = message.options if options is None else options
+    if gateway_options:  # the gateway's settings, under whatever the message or the batch says
+        options = {**gateway_options, **options}
     sender = Sender(
         device_uid=device_uid,
         http=message.source == IngestSource.HTTP and device_uid is None,
-        options=message.options if options is None else options,
+        options=options,
     )
     return dialects.parse(message.payload, dialect, sender, limits), site_id
 
@@ -139,7 +145,7 @@ class IngestBatch:
         self.rules = directory.rules()
         # Sparkplug B edge nodes' birth state (the MQTT listener's): loaded here at the process's first batch.
         self.sparkplug = SparkplugBatch(sparkplug_nodes) if sparkplug_nodes is not None else None
-        self.gateway_sites = directory.gateway_sites()
+        self.gateways = directory.gateways()
         self.now = datetime.datetime.now(datetime.UTC)
         self.future_tolerance = datetime.timedelta(seconds=settings.INGEST_FUTURE_TOLERANCE_SECONDS)
         self.retention = datetime.timedelta(days=settings.RAW_RETENTION_DAYS)
@@ -170,7 +176,7 @@ class IngestBatch:
         if dialect == Dialect.SPARKPLUG and self.sparkplug is not None:
             options = self.sparkplug.options(options)
         try:
-            parsed, site_id = _parse(message, dialect, self.gateway_sites, options)
+            parsed, site_id = _parse(message, dialect, self.gateways, options)
         except Rejection as rejection:
             self._append(message, outcome, dialect, options)
             self._refuse(outcome, rejection)
@@ -202,7 +208,7 @@ class IngestBatch:
         outcome = IngestOutcome()
         self._append(message, outcome, Dialect.NATIVE, message.options)
         try:
-            site_id = _sender_site(message, self.gateway_sites)
+            site_id, _ = _sender(message, self.gateways)
             document = decode_payload(message.payload, max_bytes=_max_bytes(message))
             parsed = parse_attributes(document, device_uid=message.device_uid if message.gateway_uid is None else None)
         except Rejection as rejection:
@@ -339,7 +345,7 @@ def _records_of_devices(index: int, batch: IngestBatch, uids: set[str]) -> list[
     parsing is deterministic (with the options it was first parsed with), so these are the records whose readings
     the batch holds."""
     message = batch.messages[index]
-    parsed, _ = _parse(message, Dialect(batch.dialects[index]), batch.gateway_sites, batch.options[index])
+    parsed, _ = _parse(message, Dialect(batch.dialects[index]), batch.gateways, batch.options[index])
     return [(record.index, record.device_uid) for record in parsed.records if record.device_uid in uids]
 
 

@@ -62,8 +62,9 @@ def test_every_device_rule_is_built_from_its_type(site, heat_pump_type, meter_ty
     rule = rules["hp-1"]
     assert (rule.device_id, rule.uid, rule.site_id, rule.is_active, rule.strict) == (hp.id, "hp-1", site.id, True, True)
     assert rule.metrics == {
-        "supply_temp": MetricRule("supply_temp", -20.0, 90.0),
-        "mode": MetricRule("mode", None, None),
+        # The factory's unit "°C", in its canonical spelling (ingest.units): SenML's "Cel".
+        "supply_temp": MetricRule("supply_temp", -20.0, 90.0, "Cel"),
+        "mode": MetricRule("mode", None, None, "Cel"),
     }
     assert rule.raw_retention == datetime.timedelta(days=30)
     assert rule.check_schema is not None

@@ -1,6 +1,5 @@
 """The HTTPS ingest endpoint for gateways: ``POST /api/v1/ingest`` with ``X-API-Key``."""
 
-import datetime
 import threading
 
 from django.conf import settings
@@ -10,11 +9,10 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.core.ratelimit import rate_limit_hit
-from apps.devices.services import api_key_authenticate, api_key_failure_reason, api_key_touch
-from apps.telemetry.choices import IngestSource, RejectReason
+from apps.telemetry.api.ingest_http import IngestRefusal, ingest_body, ingest_key, ingest_message, ingest_rate_check
+from apps.telemetry.choices import RejectReason
 from apps.telemetry.ingest.directory import DeviceDirectory
-from apps.telemetry.services import IngestMessage, telemetry_ingest
+from apps.telemetry.services import telemetry_ingest
 
 _directory: DeviceDirectory | None = None
 _directory_lock = threading.Lock()
@@ -45,7 +43,7 @@ class IngestView(APIView):
 
     authentication_classes = []  # gateways authenticate with X-API-Key, checked below, not as users
     permission_classes = []
-    parser_classes = []  # the body is read raw: JSON or MessagePack, detected by content, any Content-Type
+    parser_classes = []  # the body is read raw: JSON, MessagePack or SenML, detected (apps.telemetry.ingest.dialects)
 
     @extend_schema(
         operation_id="ingest_readings",
@@ -53,7 +51,9 @@ class IngestView(APIView):
         description=(
             'Body: a gateway payload `{"<device_uid>": [{"ts": <epoch ms | ISO-8601>, "values": {...}}]}`, '
             'or `{"device": "<uid>", "ts": ..., "values": {...}}`, or an array of those. JSON or '
-            "MessagePack, detected by content (the Content-Type is not required). Answers after the commit."
+            "MessagePack, detected by content (the Content-Type is not required). Also a SenML (RFC 8428) pack, "
+            "JSON or CBOR: by Content-Type `application/senml+json` / `application/senml+cbor` or by content "
+            "(docs/dialects.md). `Content-Encoding: gzip` is accepted. Answers after the commit."
         ),
         parameters=[OpenApiParameter("X-API-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, required=True)],
         # An object, or an array of them: a bad element of an array is refused by itself (listed in `errors`), its
@@ -61,6 +61,8 @@ class IngestView(APIView):
         request={
             "application/json": {"oneOf": [{"type": "object"}, {"type": "array", "items": {}}]},
             "application/msgpack": OpenApiTypes.BINARY,
+            "application/senml+json": {"type": "array", "items": {}},  # a bad record is refused alone, as above
+            "application/senml+cbor": OpenApiTypes.BINARY,
         },
         responses={
             202: OpenApiResponse(
@@ -80,53 +82,25 @@ class IngestView(APIView):
             400: OpenApiResponse(description="The body does not parse or has no supported shape"),
             401: OpenApiResponse(description="Missing, unknown, expired or revoked API key"),
             413: OpenApiResponse(description="Body over the size bound, or too many records"),
+            415: OpenApiResponse(description="A Content-Encoding other than gzip"),
             429: OpenApiResponse(description="Rate limit of the key exceeded; see Retry-After"),
         },
     )
     def post(self, request):
-        # Whitespace around the key is a copy-and-paste accident, trimmed at both ends (servers strip the leading
-        # part already; a trailing space or tab would otherwise make a valid key "not valid").
-        plaintext = request.headers.get("X-API-Key", "").strip()
-        if not plaintext:
-            return _error(401, "missing_api_key", "Send the gateway's key in the X-API-Key header.")
-        api_key = api_key_authenticate(plaintext=plaintext)
-        if api_key is None:
-            reason, detail = api_key_failure_reason(plaintext=plaintext)
-            return _error(401, reason, detail)
-
-        decision = rate_limit_hit(
-            scope="ingest-key",
-            identity=api_key.prefix,  # random per key, unlike a primary key that a new database reuses
-            limit=settings.INGEST_HTTP_RATE_PER_MINUTE,
-            window_seconds=60,
-        )
-        if not decision.allowed:
-            response = _error(
-                429,
-                "rate_limited",
-                f"This key may send {settings.INGEST_HTTP_RATE_PER_MINUTE} requests per minute.",
-                retry_after=decision.retry_after,
-            )
-            response["Retry-After"] = str(decision.retry_after)
+        try:
+            missing = "Send the gateway's key in the X-API-Key header."
+            api_key = ingest_key(request.headers.get("X-API-Key", ""), missing=missing)
+            ingest_rate_check(api_key)
+            body = ingest_body(request, limit=settings.INGEST_HTTP_MAX_BYTES)
+        except IngestRefusal as refusal:
+            extra = {} if refusal.retry_after is None else {"retry_after": refusal.retry_after}
+            response = _error(refusal.status, refusal.reason, refusal.detail, **extra)
+            if refusal.retry_after is not None:
+                response["Retry-After"] = str(refusal.retry_after)
             return response
 
-        limit = settings.INGEST_HTTP_MAX_BYTES
-        declared = request.META.get("CONTENT_LENGTH") or "0"
-        if declared.isdigit() and int(declared) > limit:
-            return _error(413, RejectReason.TOO_LARGE, f"The body is {declared} bytes; the limit is {limit}.")
-        body = request._request.read(limit + 1)  # bounded read even when Content-Length lies or is absent
-        if len(body) > limit:
-            return _error(413, RejectReason.TOO_LARGE, f"The body exceeds the limit of {limit} bytes.")
-
-        api_key_touch(api_key=api_key)
-        message = IngestMessage(
-            source=IngestSource.HTTP,
-            payload=body,
-            received_at=datetime.datetime.now(datetime.UTC),
-            origin=f"key fwk_{api_key.prefix} from {request.META.get('REMOTE_ADDR', '?')}",
-            gateway_site_id=api_key.gateway.site_id,
-            max_bytes=limit,
-        )
+        # The dialect is the content's (native, or SenML by its Content-Type or its shape).
+        message = ingest_message(api_key, body, request, content_type=request.content_type or "")
         result = telemetry_ingest(messages=[message], directory=ingest_directory())
         outcome = result.outcomes[0]
         if outcome.rejection is not None:

@@ -19,7 +19,8 @@ from jsonschema import Draft202012Validator
 from apps.core.versioned import VersionedSnapshot, VersionKey
 from apps.devices.choices import UnknownMetricPolicy
 from apps.devices.models import Device, DeviceType, Gateway, MetricDefinition
-from apps.telemetry.ingest.records import DeviceRule, MetricRule
+from apps.telemetry.ingest.records import DeviceRule, GatewayRule, MetricRule
+from apps.telemetry.ingest.units import canonical_unit
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def schema_checker(schema: dict) -> Callable[[dict], str | None] | None:
 
 
 class DeviceDirectory(VersionedSnapshot):
-    """uid -> DeviceRule for every device and gateway uid -> site id, held in-process and refreshed on change.
+    """uid -> DeviceRule for every device and gateway uid -> GatewayRule, held in-process and refreshed on change.
 
     Queries per (re)load, whatever the fleet size: devices, device types, their metric definitions (one prefetch),
     gateways. Types are read on their own rather than joined to every device row so that each payload schema is
@@ -60,27 +61,29 @@ class DeviceDirectory(VersionedSnapshot):
     def __init__(self, **freshness):
         super().__init__(**freshness)
         self._rules: Mapping[str, DeviceRule] = MappingProxyType({})
-        self._gateway_sites: Mapping[str, int] = MappingProxyType({})
+        self._gateways: Mapping[str, GatewayRule] = MappingProxyType({})
 
     def rules(self) -> Mapping[str, DeviceRule]:
         """Every device's rule by uid (read-only). Loads on first use and refreshes when stale."""
         self.refresh_if_stale()
         return self._rules
 
-    def gateway_sites(self) -> Mapping[str, int]:
-        """Every gateway's site id by uid (read-only). Loads on first use and refreshes when stale."""
+    def gateways(self) -> Mapping[str, GatewayRule]:
+        """Every gateway's rule (site, dialect options) by uid (read-only). Loads on first use and refreshes when
+        stale."""
         self.refresh_if_stale()
-        return self._gateway_sites
+        return self._gateways
 
     def gateway_site_id(self, gateway_uid: str) -> int | None:
         """The site of the gateway, or None when no gateway has this uid."""
         self.refresh_if_stale()
-        return self._gateway_sites.get(gateway_uid)
+        gateway = self._gateways.get(gateway_uid)
+        return None if gateway is None else gateway.site_id
 
     def _load(self) -> str:
         # Devices before types: a device's type is PROTECTed, so every type referenced here still exists below.
         devices = list(Device.objects.values_list("id", "uid", "site_id", "is_active", "device_type_id"))
-        metric_defs = MetricDefinition.objects.only("device_type_id", "key", "min_value", "max_value")
+        metric_defs = MetricDefinition.objects.only("device_type_id", "key", "min_value", "max_value", "unit")
         types = DeviceType.objects.only(
             "id", "unknown_metric_policy", "payload_schema", "raw_retention_days"
         ).prefetch_related(Prefetch("metrics", queryset=metric_defs))
@@ -90,7 +93,10 @@ class DeviceDirectory(VersionedSnapshot):
             retention = device_type.raw_retention_days
             type_parts[device_type.id] = {
                 "strict": device_type.unknown_metric_policy == UnknownMetricPolicy.STRICT,
-                "metrics": {m.key: MetricRule(m.key, m.min_value, m.max_value) for m in device_type.metrics.all()},
+                "metrics": {
+                    m.key: MetricRule(m.key, m.min_value, m.max_value, canonical_unit(m.unit))
+                    for m in device_type.metrics.all()
+                },
                 "check_schema": schema_checker(device_type.payload_schema),
                 "raw_retention": datetime.timedelta(days=retention) if retention is not None else None,
             }
@@ -102,8 +108,11 @@ class DeviceDirectory(VersionedSnapshot):
                 continue
             rules[uid] = DeviceRule(device_id=device_id, uid=uid, site_id=site_id, is_active=is_active, **parts)
 
-        gateway_sites = dict(Gateway.objects.values_list("uid", "site_id"))
+        gateways = {
+            gateway.uid: GatewayRule(gateway.site_id, MappingProxyType(gateway.dialect_options()))
+            for gateway in Gateway.objects.only("uid", "site_id", *Gateway.DIALECT_OPTION_FIELDS)
+        }
 
         self._rules = MappingProxyType(rules)
-        self._gateway_sites = MappingProxyType(gateway_sites)
-        return f"{len(rules)} devices, {len(type_parts)} device types, {len(gateway_sites)} gateways"
+        self._gateways = MappingProxyType(gateways)
+        return f"{len(rules)} devices, {len(type_parts)} device types, {len(gateways)} gateways"

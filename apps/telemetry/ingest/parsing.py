@@ -30,12 +30,15 @@ from apps.telemetry.ingest.records import ParsedPayload, RawRecord, RecordError,
 
 __all__ = [
     "TimestampError",
+    "check_size",
+    "decode_json",
     "decode_payload",
     "describe_value",
     "parse_device_payload",
     "parse_gateway_payload",
     "parse_http_payload",
     "parse_timestamp",
+    "uid_problem",
 ]
 
 DEVICE_UID_MAX_LENGTH = 128
@@ -62,9 +65,7 @@ def decode_payload(data: bytes, *, max_bytes: int) -> Any:
 
     There is no fallback from one format to the other: JSON that fails to parse is reported with the JSON error.
     """
-    size = len(data)
-    if size > max_bytes:
-        raise Rejection(RejectReason.TOO_LARGE, f"payload is {size} bytes, the limit is {max_bytes} bytes")
+    check_size(data, max_bytes=max_bytes)
     body = data[3:] if data.startswith(_UTF8_BOM) else data
     # bytes.lstrip returns the object itself (no copy) when there is nothing to strip: the common case.
     head = body.lstrip(_JSON_WHITESPACE)[:1]
@@ -73,6 +74,19 @@ def decode_payload(data: bytes, *, max_bytes: int) -> Any:
     if head in _JSON_OPENERS:
         return _decode_json(body)
     return _decode_msgpack(data)
+
+
+def decode_json(data: bytes, *, max_bytes: int) -> Any:
+    """Decode a payload known to be JSON (its dialect or Content-Type says so), as ``decode_payload`` does."""
+    check_size(data, max_bytes=max_bytes)
+    return _decode_json(data[3:] if data.startswith(_UTF8_BOM) else data)
+
+
+def check_size(data: bytes, *, max_bytes: int) -> None:
+    """Refuse a payload over the size bound (TOO_LARGE), before anything decodes it."""
+    size = len(data)
+    if size > max_bytes:
+        raise Rejection(RejectReason.TOO_LARGE, f"payload is {size} bytes, the limit is {max_bytes} bytes")
 
 
 def _decode_json(body: bytes) -> Any:
@@ -181,12 +195,12 @@ def parse_device_payload(document: Any, *, device_uid: str, received_at: datetim
         raise Rejection(_INVALID_SHAPE, f"expected an object or an array of objects, got {_kind(document)}")
     _check_count(len(items), max_records)
     result = ParsedPayload()
-    uid_problem = _uid_problem(device_uid)
+    uid_issue = uid_problem(device_uid)
     for index, item in enumerate(items):
-        if uid_problem is None:
+        if uid_issue is None:
             _add_record(item, index, device_uid, received_at, result)
         else:
-            result.errors.append(RecordError(index, "", _INVALID_SHAPE, uid_problem))
+            result.errors.append(RecordError(index, "", _INVALID_SHAPE, uid_issue))
     return result
 
 
@@ -199,22 +213,22 @@ def parse_gateway_payload(document: Any, *, received_at: datetime, max_records: 
     errors = result.errors
     index = 0
     for uid, entry in document.items():
-        uid_problem = _uid_problem(uid)
+        uid_issue = uid_problem(uid)
         if type(entry) is list:
             items: list | tuple = entry
         elif type(entry) is dict:
             items = (entry,)
         else:
-            label = uid if uid_problem is None else ""
+            label = uid if uid_issue is None else ""
             detail = f"expected an object or an array of objects for the device, got {_kind(entry)}"
             errors.append(RecordError(index, label, _INVALID_SHAPE, detail))
             index += 1
             continue
         for item in items:
-            if uid_problem is None:
+            if uid_issue is None:
                 _add_record(item, index, uid, received_at, result)
             else:
-                errors.append(RecordError(index, "", _INVALID_SHAPE, uid_problem))
+                errors.append(RecordError(index, "", _INVALID_SHAPE, uid_issue))
             index += 1
     return result
 
@@ -249,7 +263,7 @@ def _add_addressed_record(item: Any, index: int, received_at: datetime, result: 
         result.errors.append(RecordError(index, "", _INVALID_SHAPE, detail))
         return
     uid = item.get("device")
-    problem = 'missing "device"' if uid is None else _uid_problem(uid)
+    problem = 'missing "device"' if uid is None else uid_problem(uid)
     if problem is not None:
         result.errors.append(RecordError(index, "", _INVALID_SHAPE, problem))
     elif "values" not in item:
@@ -287,7 +301,7 @@ def _add_record(item: Any, index: int, uid: str, received_at: datetime, result: 
     result.records.append(RawRecord(index, uid, when, values))
 
 
-def _uid_problem(uid: Any) -> str | None:
+def uid_problem(uid: Any) -> str | None:
     """Why ``uid`` cannot name a device, or None. Printable only, so it is safe in logs, errors and the database."""
     if type(uid) is not str:
         return f"device uid must be a string, got {_kind(uid)}"

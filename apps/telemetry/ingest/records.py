@@ -7,7 +7,7 @@ writer      ValidReading* -> rows in telemetry_reading, LatestValue and Device.l
 """
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -42,12 +42,17 @@ class RecordError:
 
 @dataclass(frozen=True, slots=True)
 class RawRecord:
-    """One device's values at one instant, as sent. ``ts`` is already a UTC datetime (receipt time if absent)."""
+    """One device's values at one instant, as sent. ``ts`` is already a UTC datetime (receipt time if absent).
+
+    ``units``: the unit the sender gave for a value, by metric key, in canonical spelling (ingest.units), for the
+    dialects that carry one (SenML's ``u``); validation refuses a value whose unit is not its metric's. None when
+    the dialect has no units, which costs validation nothing."""
 
     index: int
     device_uid: str
     ts: datetime.datetime
     values: dict[str, Any]
+    units: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,16 @@ class MetricRule:
     key: str
     min_value: float | None
     max_value: float | None
+    unit: str = ""  # canonical spelling (ingest.units); "" when the metric defines none: any unit goes
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRule:
+    """What ingest needs to know of a gateway, cached in-process by uid (see ingest.directory): its site (it may only
+    speak for devices there) and its dialect settings (``Gateway.dialect_options``), handed to the parsers."""
+
+    site_id: int
+    options: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

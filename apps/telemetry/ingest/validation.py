@@ -2,7 +2,8 @@
 
 Record-level checks (device known, active, on the gateway's site; timestamp neither too new nor past retention;
 the type's JSON Schema) refuse the whole record. Value-level checks (metric known, value a finite number or boolean,
-within the metric's plausible range) refuse that one value only, with ``metric`` set: its neighbours go through.
+in the metric's unit when the dialect sends units, within the metric's plausible range) refuse that one value only,
+with ``metric`` set: its neighbours go through.
 
 This runs for every reading on the ingest hot path, so the loop binds what it uses to locals, decides types with
 ``type(v) is ...`` rather than isinstance, and raises no exception for a good value.
@@ -107,6 +108,7 @@ def validate_records(
                 continue
 
         metrics = device.metrics
+        units = record.units
         strict = device.strict
         device_id = device.device_id
         for key, value in values.items():
@@ -145,6 +147,13 @@ def validate_records(
                 continue
 
             if rule is not None:
+                # Only dialects that carry units set ``units``; a metric without a unit takes any.
+                if units is not None and rule.unit:
+                    sent = units.get(key)
+                    if sent is not None and sent != rule.unit:
+                        detail = f"sent in {sent!r}, the metric is in {rule.unit!r}"
+                        add_error(RecordError(index, uid, RejectReason.UNIT_MISMATCH, detail, key))
+                        continue
                 low = rule.min_value
                 high = rule.max_value
                 if (low is not None and number < low) or (high is not None and number > high):

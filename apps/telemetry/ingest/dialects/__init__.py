@@ -10,6 +10,12 @@ known from the transport when the transport says so (an endpoint of its own, a t
 * ``sparkplug``: Sparkplug B 3.0 protobuf on the ``spBv1.0/...`` topic tree (only ever by transport), read against
   the edge node's birth state, which the ingest service passes in ``options`` and takes back from
   ``ParsedPayload.state`` (``apps.telemetry.ingest.dialects.sparkplug``);
+* ``senml``: SenML (RFC 8428, ``dialects.senml``): Content-Type ``application/senml+json`` or ``+cbor``; else a JSON
+  array whose first record names something (``bn`` or ``n``), or a CBOR array of maps keyed by the RFC's integer
+  labels (no native MessagePack payload starts like one);
+* ``line_protocol``: InfluxDB line protocol (``dialects.line_protocol``): its own HTTP endpoints; else a payload
+  whose first non-blank byte is an ASCII letter or ``_`` (never a native payload's) and whose first line has a
+  space followed by ``key=value``.
 
 A parser receives the payload and a ``Sender``: the device a device topic names (every record is that device's),
 or nobody in particular (a gateway topic, the HTTP API: records name their devices, and validation checks that
@@ -23,7 +29,7 @@ from typing import Any
 
 from apps.telemetry.choices import Dialect
 from apps.telemetry.ingest import parsing
-from apps.telemetry.ingest.dialects import sparkplug
+from apps.telemetry.ingest.dialects import line_protocol, senml, sparkplug
 from apps.telemetry.ingest.records import ParsedPayload
 
 
@@ -72,15 +78,83 @@ def parse_sparkplug(payload: bytes, sender: Sender, limits: Limits) -> ParsedPay
     )
 
 
+def parse_line_protocol(payload: bytes, sender: Sender, limits: Limits) -> ParsedPayload:
+    options = sender.options
+    return line_protocol.parse_line_protocol(
+        payload,
+        received_at=limits.received_at,
+        max_bytes=limits.max_bytes,
+        max_records=limits.max_records,
+        device_uid=sender.device_uid,
+        precision=options.get("precision") or "ns",
+        device_tag=options.get("device_tag") or line_protocol.DEFAULT_DEVICE_TAG,
+        metric_naming=options.get("metric_naming") or "field",
+    )
+
+
+def parse_senml(payload: bytes, sender: Sender, limits: Limits) -> ParsedPayload:
+    return senml.parse_senml(
+        payload,
+        received_at=limits.received_at,
+        max_bytes=limits.max_bytes,
+        max_records=limits.max_records,
+        device_uid=sender.device_uid,
+    )
+
+
 PARSERS: dict[str, Parser] = {
     Dialect.NATIVE: parse_native,
     Dialect.SPARKPLUG: parse_sparkplug,
+    Dialect.LINE_PROTOCOL: parse_line_protocol,
+    Dialect.SENML: parse_senml,
 }
+
+# Media types that name a dialect outright. Any other (application/json, text/plain, none) leaves it to the content.
+MEDIA_TYPES = {
+    "application/senml+json": Dialect.SENML,
+    "application/senml+cbor": Dialect.SENML,
+}
+
+_BLANK = b" \t\r\n"
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def detect(payload: bytes, content_type: str = "") -> Dialect:
-    """The dialect of a payload whose transport does not say: by Content-Type where one is given, else by content."""
+    """The dialect of a payload whose transport does not say: by Content-Type where one is given, else by content.
+
+    Cheap for native payloads, which is nearly all of them: a look at the first bytes (SenML JSON is decoded once
+    more only when its first key is a SenML label)."""
+    if content_type:
+        declared = MEDIA_TYPES.get(content_type.partition(";")[0].strip().lower())
+        if declared is not None:
+            return declared
+    head = payload[:1]
+    if head == b"{":  # the common case first: a native JSON object
+        return Dialect.NATIVE
+    body = payload[3:] if payload.startswith(_UTF8_BOM) else payload
+    body = body.lstrip(_BLANK)
+    head = body[:1]
+    if head == b"[":
+        return Dialect.SENML if senml.looks_like_senml_json(payload) else Dialect.NATIVE
+    if head == b"{":
+        return Dialect.NATIVE
+    if senml.looks_like_senml_cbor(payload):
+        return Dialect.SENML
+    if _looks_like_line_protocol(body):
+        return Dialect.LINE_PROTOCOL
     return Dialect.NATIVE
+
+
+def _looks_like_line_protocol(body: bytes) -> bool:
+    """``measurement[,tag=value...] field=value...`` on the first line of ``body`` (already stripped of leading
+    blanks). Native payloads start with ``{``, ``[`` or a MessagePack container byte (0x80 and up): never a letter."""
+    first = body[:1]
+    if not (first.isalpha() or first == b"_"):  # bytes.isalpha is ASCII-only
+        return False
+    end = body.find(b"\n")
+    line = body if end < 0 else body[:end]
+    space = line.find(b" ")
+    return space > 0 and line.find(b"=", space + 2) > 0
 
 
 def dialect_of(payload: bytes, declared: str, options: Mapping[str, Any]) -> Dialect:
