@@ -44,14 +44,30 @@ HOUR_MS = 3600 * 1000
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _payload(ts: int, width: int) -> bytes:
+def _payload(ts: int, width: int, dialect: str = "native") -> bytes:
+    """One device-topic message of ``width`` readings at ``ts`` (epoch ms), in ``dialect``: the same readings in
+    every dialect, so the phases differ only in what the listener parses."""
+    if dialect == "line_protocol":  # nanosecond timestamps, the protocol's default precision
+        fields = ",".join(f"m{i}={i + 0.5}" for i in range(width))
+        return b"heating %s %d" % (fields.encode(), ts * 1_000_000)
+    if dialect in ("senml_json", "senml_cbor"):
+        pack = [{"bt": ts / 1000, "n": "m0", "v": 0.5}] + [{"n": f"m{i}", "v": i + 0.5} for i in range(1, width)]
+        if dialect == "senml_json":
+            return json.dumps(pack).encode()
+        import cbor2
+
+        labels = {"bt": -3, "n": 0, "v": 2}  # RFC 8428 section 6
+        return cbor2.dumps([{labels[key]: value for key, value in record.items()} for record in pack])
     if width == 1:
         return b'{"ts": %d, "values": {"m0": 1.5}}' % ts
     values = ", ".join(f'"m{i}": {i + 0.5}' for i in range(width))
     return b'{"ts": %d, "values": {%s}}' % (ts, values.encode())
 
 
-def _publisher(port, uids, width, seconds, rate, ts_base, ready, go, results):
+DIALECTS = ("line_protocol", "senml_json", "senml_cbor")
+
+
+def _publisher(port, uids, width, seconds, rate, ts_base, dialect, ready, go, results):
     """Publish QoS 1 as fast as the in-flight window allows (rate None) or at ``rate`` messages/s (paced)."""
     import paho.mqtt.client as mqtt
 
@@ -70,7 +86,7 @@ def _publisher(port, uids, width, seconds, rate, ts_base, ready, go, results):
     last_ts = [0] * count
 
     def encode(start: int, size: int) -> list[tuple[str, bytes]]:  # message j goes to device j % count
-        return [(topics[j % count], _payload(ts_base + j // count, width)) for j in range(start, start + size)]
+        return [(topics[j % count], _payload(ts_base + j // count, width, dialect)) for j in range(start, start + size)]
 
     size = 200_000 if width == 1 else 60_000
     chunk = encode(0, size) if rate is None else []
@@ -252,6 +268,9 @@ class IngestBenchmark:
             copy = self._copy_baseline()
             copy["ratio_b_over_e"] = round(ten["readings_per_s"] / copy["readings_per_s"], 3)
             result["e_plain_copy"] = copy
+            # Before the latency phase: its readings carry the wall clock, later than every hour-offset phase's,
+            # and phase completion is detected by the latest value reaching the phase's last timestamp.
+            result["f_dialects"] = self._dialects(uids, native=ten, first_hour=5)
             result["c_latency_half_load"] = self._latency(uids, rate=one["messages_per_s"] / 2)
             result["d_http"] = self._http(api_key, uids, hour=4)
             result["settings"] = {
@@ -387,7 +406,12 @@ class IngestBenchmark:
         return self.db.execute("SELECT count(*) FROM telemetry_reading").fetchone()[0]
 
     def _truncate(self) -> None:
-        self.db.execute("TRUNCATE telemetry_reading")
+        self.db.execute("TRUNCATE telemetry_reading, telemetry_deadletter")
+
+    def _refusals(self) -> dict[str, int]:
+        """Dead letters of the phase by reason: a complete phase has none."""
+        rows = self.db.execute("SELECT reason, count(*) FROM telemetry_deadletter GROUP BY reason").fetchall()
+        return dict(rows)
 
     def _wait_committed(self, last_ts: dict[str, int], timeout: float = 300.0) -> float | None:
         """Poll (every 20 ms, cheaply: LatestValue of m0) until each device's last message is committed.
@@ -415,13 +439,14 @@ class IngestBenchmark:
         return None
 
     # --- phases -----------------------------------------------------------------------------------------------------
-    def _publish(self, uids, *, width, seconds, rate=None, hour=0) -> list[dict]:
+    def _publish(self, uids, *, width, seconds, rate=None, hour=0, dialect="native") -> list[dict]:
         phase = Phase()
         self.phases.append(phase)
         halves = [uids[i::PUBLISHERS] for i in range(PUBLISHERS)]
         per_process = rate / PUBLISHERS if rate else None
         base = self.ts_base + hour * HOUR_MS
-        phase.start(_publisher, [(self.broker.port, half, width, seconds, per_process, base) for half in halves])
+        arguments = [(self.broker.port, half, width, seconds, per_process, base, dialect) for half in halves]
+        phase.start(_publisher, arguments)
         results = phase.run(timeout=seconds + 400)
         phase.close()
         return results
@@ -435,10 +460,19 @@ class IngestBenchmark:
             raise SystemExit(f"warm-up readings never committed; see {self.logs / 'listener.log'}")
         self._truncate()
 
-    def _mqtt_throughput(self, uids, *, width: int, hour: int) -> dict:
-        log(f"MQTT throughput, {width}-reading messages, {self.seconds} s")
+    def _dialects(self, uids, *, native: dict, first_hour: int) -> dict:
+        """Phase (b) again in each other dialect: readings/s beside the native JSON figure of the same run."""
+        figures = {}
+        for offset, dialect in enumerate(DIALECTS):
+            phase = self._mqtt_throughput(uids, width=10, hour=first_hour + offset, dialect=dialect)
+            phase["ratio_to_native_json"] = round(phase["readings_per_s"] / native["readings_per_s"], 3)
+            figures[dialect] = phase
+        return figures
+
+    def _mqtt_throughput(self, uids, *, width: int, hour: int, dialect: str = "native") -> dict:
+        log(f"MQTT throughput, {width}-reading messages ({dialect}), {self.seconds} s")
         self._truncate()
-        results = self._publish(uids, width=width, seconds=self.seconds, hour=hour)
+        results = self._publish(uids, width=width, seconds=self.seconds, hour=hour, dialect=dialect)
         last_ts = {uid: ts for result in results for uid, ts in result["last_ts"].items()}
         last_commit = self._wait_committed(last_ts)
         committed = self._count()
@@ -452,6 +486,7 @@ class IngestBenchmark:
             "readings_committed": committed,
             "readings_expected": sent * width,
             "complete": last_commit is not None and committed == sent * width,
+            "dead_letters_by_reason": self._refusals(),
             "publish_seconds": round(last_publish - first, 3),
             "first_publish_to_last_commit_s": round(elapsed, 3),
             "drain_after_last_publish_s": round((last_commit or time.time()) - last_publish, 3),
