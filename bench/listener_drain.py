@@ -5,18 +5,26 @@ publishers themselves top out near 5,500 messages/s. This isolates the listener 
 behind it): the listener's persistent session is created, the listener stopped, N messages published into the
 session's queue, and the listener(s) started again; the rate is measured from the first to the last commit.
 
-    python bench/listener_drain.py [--messages 30000] [--readings-per-message 10] [--listeners 1]
+    python bench/listener_drain.py [--messages 30000] [--readings-per-message 10] [--listeners 1] [--peer nodered]
 
 Uses a scratch database ``fieldwatch_drain`` on the configured server (created and dropped) and a Mosquitto of
 its own with the project config. Prints one JSON object.
+
+``--peer nodered`` then runs the Node-RED peer's drain script (``--peer-script``; default: ``drain.py`` of the
+``peers/nodered`` checkout beside this repository) with the same messages under the same method, and prints both
+figures and their ratio: a speed claim is a ratio measured side by side in one run. The peer acknowledges on
+receipt (at most once), so it promises less than the listener does.
 """
 
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import _django  # before any import from the checkout: sys.path, DEBUG off
 import paho.mqtt.client as mqtt
@@ -41,7 +49,46 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--readings-per-message", type=int, default=10, choices=range(1, 11))
     parser.add_argument("--listeners", type=int, default=1)
+    parser.add_argument("--peer", choices=["nodered"], default=None, help="Also drain the same messages with a peer.")
+    parser.add_argument("--peer-script", default=str(DEFAULT_PEER_SCRIPT))
     args = parser.parse_args()
+    result = fieldwatch_drain(args)
+    if args.peer:
+        peer = peer_drain(args)
+        result = {
+            "fieldwatch": result,
+            "peer": peer,
+            "ratio_readings_per_s": round(result["readings_per_s"] / peer["readings_per_s"], 2),
+        }
+    print(json.dumps(result, indent=2))
+
+
+DEFAULT_PEER_SCRIPT = Path(_django.REPO_ROOT).parent / "shared" / "peers" / "nodered" / "drain.py"
+
+
+def peer_drain(args) -> dict:
+    """The peer's own drain script, from a directory holding the project's broker config as the peer reads it
+    (``docker/mosquitto/mosquitto.conf``, with the plugin lines left out: the peer's broker runs without our auth)."""
+    script = Path(args.peer_script)
+    if not script.exists():
+        raise SystemExit(f"no peer drain script at {script} (--peer-script)")
+    workdir = Path(tempfile.mkdtemp(prefix="fw-peer-"))
+    config = (Path(_django.REPO_ROOT) / "docker" / "mosquitto" / "mosquitto.conf").read_text()
+    (workdir / "docker" / "mosquitto").mkdir(parents=True)
+    (workdir / "docker" / "mosquitto" / "mosquitto.conf").write_text(re.sub(r"(?m)^plugin.*\n", "", config))
+    command = [
+        sys.executable,
+        str(script),
+        "--messages",
+        str(args.messages),
+        "--readings-per-message",
+        str(args.readings_per_message),
+    ]
+    output = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=1800, check=True).stdout
+    return json.loads(output[output.index("{") :])
+
+
+def fieldwatch_drain(args) -> dict:
     _django.setup()
     from tests.support.broker import Broker  # renders its files with the product's code: after django.setup()
 
@@ -120,22 +167,17 @@ def main() -> None:
         finished = time.monotonic()
         seconds = finished - first[0]
         drained = stored - first[1]
-        print(
-            json.dumps(
-                {
-                    "listeners": args.listeners,
-                    "messages": args.messages,
-                    "readings_per_message": args.readings_per_message,
-                    "readings_stored": stored,
-                    "complete": stored == expected,
-                    "seconds_first_to_last_commit": round(seconds, 3),
-                    "readings_per_s": round(drained / seconds),
-                    "messages_per_s": round(drained / seconds / args.readings_per_message),
-                    "start_to_first_commit_s": round(first[0] - started, 3),
-                },
-                indent=2,
-            )
-        )
+        return {
+            "listeners": args.listeners,
+            "messages": args.messages,
+            "readings_per_message": args.readings_per_message,
+            "readings_stored": stored,
+            "complete": stored == expected,
+            "seconds_first_to_last_commit": round(seconds, 3),
+            "readings_per_s": round(drained / seconds),
+            "messages_per_s": round(drained / seconds / args.readings_per_message),
+            "start_to_first_commit_s": round(first[0] - started, 3),
+        }
     finally:
         for process in listeners:
             if process.poll() is None:
