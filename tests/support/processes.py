@@ -77,7 +77,11 @@ class ManagedProcess:
 
     def terminate(self, timeout: float = 30) -> int:
         self.process.terminate()
-        return self.process.wait(timeout)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # Say what it was doing: a process that ignores SIGTERM is a finding, and its log dies with close().
+            raise AssertionError(f"{self.args[0]} did not stop within {timeout} s:\n{self.output()[-4000:]}") from None
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
