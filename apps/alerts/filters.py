@@ -5,13 +5,9 @@ import django_filters
 from apps.alerts.choices import OPEN_STATUSES, AlertStatus, Severity
 from apps.alerts.models import Alert, AlertRule
 from apps.alerts.selectors import alert_rule_list_for_user
-from apps.devices.filters import SiteFilter
+from apps.devices.filters import ScopedModelChoiceFilter, SiteFilter
 
 OPEN = "open"  # active or acknowledged: what still needs someone
-
-
-def _rules(request):
-    return alert_rule_list_for_user(user=request.user) if request is not None else AlertRule.objects.none()
 
 
 class AlertFilterSet(django_filters.FilterSet):
@@ -23,7 +19,9 @@ class AlertFilterSet(django_filters.FilterSet):
     severity = django_filters.ChoiceFilter(label="Severity", choices=Severity.choices, empty_label="Any severity")
     site = SiteFilter(field_name="device__site")
     device = django_filters.CharFilter(label="Device id", field_name="device__uid", max_length=128)
-    rule = django_filters.ModelChoiceFilter(label="Rule", queryset=_rules, empty_label="Any rule", help_text="Rule id")
+    rule = ScopedModelChoiceFilter(
+        label="Rule", scope=alert_rule_list_for_user, model=AlertRule, empty_label="Any rule", help_text="Rule id"
+    )
     opened_after = django_filters.IsoDateTimeFilter(
         label="Opened since", field_name="opened_at", lookup_expr="gte", help_text="ISO-8601; inclusive"
     )

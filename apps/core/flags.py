@@ -1,7 +1,7 @@
 """Feature flags: the names the product checks and ``flag_active``, the one way code asks about one.
 
-Flags are django-waffle flags of the model ``WAFFLE_FLAG_MODEL`` (``apps.users.models.FeatureFlag``: waffle's flag
-plus organizations), edited by superusers in the admin (*Users > Feature flags*) and listed by
+Flags are django-waffle flags, switched on per organization by ``apps.users.models.FlagOrganization`` rows, edited
+by superusers in the admin (*Waffle > Flags*, with their organizations inline) and listed by
 ``manage.py fieldwatch_doctor``. A flag is on for an organization when its *everyone* is Yes, or when it is
 Unknown and the organization is listed; *everyone* No switches it off everywhere.
 
@@ -64,7 +64,8 @@ def _evaluate(name: str, organization_id: int | None) -> bool:
         return False
     if flag.everyone is not None:
         return flag.everyone
-    return organization_id is not None and organization_id in flag.organization_ids()
+    # The users app's FlagOrganization rows, through their reverse accessor (core imports no app above it).
+    return organization_id is not None and flag.organization_grants.filter(organization_id=organization_id).exists()
 
 
 def flags_forget() -> None:
@@ -76,7 +77,7 @@ def flags_forget() -> None:
 def flag_states() -> list[tuple[str, str]]:
     """``(name, state)`` of every flag, for the doctor: "on", "off", or the organizations it is on for."""
     model = get_waffle_flag_model()
-    flags = {flag.name: flag for flag in model.objects.prefetch_related("organizations")}
+    flags = {flag.name: flag for flag in model.objects.prefetch_related("organization_grants__organization")}
     states = []
     for name in sorted(flags.keys() | FLAGS.keys()):
         flag = flags.get(name)
@@ -85,7 +86,7 @@ def flag_states() -> list[tuple[str, str]]:
         elif flag.everyone is not None:
             state = "on for everyone" if flag.everyone else "off for everyone"
         else:
-            organizations = sorted(organization.slug for organization in flag.organizations.all())
+            organizations = sorted(grant.organization.slug for grant in flag.organization_grants.all())
             state = f"on for {', '.join(organizations)}" if organizations else "off (no organization)"
         states.append((name, state))
     return states

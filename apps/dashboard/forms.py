@@ -14,13 +14,20 @@ class AlertNoteForm(forms.Form):
     note = forms.CharField(required=False, max_length=2000)
 
 
-def filter_form_for_page(form: forms.Form, *, scope, site: str, tags: list[str] | None = None) -> forms.Form:
+def filter_form_for_page(
+    form: forms.Form, *, scope, site: str, tags: list[str] | None = None, device_types=None
+) -> forms.Form:
     """``form`` (a FilterSet's) ready for a list page: the site choices from ``scope`` (loaded already; "all" a
-    choice of its own), ``site`` (the switcher's choice) shown when the query string names none, ``tags`` offered as
-    a drop-down of the tags in use."""
+    choice of its own), ``site`` (the switcher's choice) shown when the query string names none, ``tags`` and
+    ``device_types`` offered as drop-downs; gateways and rules, which may be many, are typed in by id."""
     form.initial = {**form.initial, "site": site}
     if "site" in form.fields:
         form.fields["site"].widget.choices = [("all", "All my sites")] + [(str(s.id), s.name) for s in scope.sites]
+    if device_types is not None and "device_type" in form.fields:
+        form.fields["device_type"].widget.choices = [("", "Any type")] + [(str(t.id), t.name) for t in device_types]
+    for name, placeholder in (("gateway", "Gateway id"), ("rule", "Rule id")):
+        if name in form.fields:
+            form.fields[name].widget = forms.TextInput(attrs={"placeholder": placeholder})
     if "q" in form.fields:
         form.fields["q"].widget.attrs.update({"placeholder": "Device id or name", "type": "search"})
     if "device" in form.fields:

@@ -63,8 +63,9 @@ class SiteScope:
         """The devices of the shown sites; built once per request (the site lookup behind it costs queries)."""
         return device_list_for_user(user=self.user).filter(site_id__in=self.ids)
 
-    def alerts(self, filters: dict | None = None) -> QuerySet[Alert]:
-        return alert_list_for_user(user=self.user, filters=filters).filter(device__site_id__in=self.ids)
+    def alerts(self) -> QuerySet[Alert]:
+        """The alerts of the shown sites, newest first (the alert pages narrow them with ``AlertFilterSet``)."""
+        return alert_list_for_user(user=self.user).filter(device__site_id__in=self.ids)
 
     @property
     def operable_site_ids(self) -> frozenset[int]:

@@ -23,7 +23,11 @@ from apps.alerts.services import AlertStateError, alert_acknowledge, alert_resol
 from apps.dashboard import selectors
 from apps.dashboard.forms import AlertNoteForm, filter_form_for_page
 from apps.devices.filters import DeviceFilterSet
-from apps.devices.selectors import device_get_for_user, devices_with_status, user_can_operate_site
+from apps.devices.selectors import (
+    device_get_for_user,
+    devices_with_status,
+    user_can_operate_site,
+)
 
 SITE_SESSION_KEY = "dashboard_site"
 DEVICES_PER_PAGE = 50

@@ -22,39 +22,50 @@ from apps.devices.selectors import (
 ALL_SITES = "all"  # what the dashboard's site switcher sends for "every site I may see"
 
 
-def _user(request):
-    return getattr(request, "user", None)
+class ScopedModelChoiceField(forms.ModelChoiceField):
+    """A choice among the objects of ``resolve_scope()``, which is called only when a value is given: an unfiltered
+    list costs no query for its filters (the selectors check the user's role when called). With ``allow_all``,
+    ``all`` (the site switcher's "All my sites") reads as no filter."""
 
-
-def _sites(request):
-    return site_list_for_user(user=_user(request)) if request is not None else Site.objects.none()
-
-
-def _device_types(request):
-    return device_type_list_for_user(user=_user(request)) if request is not None else DeviceType.objects.none()
-
-
-def _gateways(request):
-    return gateway_list_for_user(user=_user(request)) if request is not None else Gateway.objects.none()
-
-
-class SiteOrAllField(forms.ModelChoiceField):
-    """A site id among the user's sites, or ``all`` (the site switcher's "All my sites"), read as no filter."""
+    def __init__(self, *args, resolve_scope=None, allow_all=False, **kwargs):
+        self.resolve_scope, self.allow_all = resolve_scope, allow_all
+        super().__init__(*args, **kwargs)
 
     def to_python(self, value):
-        return None if value == ALL_SITES else super().to_python(value)
+        if value in self.empty_values or (self.allow_all and value == ALL_SITES):
+            return None
+        if self.resolve_scope is not None:
+            self.queryset = self.resolve_scope()
+        return super().to_python(value)
 
 
-class SiteFilter(django_filters.ModelChoiceFilter):
+class ScopedModelChoiceFilter(django_filters.ModelChoiceFilter):
+    """``ModelChoiceFilter`` over ``scope(user)`` (a selector), resolved lazily by ``ScopedModelChoiceField``."""
+
+    field_class = ScopedModelChoiceField
+
+    def __init__(self, *args, scope, model, allow_all=False, **kwargs):
+        self.scope, self.allow_all = scope, allow_all
+        super().__init__(*args, queryset=model.objects.none(), **kwargs)
+
+    @property
+    def field(self):
+        if not hasattr(self, "_field"):
+            request = self.get_request()
+            self.extra.update(
+                resolve_scope=lambda: self.scope(user=request.user) if request is not None else self.queryset,
+                allow_all=self.allow_all,
+            )
+        return super().field
+
+
+class SiteFilter(ScopedModelChoiceFilter):
     """``?site=<id>`` among the user's sites (``all``: every one); shared by the device and alert FilterSets."""
 
-    field_class = SiteOrAllField
-
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("queryset", _sites)
         kwargs.setdefault("label", "Site")
         kwargs.setdefault("empty_label", "All my sites")
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, scope=site_list_for_user, model=Site, allow_all=True, **kwargs)
 
 
 class DeviceFilterSet(django_filters.FilterSet):
@@ -64,11 +75,16 @@ class DeviceFilterSet(django_filters.FilterSet):
         label="Search", method="filter_search", max_length=128, help_text="Part of the device id or name"
     )
     site = SiteFilter(field_name="site")
-    device_type = django_filters.ModelChoiceFilter(
-        label="Type", queryset=_device_types, empty_label="Any type", help_text="Device type id"
+    device_type = ScopedModelChoiceFilter(
+        label="Type", scope=device_type_list_for_user, model=DeviceType, empty_label="Any type", help_text="Type id"
     )
-    gateway = django_filters.ModelChoiceFilter(
-        label="Gateway", queryset=_gateways, to_field_name="uid", empty_label="Any gateway", help_text="Gateway id"
+    gateway = ScopedModelChoiceFilter(
+        label="Gateway",
+        scope=gateway_list_for_user,
+        model=Gateway,
+        to_field_name="uid",
+        empty_label="Any gateway",
+        help_text="Gateway id (uid)",
     )
     status = django_filters.ChoiceFilter(
         label="Status", choices=DeviceStatus.choices, method="filter_status", empty_label="Any status"

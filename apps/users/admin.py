@@ -18,6 +18,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Group
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from waffle.admin import FlagAdmin
+from waffle.models import Flag
 
 from apps.core.admin_mixins import (
     CredentialStateFilter,
@@ -27,7 +28,7 @@ from apps.core.admin_mixins import (
     related_count,
 )
 from apps.users.choices import Role
-from apps.users.models import ApiToken, FeatureFlag, Organization, User
+from apps.users.models import ApiToken, FlagOrganization, Organization, User
 from apps.users.services import api_token_revoke, totp_device_may_remove, totp_device_remove
 
 
@@ -226,23 +227,23 @@ class TOTPDeviceAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.Mo
         self.message_user(request, f"Removed {len(devices)} device(s).", messages.SUCCESS)
 
 
-@admin.register(FeatureFlag)
+class FlagOrganizationInline(admin.TabularInline):
+    model = FlagOrganization
+    extra = 0
+    autocomplete_fields = ("organization",)
+
+
+@admin.register(Flag)
 class FeatureFlagAdmin(FlagAdmin):
-    """Waffle's flag admin plus organizations. Flags are platform settings: only superusers hold their model
-    permissions (the admin role's do not include them), so organization admins never see this page."""
+    """Waffle's flag admin plus the organizations a flag is on for. Flags are platform settings: only superusers
+    hold their model permissions (the admin role's do not include them), so organization admins never see this."""
 
     list_display = ("name", "everyone", "organization_names", "percent", "note")
-    filter_horizontal = ("organizations", "groups")
+    inlines = [FlagOrganizationInline]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related("organizations")
+        return super().get_queryset(request).prefetch_related("organization_grants__organization")
 
-    @admin.display(description="organizations")
+    @admin.display(description="on for organizations")
     def organization_names(self, flag):
-        return ", ".join(organization.name for organization in flag.organizations.all()) or "—"
-
-    def save_related(self, request, form, formsets, change):
-        # The many-to-many rows are written after save(), which already flushed waffle's cache: flush again so the
-        # new organizations are what the next check reads.
-        super().save_related(request, form, formsets, change)
-        form.instance.flush()
+        return ", ".join(grant.organization.name for grant in flag.organization_grants.all()) or "—"

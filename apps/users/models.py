@@ -2,14 +2,9 @@ from django.contrib.auth.models import AbstractUser
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
-from waffle.models import AbstractUserFlag
-from waffle.utils import get_cache, keyfmt
 
 from apps.core.credentials import SecretCredential
 from apps.users.choices import Role, TokenScope
-
-# Waffle keeps each flag's users and groups under keys like this; ours keeps its organizations beside them.
-ORGANIZATIONS_CACHE_KEY = "flag:%s:organizations"
 
 
 class Organization(models.Model):
@@ -89,40 +84,19 @@ class ApiToken(SecretCredential):
         return f"{self.masked} ({self.user})"
 
 
-class FeatureFlag(AbstractUserFlag):
-    """A django-waffle flag (``WAFFLE_FLAG_MODEL``) that can also be switched on for whole organizations.
+class FlagOrganization(models.Model):
+    """Switches a feature flag (django-waffle's ``Flag``) on for one organization: every member, device and gateway
+    of it. Read through ``apps.core.flags.flag_active``; the flag's *everyone* Yes/No overrides these rows."""
 
-    ``everyone`` Yes/No overrides everything, as in waffle; left Unknown, the flag is on for the organizations
-    listed (and waffle's users, groups and percentages for request-based checks). Read through
-    ``apps.core.flags.flag_active``, which never raises and is cheap enough for the ingest path.
-    """
+    flag = models.ForeignKey("waffle.Flag", on_delete=models.CASCADE, related_name="organization_grants")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="flag_grants")
 
-    organizations = models.ManyToManyField(
-        Organization,
-        blank=True,
-        related_name="+",
-        help_text="Activate this flag for every member, device and gateway of these organizations.",
-    )
+    class Meta:
+        verbose_name = "organization with the flag on"
+        verbose_name_plural = "organizations with the flag on"
+        constraints = [
+            models.UniqueConstraint(fields=["flag", "organization"], name="flag_organization_unique"),
+        ]
 
-    class Meta(AbstractUserFlag.Meta):
-        verbose_name = "feature flag"
-        verbose_name_plural = "feature flags"
-
-    def organization_ids(self) -> frozenset[int]:
-        """The organizations the flag is on for, cached under waffle's cache (flushed with the flag on save)."""
-        cache = get_cache()
-        key = keyfmt(ORGANIZATIONS_CACHE_KEY, self.name)
-        cached = cache.get(key)
-        if cached is None:
-            cached = frozenset(self.organizations.values_list("pk", flat=True)) if self.pk else frozenset()
-            cache.add(key, cached)
-        return cached
-
-    def get_flush_keys(self, flush_keys=None):
-        return [*super().get_flush_keys(flush_keys), keyfmt(ORGANIZATIONS_CACHE_KEY, self.name)]
-
-    def is_active_for_user(self, user):
-        active = super().is_active_for_user(user)
-        if active is None and getattr(user, "organization_id", None) in self.organization_ids():
-            return True
-        return active
+    def __str__(self):
+        return f"{self.flag} for {self.organization}"

@@ -139,10 +139,9 @@ FIELDWATCH_REQUIRE_ADMIN_2FA = env_bool("FIELDWATCH_REQUIRE_ADMIN_2FA", False)
 OTP_TOTP_ISSUER = env("FIELDWATCH_OTP_ISSUER", "Fieldwatch")  # the account's label in authenticator apps
 OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
-# Feature flags (django-waffle; apps/core/flags.py): the flag model is the users app's, which adds organizations to
-# waffle's users and groups. Waffle's own admin registers its default Flag model, swapped out here, so the users
-# admin registers the flag admin instead. A flag nobody created is off.
-WAFFLE_FLAG_MODEL = "users.FeatureFlag"
+# Feature flags (django-waffle; apps/core/flags.py): waffle's Flag, switched on per organization by the users app's
+# FlagOrganization rows, whose admin (apps/users/admin.py) replaces waffle's. A flag nobody created is off.
+WAFFLE_FLAG_MODEL = "waffle.Flag"
 WAFFLE_ENABLE_ADMIN_PAGES = False
 WAFFLE_FLAG_DEFAULT = False
 WAFFLE_CREATE_MISSING_FLAGS = False

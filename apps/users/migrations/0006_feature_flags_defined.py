@@ -12,12 +12,12 @@ FLAGS = {
 
 
 def create_flags(apps, schema_editor):
-    flag_model = apps.get_model("users", "FeatureFlag")
+    flag_model = apps.get_model("waffle", "Flag")
     for name, note in FLAGS.items():
         flag_model.objects.get_or_create(name=name, defaults={"everyone": None, "note": note})
 
 
 class Migration(migrations.Migration):
-    dependencies = [("users", "0005_feature_flags")]
+    dependencies = [("users", "0005_feature_flag_organizations")]
 
     operations = [migrations.RunPython(create_flags, migrations.RunPython.noop)]
