@@ -1,4 +1,5 @@
 import datetime
+import decimal
 
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
@@ -60,7 +61,7 @@ class Site(ConstraintErrorsOnFields, models.Model):
         "CO₂e emission factor (kg/kWh)",
         max_digits=6,
         decimal_places=4,
-        default=0.4,
+        default=decimal.Decimal("0.4"),  # a Decimal: the float 0.4 has more than 4 places for full_clean()
         help_text="Grid carbon intensity used to turn energy into CO₂e.",
     )
     created_at = models.DateTimeField(auto_now_add=True)

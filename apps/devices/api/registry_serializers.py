@@ -48,6 +48,10 @@ class _RegistrySerializer(serializers.ModelSerializer):
 
 
 class SiteSerializer(_RegistrySerializer):
+    # Declared for its bounds; left out, the model's default applies (DRF would validate that float as a decimal).
+    emission_factor_kg_per_kwh = serializers.DecimalField(
+        max_digits=6, decimal_places=4, min_value=0, required=False, help_text="kg CO₂e per kWh"
+    )
     create_service = services.site_create
     update_service = services.site_update
     instance_argument = "site"

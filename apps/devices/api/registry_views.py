@@ -47,6 +47,7 @@ from apps.devices.selectors import (
     devices_with_status,
     gateway_list_for_user,
     site_list_for_user,
+    user_configures_organization,
 )
 
 NOT_FOUND = OpenApiResponse(description="Not among the objects you may see")
@@ -69,13 +70,11 @@ class _RegistryViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
-    mixins.UpdateModelMixin,
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
     """List, read, create, PATCH and delete; no PUT (a partial change is all a registry client needs)."""
 
-    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     filter_backends = [DjangoFilterBackend]
     pagination_class = RegistryCursorPagination
     lookup_value_regex = "[0-9]+"
@@ -83,6 +82,18 @@ class _RegistryViewSet(
 
     def get_queryset(self):
         return type(self).scope(self.request.user)
+
+    def create(self, request, *args, **kwargs):
+        # Who may create is known before the body is read: a viewer's well-formed body is a 403, not a 400.
+        if not user_configures_organization(user=request.user):
+            raise PermissionDenied("Only organization admins may change the registry.")
+        return super().create(request, *args, **kwargs)
+
+    def partial_update(self, request, *args, **kwargs):
+        serializer = self.get_serializer(self.get_object(), data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        serializer.save()
+        return Response(serializer.data)
 
     def handle_exception(self, exc):
         if isinstance(exc, DjangoPermissionDenied):
