@@ -274,6 +274,8 @@ def device_type_update(*, user, device_type: DeviceType, metrics: list[dict] | N
     _clean_and_save(device_type)
     if metrics is not None:
         _metrics_apply(device_type, list(metrics), replace=True)
+        # The caller's instance may hold its metrics prefetched (the API's selector): they are stale now.
+        getattr(device_type, "_prefetched_objects_cache", {}).pop("metrics", None)
     return device_type
 
 
