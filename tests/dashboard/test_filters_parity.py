@@ -9,6 +9,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.alerts.models import Alert
+from apps.devices.models import Device
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory
 from tests.support.evaluation import Feed, evaluate, hot_rule
 
@@ -74,8 +75,6 @@ def test_alerts_same_query_same_rows(client, alice, fleet, query):
     feed = Feed()
     for site in (fleet["site_a"], fleet["site_b"]):
         hot_rule(site)
-    from apps.devices.models import Device
-
     for device in Device.objects.all()[:6]:
         evaluate(feed.batch((device, "supply_temp", 0, 90)))
     query = query.format(site_b=fleet["site_b"].id)

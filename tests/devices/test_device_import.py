@@ -4,6 +4,7 @@ import csv
 import io
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from rest_framework.test import APIClient
 
@@ -108,3 +109,24 @@ def test_a_viewer_may_not_import_and_a_broken_file_is_a_400(carol, alice, catalo
     assert post(carol, fleet_csv(1)).status_code == 403
     assert post(alice, "not,a,fleet\n1,2,3\n").status_code == 400
     assert post(alice, "\x00").status_code == 400
+
+
+def test_the_admin_previews_then_imports_on_confirmation(client, alice, catalogue):
+    alice.is_staff = True
+    alice.save()
+    client.force_login(alice)
+    url = reverse("admin:devices_device_import")
+    assert client.get(url).status_code == 200
+    upload = SimpleUploadedFile("fleet.csv", fleet_csv(5).encode(), content_type="text/csv")
+    preview = client.post(url, {"file": upload, "mode": "create"})
+    assert preview.status_code == 200
+    assert b"<strong>5</strong> to create" in preview.content
+    assert not Device.objects.exists()
+    done = client.post(url, {"confirm": "1", "mode": "create", "content": fleet_csv(5)})
+    assert done.status_code == 302
+    assert Device.objects.count() == 5
+
+    broken = SimpleUploadedFile("fleet.csv", fleet_csv(2, {2: "x y,Z,Nowhere,Heat pump,,,\n"}).encode())
+    refused = client.post(url, {"file": broken, "mode": "upsert"})
+    assert b"nothing will be imported" in refused.content
+    assert b'name="confirm"' not in refused.content
