@@ -10,6 +10,8 @@ from rest_framework.test import APIClient
 
 from apps.audit.models import AuditEvent
 from apps.devices.models import Device
+from apps.devices.receivers import broker_sync_enqueue
+from apps.telemetry.ingest.directory import catalogue_changed
 from tests.devices.factories import DeviceTypeFactory, GatewayFactory
 
 HEADER = "uid,name,site,type,gateway,tags,metadata\n"
@@ -130,3 +132,11 @@ def test_the_admin_previews_then_imports_on_confirmation(client, alice, catalogu
     refused = client.post(url, {"file": broken, "mode": "upsert"})
     assert b"nothing will be imported" in refused.content
     assert b'name="confirm"' not in refused.content
+
+
+def test_an_import_tells_the_caches_as_a_save_would(alice, catalogue, django_capture_on_commit_callbacks):
+    """bulk_create sends no post_save: rows_bulk_changed reaches the catalogue, rules and broker receivers."""
+    with django_capture_on_commit_callbacks() as callbacks:
+        post(alice, fleet_csv(2))
+    assert catalogue_changed in callbacks  # the ingest directory reloads
+    assert broker_sync_enqueue in callbacks

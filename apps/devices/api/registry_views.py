@@ -19,13 +19,15 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ParseError, PermissionDenied
+from rest_framework.exceptions import ParseError, PermissionDenied, ValidationError
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 from apps.core.api.pagination import BoundedCursorPagination
 from apps.core.api.parsers import BoundedJSONParser
+from apps.core.api.renderers import JSONErrorsMixin
 from apps.devices import imports, services
 from apps.devices.api import registry_examples as examples
 from apps.devices.api.registry_serializers import (
@@ -248,7 +250,7 @@ def device_list_schema(serializer):
     {"name": "Heat pump A1 (cellar)", "tags": ["heating", "cellar"]},
     "",
 )
-class DeviceViewSet(_RegistryViewSet):
+class DeviceViewSet(JSONErrorsMixin, _RegistryViewSet):
     """Devices of the sites you may see. Admins write; operators of a device's site change its name, metadata and
     tags; viewers read. ``apps.telemetry.api.device_views`` adds the latest values (telemetry's) to each device."""
 
@@ -269,10 +271,17 @@ class DeviceViewSet(_RegistryViewSet):
         return devices_with_status(devices, now=self.now)
 
     def get_renderers(self):
-        # CSV is the list's (the export); everything else, errors included, answers JSON.
-        if self.action == "list" or self.request.query_params.get("format") == "csv":
+        # CSV is the list's (the export); everything else answers JSON (errors too: JSONErrorsMixin).
+        if self.action == "list":
             return super().get_renderers()
         return [JSONRenderer()]
+
+    def perform_content_negotiation(self, request, force=False):
+        # DRF answers an unknown ?format= with a 404, which reads as "no such list": say which formats there are.
+        requested = request.query_params.get(api_settings.URL_FORMAT_OVERRIDE)
+        if not force and requested and requested not in {renderer.format for renderer in self.get_renderers()}:
+            raise ValidationError({"format": [f"{requested[:20]!r} is not a format of this endpoint: json or csv."]})
+        return super().perform_content_negotiation(request, force)
 
     def filter_queryset(self, queryset):
         # DjangoFilterBackend's work, with the request's instant for the status filter.
