@@ -49,6 +49,12 @@ def everyone(status, anonymous=401):
 
 READ_A = {"alice": 200, "bob": 200}
 OWN_READS = [("carol", "b", 200), ("mallory", "x", 200)]
+ADMIN_A = {"alice": 200, "bob": 403}
+ADMINS_CREATE_OWN = [(user, None, 201 if user in ("alice", "mallory") else 403) for user in USERS[:-1]] + [
+    ("anonymous", None, 401)
+]
+# A body naming site A's objects: created by its admin, 400 for another organization's admin (nonexistent there).
+ADMINS_CREATE_ON_A = rows({"alice": 201, "bob": 403, "carol": 403, "mallory": 400}, [("mallory", "x", 201)], target="a")
 
 MATRIX = {
     ("api-root", "GET"): everyone(200),
@@ -96,6 +102,36 @@ MATRIX = {
     ("gateway-key-issue", "POST"): rows({"alice": 201, "bob": 403}, [("carol", "b", 403), ("mallory", "x", 201)]),
     ("api-key-rotate", "POST"): rows({"alice": 201, "bob": 403}, [("carol", "b", 403), ("mallory", "x", 201)]),
     ("api-key-revoke", "POST"): rows({"alice": 200, "bob": 403}, [("carol", "b", 403), ("mallory", "x", 200)]),
+    # The registry: admins write, everyone reads what they may see. Creating is refused (403) before the body is
+    # read; an admin naming another organization's site gets the 400 of a site that does not exist.
+    ("site-list", "GET"): everyone(200),
+    ("site-list", "POST"): ADMINS_CREATE_OWN,
+    ("site-detail", "GET"): rows(READ_A, OWN_READS),
+    ("site-detail", "PATCH"): rows(ADMIN_A, [("carol", "b", 403), ("mallory", "x", 200)]),
+    # Sites with devices are not deleted (409): the other rows never get that far.
+    ("site-detail", "DELETE"): rows({"alice": 409, "bob": 403}, [("carol", "b", 403), ("mallory", "x", 409)]),
+    ("device-type-list", "GET"): everyone(200),
+    ("device-type-list", "POST"): ADMINS_CREATE_OWN,
+    # Device types are organization-wide: carol (a viewer of site B) reads Acme's.
+    ("device-type-detail", "GET"): rows({"alice": 200, "bob": 200, "carol": 200}, [("mallory", "x", 200)]),
+    ("device-type-detail", "PATCH"): rows({"alice": 200, "bob": 403, "carol": 403}, [("mallory", "x", 200)]),
+    ("device-type-detail", "DELETE"): rows({"alice": 409, "bob": 403, "carol": 403}, [("mallory", "x", 409)]),
+    ("gateway-list", "GET"): everyone(200),
+    ("gateway-list", "POST"): ADMINS_CREATE_ON_A,
+    ("gateway-detail", "GET"): rows(READ_A, OWN_READS),
+    ("gateway-detail", "PATCH"): rows(ADMIN_A, [("carol", "b", 403), ("mallory", "x", 200)]),
+    ("gateway-detail", "DELETE"): rows({"alice": 204, "bob": 403}, [("carol", "b", 403), ("mallory", "x", 204)]),
+    ("device-list", "GET"): everyone(200),
+    ("device-list", "POST"): ADMINS_CREATE_ON_A,
+    ("device-detail", "GET"): rows(READ_A, OWN_READS),
+    # Operators change a device's name, metadata and tags on their site; viewers nothing.
+    ("device-detail", "PATCH"): rows(READ_A, [("carol", "b", 403), ("mallory", "x", 200)]),
+    # The device has history: deleting it deactivates it (200) unless purge=true.
+    ("device-detail", "DELETE"): rows({"alice": 200, "bob": 403}, [("carol", "b", 403), ("mallory", "x", 200)]),
+    # An import answers 200 with its counts (it may create, update or change nothing).
+    ("device-import", "POST"): rows(
+        {"alice": 200, "bob": 403, "carol": 403, "mallory": 400}, [("mallory", "x", 200)], target="a"
+    ),
 }
 
 CASES = [
@@ -171,6 +207,13 @@ def _rule_body(rule: AlertRule, site) -> dict:
     }
 
 
+def _device_body(objects, target) -> dict | None:
+    if "device" not in objects:
+        return None
+    device = objects["device"]
+    return {"uid": f"new-{target}", "name": "New", "site": device.site_id, "device_type": device.device_type_id}
+
+
 def request_for(world, name, method, target):
     """(path, query or body) of the request for this row."""
     end = timezone.now()
@@ -178,6 +221,7 @@ def request_for(world, name, method, target):
     objects = world.get(target, {})
     uid = objects["device"].uid if "device" in objects else None
     site = objects["device"].site if "device" in objects else None
+    device_type = objects["device"].device_type if "device" in objects else None
     routes = {
         "api-root": ({}, None),
         "ingest": ({}, {"readings": []}),
@@ -212,6 +256,21 @@ def request_for(world, name, method, target):
         "gateway-key-issue": ({"uid": objects.get("gateway") and objects["gateway"].uid}, {"name": "spare"}),
         "api-key-rotate": ({"prefix": objects.get("key") and objects["key"].prefix}, None),
         "api-key-revoke": ({"prefix": objects.get("key") and objects["key"].prefix}, None),
+        "site-list": ({}, {"name": "Site N", "timezone": "Europe/Berlin"} if method == "POST" else None),
+        "site-detail": ({"pk": site and site.pk}, {"address": "Werkstraße 1"} if method == "PATCH" else None),
+        "device-type-list": ({}, {"name": "Flow meter", "metrics": [{"key": "flow", "display_name": "Flow"}]}),
+        "device-type-detail": ({"pk": device_type and device_type.pk}, {"description": "edited"}),
+        "gateway-list": (
+            {},
+            {"uid": f"gw-new-{target}", "name": "New", "site": site and site.pk} if method == "POST" else None,
+        ),
+        "gateway-detail": ({"uid": objects.get("gateway") and objects["gateway"].uid}, {"name": "renamed"}),
+        "device-list": ({}, _device_body(objects, target)),
+        "device-detail": ({"uid": uid}, {"name": "renamed"} if method == "PATCH" else None),
+        "device-import": (
+            {},
+            [{"uid": f"imp-{target}", "name": "Imported", "site": site and site.name, "type": "Heat pump"}],
+        ),
     }
     kwargs, data = routes[name]
     return reverse(f"api:{name}", kwargs=kwargs), data
@@ -232,6 +291,16 @@ def _check_list_scope(world, name, user, body):
     elif name == "api-token-list":
         owner = world["users"][user]
         assert results and all(row["id"] in set(owner.api_tokens.values_list("id", flat=True)) for row in results)
+    elif name in ("site-list", "device-list", "gateway-list"):
+        key, attribute = {"site-list": ("device", "site_id"), "device-list": ("device", "uid")}.get(
+            name, ("gateway", "uid")
+        )
+        expected = {getattr(world[site][key], attribute) for site in VISIBLE_SITES[user]}
+        column = "id" if name == "site-list" else "uid"
+        assert {row[column] for row in results} == expected
+    elif name == "device-type-list":
+        expected = {world[site]["device"].device_type_id for site in VISIBLE_SITES[user]}
+        assert {row["id"] for row in results} == expected
     elif name == "organization-token-list":
         organization = world["users"][user].organization
         expected = set(ApiToken.objects.filter(user__organization=organization).values_list("id", flat=True))

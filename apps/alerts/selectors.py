@@ -6,20 +6,11 @@ from apps.alerts.models import Alert, AlertEvent, AlertRule
 from apps.devices.selectors import site_list_for_user
 
 
-def alert_list_for_user(*, user, filters: dict | None = None) -> QuerySet[Alert]:
-    """Alerts of devices on the user's sites, newest first; ``filters``: status, severity, site (id), device (uid)."""
+def alert_list_for_user(*, user) -> QuerySet[Alert]:
+    """Alerts of devices on the user's sites, newest first; narrowed by ``apps.alerts.filters.AlertFilterSet``."""
     alerts = Alert.objects.filter(device__site__in=site_list_for_user(user=user)).select_related(
         "rule", "device", "device__site", "acknowledged_by", "resolved_by"
     )
-    filters = filters or {}
-    if filters.get("status"):
-        alerts = alerts.filter(status=filters["status"])
-    if filters.get("severity"):
-        alerts = alerts.filter(severity=filters["severity"])
-    if filters.get("site"):
-        alerts = alerts.filter(device__site_id=filters["site"])
-    if filters.get("device"):
-        alerts = alerts.filter(device__uid=filters["device"])
     return alerts.order_by("-opened_at", "-id")
 
 

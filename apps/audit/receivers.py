@@ -15,8 +15,8 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out, user_lo
 from django.db.models.signals import post_delete, post_save, pre_save
 
 from apps.alerts.models import AlertRule, EscalationPolicy, NotificationChannel
-from apps.audit.services import audit_record, changed_fields, model_snapshot
-from apps.core.audit import AuditAction, audit_requested
+from apps.audit.services import audit_record, audit_record_many, changed_fields, model_snapshot
+from apps.core.audit import AuditAction, audit_many_requested, audit_requested
 from apps.core.security import client_ip
 from apps.core.signals import saves_only_ingest_fields
 from apps.devices.models import Device, DeviceType, Gateway, MetricDefinition, Site
@@ -41,6 +41,13 @@ def record_requested(sender, signal, **event):
 
 
 audit_requested.connect(record_requested, dispatch_uid="audit-requested")
+
+
+def record_many_requested(sender, signal, **batch):
+    audit_record_many(**batch)  # the keywords of apps.core.audit.audit_many
+
+
+audit_many_requested.connect(record_many_requested, dispatch_uid="audit-many-requested")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ class AuditAction(models.TextChoices):
     ACCESS_TOKEN_ISSUE = "access-token.issue", "Access token (ThingsBoard) issued"
     ACCESS_TOKEN_REVOKE = "access-token.revoke", "Access token (ThingsBoard) revoked"
     EXPORT_CREATE = "export.create", "Export created"
+    CONFIG_IMPORT = "config.import", "Configuration imported"
     TWO_FACTOR_ENROL = "2fa.enrol", "Two-factor device enrolled"
     TWO_FACTOR_FAILED = "2fa.failed", "Two-factor code refused"
     TWO_FACTOR_REMOVE = "2fa.remove", "Two-factor device removed"
@@ -56,6 +57,8 @@ BEAT_ACTOR = "beat"  # a periodic job
 
 # Sent by ``audit``; keyword arguments as ``audit`` takes them. The audit app connects the one receiver.
 audit_requested = Signal()
+# Sent by ``audit_many``: ``actor``, ``action`` and ``changes``, a list of ``(target, before, after)``.
+audit_many_requested = Signal()
 
 
 def audit(
@@ -87,6 +90,13 @@ def audit(
         ip=ip,
         organization_id=organization_id,
     )
+
+
+def audit_many(*, actor, action: str, changes: list[tuple[models.Model, dict | None, dict | None]]) -> None:
+    """Have one event per ``(target, before, after)`` recorded in the caller's transaction, written set-based:
+    what a bulk write (an import of thousands of devices) records, each row's change as ``audit`` would."""
+    if changes:
+        audit_many_requested.send(sender=None, actor=actor, action=action, changes=changes)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -8,9 +8,15 @@ from collections.abc import Callable, Iterable
 
 from django.db import models, transaction
 from django.db.models.signals import post_delete, post_save
+from django.dispatch import Signal
 
 # Fields that ingest keeps current; a save limited to them is not a configuration change.
 INGEST_MAINTAINED_FIELDS = frozenset({"last_seen"})
+
+
+# Sent (``sender=<model>``) by a service that wrote rows of a model set-based (``bulk_create``, ``bulk_update``),
+# which sends no post_save: the receivers of ``call_on_commit_when_changed`` react to it as to any save.
+rows_bulk_changed = Signal()
 
 
 def saves_only_ingest_fields(update_fields) -> bool:
@@ -34,3 +40,4 @@ def call_on_commit_when_changed(
     for model in model_classes:
         post_save.connect(row_changed, sender=model, weak=False, dispatch_uid=f"{uid}-save-{model.__name__}")
         post_delete.connect(row_changed, sender=model, weak=False, dispatch_uid=f"{uid}-delete-{model.__name__}")
+        rows_bulk_changed.connect(row_changed, sender=model, weak=False, dispatch_uid=f"{uid}-bulk-{model.__name__}")

@@ -11,12 +11,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from django.db.models import (
-    Case,
-    CharField,
     Count,
-    DateTimeField,
     Exists,
-    ExpressionWrapper,
     F,
     Func,
     IntegerField,
@@ -25,8 +21,6 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
-    Value,
-    When,
 )
 from django.db.models.functions import Coalesce
 
@@ -35,7 +29,13 @@ from apps.alerts.models import Alert
 from apps.alerts.selectors import alert_list_for_user
 from apps.devices.choices import DeviceStatus
 from apps.devices.models import Device, MetricDefinition, Site
-from apps.devices.selectors import device_list_for_user, site_list_for_user, user_can_operate_site
+from apps.devices.selectors import (
+    device_list_for_user,
+    device_status_q,
+    devices_with_status,
+    site_list_for_user,
+    user_can_operate_site,
+)
 from apps.telemetry.models import LatestValue, Reading, Series
 
 KEY_METRICS_PER_DEVICE = 3
@@ -63,8 +63,9 @@ class SiteScope:
         """The devices of the shown sites; built once per request (the site lookup behind it costs queries)."""
         return device_list_for_user(user=self.user).filter(site_id__in=self.ids)
 
-    def alerts(self, filters: dict | None = None) -> QuerySet[Alert]:
-        return alert_list_for_user(user=self.user, filters=filters).filter(device__site_id__in=self.ids)
+    def alerts(self) -> QuerySet[Alert]:
+        """The alerts of the shown sites, newest first (the alert pages narrow them with ``AlertFilterSet``)."""
+        return alert_list_for_user(user=self.user).filter(device__site_id__in=self.ids)
 
     @property
     def operable_site_ids(self) -> frozenset[int]:
@@ -84,40 +85,6 @@ def site_scope_for_user(*, user, requested: str | int | None) -> SiteScope:
     if requested not in (None, "", "all"):
         selected = next((site for site in sites if str(site.id) == str(requested)), None)
     return SiteScope(user=user, sites=sites, selected=selected)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Device status in SQL
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _online_since(now: datetime.datetime) -> ExpressionWrapper:
-    """``now - device_type.offline_after``: a device seen at or after this instant is online (Device.status())."""
-    return ExpressionWrapper(Value(now) - F("device_type__offline_after"), output_field=DateTimeField())
-
-
-def _status_q(status: str, now: datetime.datetime) -> Q:
-    if status == DeviceStatus.INACTIVE:
-        return Q(is_active=False)
-    if status == DeviceStatus.NEVER_SEEN:
-        return Q(is_active=True, last_seen__isnull=True)
-    if status == DeviceStatus.ONLINE:
-        return Q(is_active=True, offline_since__isnull=True, last_seen__gte=_online_since(now))
-    # Offline: silent for longer than the timeout, or it said so itself (a Sparkplug death) since it was last seen.
-    return Q(is_active=True, last_seen__isnull=False) & (
-        Q(last_seen__lt=_online_since(now)) | Q(offline_since__isnull=False)
-    )
-
-
-def devices_with_status(devices: QuerySet[Device], *, now: datetime.datetime) -> QuerySet[Device]:
-    """Annotate ``status_code`` (a DeviceStatus value), the same rule as ``Device.status()``, in the query."""
-    return devices.annotate(
-        status_code=Case(
-            *(When(_status_q(status, now), then=Value(status.value)) for status in DeviceStatus),
-            default=Value(DeviceStatus.OFFLINE.value),
-            output_field=CharField(),
-        )
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -149,7 +116,7 @@ def overview_counters(*, scope: SiteScope, now: datetime.datetime) -> OverviewCo
     devices = scope.devices
     status_counts = devices.order_by().aggregate(
         total=Count("id"),
-        **{status.value: Count("id", filter=_status_q(status, now)) for status in DeviceStatus},
+        **{status.value: Count("id", filter=device_status_q(status, now)) for status in DeviceStatus},
     )
     by_severity = dict(
         scope.alerts()
@@ -192,7 +159,7 @@ def devices_needing_attention(*, scope: SiteScope, now: datetime.datetime, limit
     )
     has_open_alerts = Exists(Alert.objects.filter(device_id=OuterRef("pk"), status__in=OPEN_STATUSES))
     return list(
-        devices.filter(_status_q(DeviceStatus.OFFLINE, now) | Q(has_open_alerts)).order_by(
+        devices.filter(device_status_q(DeviceStatus.OFFLINE, now) | Q(has_open_alerts)).order_by(
             "-open_alerts", F("last_seen").asc(nulls_first=True), "name"
         )[:limit]
     )
@@ -201,22 +168,6 @@ def devices_needing_attention(*, scope: SiteScope, now: datetime.datetime, limit
 # ---------------------------------------------------------------------------------------------------------------------
 # Devices
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def device_filter(
-    devices: QuerySet[Device], *, now: datetime.datetime, search="", device_type=None, status="", tag=""
-) -> QuerySet[Device]:
-    """The device list's search (uid or name) and filters, all in SQL, with ``status_code`` annotated."""
-    devices = devices_with_status(devices, now=now)
-    if search:
-        devices = devices.filter(Q(uid__icontains=search) | Q(name__icontains=search))
-    if device_type:
-        devices = devices.filter(device_type_id=device_type)
-    if status:
-        devices = devices.filter(_status_q(DeviceStatus(status), now))
-    if tag:
-        devices = devices.filter(tags__contains=[tag])
-    return devices.order_by("site__name", "name", "id")
 
 
 def device_tags(devices: QuerySet[Device]) -> list[str]:

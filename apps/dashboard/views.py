@@ -17,12 +17,17 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.alerts.choices import OPEN_STATUSES
+from apps.alerts.filters import AlertFilterSet
 from apps.alerts.selectors import alert_get_for_user
 from apps.alerts.services import AlertStateError, alert_acknowledge, alert_resolve
 from apps.dashboard import selectors
-from apps.dashboard.forms import AlertFilterForm, AlertNoteForm, DeviceFilterForm
-from apps.devices.selectors import device_get_for_user, device_type_list_for_user, user_can_operate_site
+from apps.dashboard.forms import AlertNoteForm, filter_form_for_page
+from apps.devices.filters import DeviceFilterSet
+from apps.devices.selectors import (
+    device_get_for_user,
+    devices_with_status,
+    user_can_operate_site,
+)
 
 SITE_SESSION_KEY = "dashboard_site"
 DEVICES_PER_PAGE = 50
@@ -96,22 +101,12 @@ def overview(request):
 def device_list(request):
     scope = _scope(request)
     now = timezone.now()
-    form = DeviceFilterForm(
-        request.GET or None,
-        initial={"site": _site_param(scope)},
-        scope=scope,
-        device_types=device_type_list_for_user(user=request.user).order_by("name"),
-        tags=selectors.device_tags(scope.devices),
+    # The API's FilterSet (GET /api/v1/devices takes the same query string); an invalid value is ignored here.
+    filterset = DeviceFilterSet(request.GET or None, queryset=scope.devices, request=request, now=now)
+    form = filter_form_for_page(
+        filterset.form, scope=scope, site=_site_param(scope), tags=selectors.device_tags(scope.devices)
     )
-    filters = form.cleaned_data if form.is_valid() else {}
-    devices = selectors.device_filter(
-        scope.devices,
-        now=now,
-        search=filters.get("q", ""),
-        device_type=filters.get("device_type"),
-        status=filters.get("status", ""),
-        tag=filters.get("tag", ""),
-    )
+    devices = devices_with_status(filterset.qs, now=now).order_by("site__name", "name", "id")
     page = _page(Paginator(devices, DEVICES_PER_PAGE), request)
     selectors.attach_key_latest_values(page.object_list)
     query = {key: value for key, value in request.GET.items() if key != "page" and value}
@@ -135,7 +130,7 @@ def device_detail(request, uid: str):
     scope = selectors.SiteScope(user=request.user, sites=scope.sites, selected=device.site)
     metrics = selectors.device_metrics(device)
     can_operate = user_can_operate_site(user=request.user, site=device.site)
-    alerts = list(scope.alerts({"device": device.uid})[:DEVICE_ALERTS])
+    alerts = list(scope.alerts().filter(device=device)[:DEVICE_ALERTS])
     return _render(
         request,
         "dashboard/device_detail.html",
@@ -167,14 +162,12 @@ def _alert_rows_url(request, params: dict) -> str:
 
 
 def _filtered_alerts(request, scope):
-    form = AlertFilterForm(request.GET or None, initial={"site": _site_param(scope)}, scope=scope)
-    filters = dict(form.cleaned_data) if form.is_valid() else {}
-    status = filters.pop("status", "")
-    filters.pop("site", None)  # the scope applies it
-    alerts = scope.alerts({**filters, "status": status if status != "open" else ""})
-    if status == "open":
-        alerts = alerts.filter(status__in=OPEN_STATUSES)
-    params = {"status": status, "severity": filters.get("severity"), "device": filters.get("device")}
+    """The API's AlertFilterSet over the scope's alerts; the filters that applied, to carry into links."""
+    filterset = AlertFilterSet(request.GET or None, queryset=scope.alerts(), request=request)
+    form = filter_form_for_page(filterset.form, scope=scope, site=_site_param(scope))
+    alerts = filterset.qs
+    applied = form.cleaned_data if filterset.is_bound and form.is_valid() else {}
+    params = {name: request.GET[name] for name in filterset.filters if name != "site" and applied.get(name)}
     return form, alerts, {**params, "site": _site_param(scope)}
 
 

@@ -6,15 +6,18 @@ filters are ``RelatedOnlyFieldListFilter`` so they never list another organizati
 """
 
 import functools
+import json
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import F, Func, Q
 from django.db.models.fields import CharField
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
@@ -28,6 +31,7 @@ from apps.core.admin_mixins import (
     subquery_count,
 )
 from apps.core.time import timezone_names
+from apps.devices import imports
 from apps.devices.broker_auth import mqtt_credential_issue, mqtt_credential_revoke
 from apps.devices.key_rotation import KeyNotRotatable, api_key_rotate
 from apps.devices.models import (
@@ -40,7 +44,14 @@ from apps.devices.models import (
     MqttCredential,
     Site,
 )
-from apps.devices.services import access_token_issue, access_token_revoke, api_key_issue, api_key_revoke, device_purge
+from apps.devices.services import (
+    RegistryConflict,
+    access_token_issue,
+    access_token_revoke,
+    api_key_issue,
+    api_key_revoke,
+    device_purge,
+)
 
 RelatedOnly = admin.RelatedOnlyFieldListFilter
 
@@ -443,6 +454,36 @@ class TagListFilter(admin.SimpleListFilter):
         return queryset
 
 
+IMPORT_PREVIEW_ROWS = 200
+
+
+class DeviceImportForm(forms.Form):
+    file = forms.FileField(help_text=f"CSV or JSON, at most {imports.MAX_IMPORT_ROWS} devices.")
+    mode = forms.ChoiceField(choices=imports.ImportMode.choices, initial=imports.ImportMode.CREATE)
+
+
+def _import_content(request, form) -> tuple[str, str]:
+    """The file's text and the mode: from the upload, or from the preview's confirmation."""
+    if "confirm" in request.POST:
+        return request.POST.get("content", ""), request.POST.get("mode", imports.ImportMode.CREATE)
+    raw = form.cleaned_data["file"].read()
+    try:
+        return raw.decode("utf-8-sig"), form.cleaned_data["mode"]
+    except UnicodeDecodeError:
+        return "\x00", form.cleaned_data["mode"]  # read as not a text file
+
+
+def _import_rows(content: str) -> list[dict]:
+    if content.lstrip().startswith(("[", "{")):
+        try:
+            return imports.rows_from_json(json.loads(content))
+        except ValueError as error:
+            if isinstance(error, imports.ImportFileError):
+                raise
+            raise imports.ImportFileError(f"Not valid JSON: {error}.") from None
+    return imports.rows_from_csv(content)
+
+
 @admin.register(Device)
 class DeviceAdmin(MqttCredentialIssueMixin, AccessTokenIssueMixin, OrganizationScopedAdminMixin, admin.ModelAdmin):
     mqtt_owner_kind = "device"
@@ -467,6 +508,57 @@ class DeviceAdmin(MqttCredentialIssueMixin, AccessTokenIssueMixin, OrganizationS
     )
     readonly_fields = ("status", "last_seen", "series_count", "created_at")
     actions = ["purge_devices", "issue_mqtt_credentials", "issue_access_tokens"]
+    change_list_template = "admin/devices/device/change_list.html"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.import_view)
+        return [path("import/", view, name="devices_device_import"), *super().get_urls()]
+
+    def import_view(self, request):
+        """Upload a CSV or JSON fleet, preview what it changes, confirm: ``apps.devices.imports``, as the API's
+        ``POST /api/v1/devices/import``. The confirmation posts the file's text back and it is planned again, so
+        what is written is checked against the registry as it is at that moment."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import devices",
+            "opts": self.model._meta,
+            "columns": imports.IMPORT_COLUMNS,
+            "form": DeviceImportForm(),
+            "shown": IMPORT_PREVIEW_ROWS,
+        }
+        if request.method != "POST":
+            return TemplateResponse(request, "admin/devices/device/import.html", context)
+        form = DeviceImportForm(request.POST, request.FILES)
+        if "confirm" not in request.POST and not form.is_valid():
+            return TemplateResponse(request, "admin/devices/device/import.html", {**context, "form": form})
+        content, mode = _import_content(request, form)
+        try:
+            plan = imports.device_import_plan(user=request.user, rows=_import_rows(content), mode=mode)
+        except imports.ImportFileError as error:
+            form.add_error(None, str(error))
+            return TemplateResponse(request, "admin/devices/device/import.html", {**context, "form": form})
+        if "confirm" in request.POST and not plan.errors:
+            try:
+                summary = imports.device_import_apply(plan=plan)
+            except RegistryConflict as error:
+                self.message_user(request, str(error), messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"Imported: {summary['created']} created, {summary['updated']} updated, "
+                    f"{summary['unchanged']} unchanged.",
+                    messages.SUCCESS,
+                )
+            return redirect("admin:devices_device_changelist")
+        preview = {
+            "plan": plan,
+            "content": content,
+            "creates": plan.creates[:IMPORT_PREVIEW_ROWS],
+            "updates": plan.updates[:IMPORT_PREVIEW_ROWS],
+        }
+        return TemplateResponse(request, "admin/devices/device/import.html", {**context, **preview})
 
     def get_queryset(self, request):
         # device_type is needed by status() on every row, and on the change page.

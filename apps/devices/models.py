@@ -1,14 +1,16 @@
 import datetime
+import decimal
 
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import RegexValidator
-from django.db import models
+from django.db import models, router
 from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.credentials import SecretCredential
+from apps.core.validators import DurationRangeValidator
 from apps.devices.choices import DeviceStatus, MetricKind, MetricNaming, UnknownMetricPolicy
 from apps.devices.validators import (
     validate_external_id,
@@ -18,8 +20,36 @@ from apps.devices.validators import (
     validate_timezone,
 )
 
+OFFLINE_AFTER_MIN = datetime.timedelta(seconds=1)
+OFFLINE_AFTER_MAX = datetime.timedelta(days=365)
 
-class Site(models.Model):
+
+class ConstraintErrorsOnFields:
+    """Report a constraint's violation on the field it is about (``constraint_fields``: constraint name -> field),
+    so the admin's forms and the API answer "name: already exists" rather than an error about the whole object.
+
+    Django's ``validate_constraints`` with that one change; a constraint not listed reports as Django's does.
+    """
+
+    constraint_fields: dict[str, str] = {}
+
+    def validate_constraints(self, exclude=None):
+        using = router.db_for_write(type(self), instance=self)
+        errors = {}
+        for model_class, constraints in self.get_constraints():
+            for constraint in constraints:
+                try:
+                    constraint.validate(model_class, self, exclude=exclude, using=using)
+                except ValidationError as error:
+                    field = self.constraint_fields.get(constraint.name)
+                    if field is None and error.code == "unique" and len(getattr(constraint, "fields", ())) == 1:
+                        field = constraint.fields[0]
+                    errors.setdefault(field or NON_FIELD_ERRORS, []).extend(error.error_list)
+        if errors:
+            raise ValidationError(errors)
+
+
+class Site(ConstraintErrorsOnFields, models.Model):
     """A place where equipment is installed; the unit of access control (users are granted sites)."""
 
     organization = models.ForeignKey("users.Organization", on_delete=models.PROTECT, related_name="sites")
@@ -32,7 +62,7 @@ class Site(models.Model):
         "CO₂e emission factor (kg/kWh)",
         max_digits=6,
         decimal_places=4,
-        default=0.4,
+        default=decimal.Decimal("0.4"),  # a Decimal: the float 0.4 has more than 4 places for full_clean()
         help_text="Grid carbon intensity used to turn energy into CO₂e.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -59,11 +89,18 @@ class Site(models.Model):
         ]
         permissions = [("operate_site", "Can acknowledge alerts and manage alert rules on the site")]
 
+    constraint_fields = {
+        "site_name_unique_per_organization": "name",
+        "site_latitude_range": "latitude",
+        "site_longitude_range": "longitude",
+        "site_emission_factor_not_negative": "emission_factor_kg_per_kwh",
+    }
+
     def __str__(self):
         return self.name
 
 
-class DeviceType(models.Model):
+class DeviceType(ConstraintErrorsOnFields, models.Model):
     """A model of equipment: which metrics it reports, in which units, and what values are plausible."""
 
     organization = models.ForeignKey("users.Organization", on_delete=models.PROTECT, related_name="device_types")
@@ -80,7 +117,9 @@ class DeviceType(models.Model):
     )
     offline_after = models.DurationField(
         default=datetime.timedelta(minutes=5),
-        help_text="A device is offline when it has sent nothing for this long.",
+        # Bounded so that "now - offline_after", computed in SQL for every device list, cannot overflow.
+        validators=[DurationRangeValidator(OFFLINE_AFTER_MIN, OFFLINE_AFTER_MAX)],
+        help_text="A device is offline when it has sent nothing for this long (1 s to 365 days).",
     )
     raw_retention_days = models.PositiveIntegerField(
         null=True, blank=True, help_text="Overrides the platform's raw retention for this type's readings."
@@ -97,11 +136,16 @@ class DeviceType(models.Model):
             ),
         ]
 
+    constraint_fields = {
+        "device_type_name_unique_per_organization": "name",
+        "device_type_offline_after_positive": "offline_after",
+    }
+
     def __str__(self):
         return self.name
 
 
-class MetricDefinition(models.Model):
+class MetricDefinition(ConstraintErrorsOnFields, models.Model):
     """One metric a device type reports, with its unit, kind and plausible range."""
 
     device_type = models.ForeignKey(DeviceType, on_delete=models.CASCADE, related_name="metrics")
@@ -125,6 +169,8 @@ class MetricDefinition(models.Model):
                 violation_error_message="The plausible minimum cannot be greater than the maximum.",
             ),
         ]
+
+    constraint_fields = {"metric_key_unique_per_device_type": "key", "metric_min_not_above_max": "min_value"}
 
     def __str__(self):
         return f"{self.key} ({self.unit})" if self.unit else self.key

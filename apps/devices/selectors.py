@@ -5,10 +5,13 @@ viewers see the sites they were granted (django-guardian object permission ``dev
 through a group); a user without an organization sees nothing.
 """
 
-from django.db.models import QuerySet
+import datetime
+
+from django.db.models import Case, CharField, DateTimeField, ExpressionWrapper, F, Prefetch, Q, QuerySet, Value, When
 from guardian.shortcuts import get_objects_for_user
 
-from apps.devices.models import ApiKey, Device, DeviceType, Gateway, Site
+from apps.devices.choices import DeviceStatus
+from apps.devices.models import ApiKey, Device, DeviceType, Gateway, MetricDefinition, Site
 from apps.users.choices import Role
 
 
@@ -40,6 +43,12 @@ def user_can_operate_site(*, user, site: Site) -> bool:
     return user.has_perm("devices.operate_site", site)
 
 
+def user_configures_organization(*, user) -> bool:
+    """Creating, changing and deleting sites, device types, gateways, devices and keys is organization
+    configuration: its admins and superusers only."""
+    return user.is_superuser or (user.organization_id is not None and user.groups.filter(name=Role.ADMIN).exists())
+
+
 def device_list_for_user(*, user) -> QuerySet[Device]:
     return Device.objects.filter(site__in=site_list_for_user(user=user)).select_related("site", "device_type")
 
@@ -53,7 +62,8 @@ def gateway_list_for_user(*, user) -> QuerySet[Gateway]:
 
 
 def device_type_list_for_user(*, user) -> QuerySet[DeviceType]:
-    if not user.is_authenticated:
+    """Device types are organization-wide: every member reads them (viewers of one site too)."""
+    if not user.is_authenticated or not user.is_active:
         return DeviceType.objects.none()
     if user.is_superuser:
         return DeviceType.objects.all()
@@ -66,5 +76,44 @@ def api_key_list_for_user(*, user) -> QuerySet[ApiKey]:
 
 
 def user_manages_api_keys(*, user) -> bool:
-    """Issuing, rotating and revoking gateway keys is organization configuration: admins and superusers only."""
-    return user.is_superuser or (user.organization_id is not None and user.groups.filter(name=Role.ADMIN).exists())
+    """Issuing, rotating and revoking gateway keys is organization configuration."""
+    return user_configures_organization(user=user)
+
+
+def device_type_with_metrics_list_for_user(*, user) -> QuerySet[DeviceType]:
+    """The user's device types with their metric definitions (two statements for any number of types)."""
+    metrics = Prefetch("metrics", queryset=MetricDefinition.objects.order_by("id"))
+    return device_type_list_for_user(user=user).prefetch_related(metrics)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Device status in SQL: the rule of Device.status(), for filtering, counting and annotating a whole fleet at once
+# ---------------------------------------------------------------------------------------------------------------------
+def _online_since(now: datetime.datetime) -> ExpressionWrapper:
+    """``now - device_type.offline_after``: a device seen at or after this instant is online (Device.status())."""
+    return ExpressionWrapper(Value(now) - F("device_type__offline_after"), output_field=DateTimeField())
+
+
+def device_status_q(status: str, now: datetime.datetime) -> Q:
+    """The devices whose ``Device.status(now)`` is ``status``, as a filter."""
+    if status == DeviceStatus.INACTIVE:
+        return Q(is_active=False)
+    if status == DeviceStatus.NEVER_SEEN:
+        return Q(is_active=True, last_seen__isnull=True)
+    if status == DeviceStatus.ONLINE:
+        return Q(is_active=True, offline_since__isnull=True, last_seen__gte=_online_since(now))
+    # Offline: silent for longer than the timeout, or it said so itself (a Sparkplug death) since it was last seen.
+    return Q(is_active=True, last_seen__isnull=False) & (
+        Q(last_seen__lt=_online_since(now)) | Q(offline_since__isnull=False)
+    )
+
+
+def devices_with_status(devices: QuerySet[Device], *, now: datetime.datetime) -> QuerySet[Device]:
+    """Annotate ``status_code`` (a DeviceStatus value), the same rule as ``Device.status()``, in the query."""
+    return devices.annotate(
+        status_code=Case(
+            *(When(device_status_q(status, now), then=Value(status.value)) for status in DeviceStatus),
+            default=Value(DeviceStatus.OFFLINE.value),
+            output_field=CharField(),
+        )
+    )

@@ -1,11 +1,16 @@
-"""Writes on sites (and who may see them), devices, gateways and their API keys."""
+"""Writes on sites (and who may see them), device types, devices, gateways and their API keys."""
 
-from django.db import transaction
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import models, transaction
+from django.db.models import ProtectedError, RestrictedError
 from django.utils import timezone
+from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import assign_perm, remove_perm
 
 from apps.core.audit import AuditAction, audit
-from apps.devices.models import AccessToken, ApiKey, Device, Gateway, Site
+from apps.devices.models import AccessToken, ApiKey, Device, DeviceType, Gateway, MetricDefinition, Site
+from apps.devices.selectors import user_can_operate_site, user_configures_organization
 from apps.devices.signals import device_purging
 
 
@@ -126,3 +131,225 @@ def device_purge(*, device: Device) -> int:
         responses = device_purging.send(sender=Device, device=device)
         device.delete()
     return sum(deleted for _, deleted in responses if isinstance(deleted, int))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The registry: sites, device types with their metrics, gateways and devices, as the REST API writes them
+#
+# The rules are the admin's: every write is ``full_clean()`` (the field validators, the models' ``clean()`` and
+# their constraints, reported on the field they are about) and then ``save()``, which the audit log records with
+# the changed fields before and after, as for a change in the admin. Who may write is checked here too, after the
+# caller found the object among those the user may see (``apps.devices.selectors``: anything else is a 404).
+# ---------------------------------------------------------------------------------------------------------------------
+# What an operator of a site may change on its devices; everything else is organization configuration.
+OPERATOR_DEVICE_FIELDS = frozenset({"name", "metadata", "tags"})
+
+
+class MetricDefinitionErrors(ValidationError):
+    """Field errors of a device type's metric definitions, one dict per definition in the order given (empty for
+    the valid ones), so the API can answer them where they belong (``metrics[1].min_value``)."""
+
+    def __init__(self, per_metric: list[dict]):
+        self.per_metric = per_metric
+        lines = [
+            f"metric {position}: {name}: {message}"
+            for position, errors in enumerate(per_metric, start=1)
+            for name, messages in errors.items()
+            for message in messages
+        ]
+        super().__init__({"metrics": lines})
+
+
+class RegistryConflict(Exception):
+    """The change cannot be made as asked (an object still in use); the message says why and what to do."""
+
+
+def _require_configuration_rights(user) -> None:
+    if not user_configures_organization(user=user):
+        raise PermissionDenied("Only organization admins may change the registry.")
+
+
+def _organization_of(user) -> int:
+    if user.organization_id is None:
+        raise PermissionDenied("You belong to no organization; platform operators use the Django admin.")
+    return user.organization_id
+
+
+def _assign(instance, changes: dict) -> None:
+    for name, value in changes.items():
+        setattr(instance, name, value)
+
+
+def _clean_and_save(instance):
+    instance.full_clean()
+    instance.save()
+    return instance
+
+
+def _delete_unless_protected(instance, what_protects: str) -> None:
+    try:
+        with transaction.atomic():
+            instance.delete()
+    except (ProtectedError, RestrictedError):
+        raise RegistryConflict(f"{instance} still has {what_protects}; remove or move them first.") from None
+
+
+@transaction.atomic
+def site_create(*, user, **fields) -> Site:
+    _require_configuration_rights(user)
+    return _clean_and_save(Site(organization_id=_organization_of(user), **fields))
+
+
+@transaction.atomic
+def site_update(*, user, site: Site, **changes) -> Site:
+    _require_configuration_rights(user)
+    _assign(site, changes)
+    return _clean_and_save(site)
+
+
+@transaction.atomic
+def site_delete(*, user, site: Site) -> None:
+    """Delete an empty site (no devices, gateways or archived readings) and the grants that named it."""
+    _require_configuration_rights(user)
+    _delete_unless_protected(site, "devices, gateways or archived readings")
+    # Guardian's grants point at the site by a generic key, which no cascade follows.
+    for grant_model in (UserObjectPermission, GroupObjectPermission):
+        grant_model.objects.filter(
+            content_type=ContentType.objects.get_for_model(Site), object_pk=str(site.pk)
+        ).delete()
+
+
+def _metric_errors(definitions: list[MetricDefinition]) -> list[dict]:
+    """Per definition, its field errors (``full_clean`` with the device type's own checks left to the type), and
+    a repeated key reported on the second occurrence."""
+    errors, seen = [], set()
+    for definition in definitions:
+        try:
+            definition.full_clean(exclude=["device_type"], validate_unique=False, validate_constraints=False)
+            definition.validate_constraints(exclude=["device_type"])
+            found = {}
+        except ValidationError as error:
+            found = error.message_dict
+        if definition.key in seen:
+            found.setdefault("key", []).append(f"The key {definition.key!r} appears twice.")
+        seen.add(definition.key)
+        errors.append(found)
+    return errors
+
+
+def _metrics_apply(device_type: DeviceType, metrics: list[dict], *, replace: bool) -> None:
+    """Validate every definition, then create or update them by key; with ``replace``, delete the others."""
+    existing = {definition.key: definition for definition in device_type.metrics.all()}
+    definitions = []
+    for fields in metrics:
+        definition = existing.get(fields.get("key")) or MetricDefinition(device_type=device_type)
+        _assign(definition, fields)
+        definitions.append(definition)
+    errors = _metric_errors(definitions)
+    if any(errors):
+        raise MetricDefinitionErrors(errors)
+    for definition in definitions:
+        definition.device_type = device_type
+        definition.save()
+    if replace:
+        kept = {definition.key for definition in definitions}
+        for key, definition in existing.items():
+            if key not in kept:
+                definition.delete()
+
+
+@transaction.atomic
+def device_type_create(*, user, metrics: list[dict] = (), **fields) -> DeviceType:
+    _require_configuration_rights(user)
+    device_type = _clean_and_save(DeviceType(organization_id=_organization_of(user), **fields))
+    _metrics_apply(device_type, list(metrics), replace=False)
+    return device_type
+
+
+@transaction.atomic
+def device_type_update(*, user, device_type: DeviceType, metrics: list[dict] | None = None, **changes) -> DeviceType:
+    """Change the type; ``metrics``, when given, is the whole new list (matched by key; the others are deleted)."""
+    _require_configuration_rights(user)
+    _assign(device_type, changes)
+    _clean_and_save(device_type)
+    if metrics is not None:
+        _metrics_apply(device_type, list(metrics), replace=True)
+        # The caller's instance may hold its metrics prefetched (the API's selector): they are stale now.
+        getattr(device_type, "_prefetched_objects_cache", {}).pop("metrics", None)
+    return device_type
+
+
+@transaction.atomic
+def device_type_delete(*, user, device_type: DeviceType) -> None:
+    _require_configuration_rights(user)
+    _delete_unless_protected(device_type, "devices or alert rules of this type")
+
+
+@transaction.atomic
+def gateway_create(*, user, **fields) -> Gateway:
+    _require_configuration_rights(user)
+    return _clean_and_save(Gateway(**fields))
+
+
+@transaction.atomic
+def gateway_update(*, user, gateway: Gateway, **changes) -> Gateway:
+    _require_configuration_rights(user)
+    if "site" in changes and changes["site"].pk != gateway.site_id and gateway.devices.exists():
+        raise ValidationError({"site": "The gateway still forwards for devices of its site; move those first."})
+    _assign(gateway, changes)
+    return _clean_and_save(gateway)
+
+
+@transaction.atomic
+def gateway_delete(*, user, gateway: Gateway) -> None:
+    """Delete a gateway no device names (its keys and broker logins go with it)."""
+    _require_configuration_rights(user)
+    if gateway.devices.exists():
+        raise RegistryConflict(f"{gateway} still forwards for devices; move or delete them first.")
+    gateway.delete()
+
+
+@transaction.atomic
+def device_create(*, user, **fields) -> Device:
+    _require_configuration_rights(user)
+    return _clean_and_save(Device(**fields))
+
+
+@transaction.atomic
+def device_update(*, user, device: Device, **changes) -> Device:
+    """Admins change anything; operators of the device's site its name, metadata and tags."""
+    if not user_configures_organization(user=user):
+        if not user_can_operate_site(user=user, site=device.site):
+            raise PermissionDenied("Only operators of the site and organization admins may change its devices.")
+        if other := sorted(set(changes) - OPERATOR_DEVICE_FIELDS):
+            raise PermissionDenied(
+                f"Operators may change a device's {', '.join(sorted(OPERATOR_DEVICE_FIELDS))}; "
+                f"{', '.join(other)} are for organization admins."
+            )
+    _assign(device, changes)
+    return _clean_and_save(device)
+
+
+class DeviceRemoval(models.TextChoices):
+    DELETED = "deleted", "Deleted (it had no history)"
+    DEACTIVATED = "deactivated", "Deactivated (its history is kept; new readings are refused)"
+    PURGED = "purged", "Purged with its whole history"
+
+
+@transaction.atomic
+def device_remove(*, user, device: Device, purge: bool = False) -> DeviceRemoval:
+    """What the admin offers: a device without history is deleted; one with history is deactivated, unless
+    ``purge`` confirms that its history goes too (``device_purge``)."""
+    _require_configuration_rights(user)
+    if purge:
+        device_purge(device=device)
+        return DeviceRemoval.PURGED
+    try:
+        with transaction.atomic():
+            device.delete()
+    except (ProtectedError, RestrictedError):  # its series protect it: it has history
+        if device.is_active:
+            device.is_active = False
+            device.save(update_fields=["is_active"])
+        return DeviceRemoval.DEACTIVATED
+    return DeviceRemoval.DELETED

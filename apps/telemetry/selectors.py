@@ -108,36 +108,47 @@ def series_query_for_user(*, user, query: SeriesQuery, now: datetime.datetime | 
     return SeriesResult(payload=entry["payload"], cacheable=True, digest=entry["digest"])
 
 
+def _latest_rows(latest):
+    """Latest values with their metric's unit and display name (from the series' device's type), by metric key."""
+    definitions = MetricDefinition.objects.filter(
+        device_type_id=OuterRef("series__device__device_type_id"), key=OuterRef("series__metric_key")
+    )
+    return (
+        latest.annotate(
+            unit=Subquery(definitions.values("unit")[:1]), display_name=Subquery(definitions.values("display_name")[:1])
+        )
+        .order_by("series__device_id", "series__metric_key")
+        .values_list("series__device_id", "series__metric_key", "value", "ts", "unit", "display_name")
+    )
+
+
+def _latest_value(metric, value, ts, unit, display_name) -> dict:
+    return {
+        "metric": metric,
+        "value": value,
+        "ts": epoch_ms(ts),
+        "unit": unit or "",
+        "display_name": display_name or metric,
+    }
+
+
+def latest_values_for_devices(devices) -> dict[int, list[dict]]:
+    """The latest value of every metric of each of ``devices`` (already scoped by the caller, e.g. a page of the
+    registry's list), by device id, in one statement whatever their number."""
+    by_device: dict[int, list[dict]] = {device.id: [] for device in devices}
+    for device_id, *row in _latest_rows(LatestValue.objects.filter(series__device_id__in=list(by_device))):
+        by_device[device_id].append(_latest_value(*row))
+    return by_device
+
+
 def latest_values_for_device(*, user, uid: str) -> dict:
     """The latest value of every metric of a visible device, with its unit and display name, in one statement
     after the device lookup. Raises ``DeviceNotFound``."""
     device = device_get_for_user(user=user, uid=uid)
     if device is None:
         raise DeviceNotFound(uid)
-    definitions = MetricDefinition.objects.filter(
-        device_type_id=device.device_type_id, key=OuterRef("series__metric_key")
-    )
-    rows = (
-        LatestValue.objects.filter(series__device_id=device.id)
-        .annotate(
-            unit=Subquery(definitions.values("unit")[:1]), display_name=Subquery(definitions.values("display_name")[:1])
-        )
-        .order_by("series__metric_key")
-        .values_list("series__metric_key", "value", "ts", "unit", "display_name")
-    )
-    return {
-        "device": device.uid,
-        "values": [
-            {
-                "metric": metric,
-                "value": value,
-                "ts": epoch_ms(ts),
-                "unit": unit or "",
-                "display_name": display_name or metric,
-            }
-            for metric, value, ts, unit, display_name in rows
-        ],
-    }
+    rows = _latest_rows(LatestValue.objects.filter(series__device_id=device.id))
+    return {"device": device.uid, "values": [_latest_value(*row) for _, *row in rows]}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

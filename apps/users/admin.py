@@ -17,6 +17,8 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Group
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from waffle.admin import FlagAdmin
+from waffle.models import Flag
 
 from apps.core.admin_mixins import (
     CredentialStateFilter,
@@ -26,7 +28,7 @@ from apps.core.admin_mixins import (
     related_count,
 )
 from apps.users.choices import Role
-from apps.users.models import ApiToken, Organization, User
+from apps.users.models import ApiToken, FlagOrganization, Organization, User
 from apps.users.services import api_token_revoke, totp_device_may_remove, totp_device_remove
 
 
@@ -223,3 +225,25 @@ class TOTPDeviceAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.Mo
         for device in devices:
             totp_device_remove(device=device, by=request.user)
         self.message_user(request, f"Removed {len(devices)} device(s).", messages.SUCCESS)
+
+
+class FlagOrganizationInline(admin.TabularInline):
+    model = FlagOrganization
+    extra = 0
+    autocomplete_fields = ("organization",)
+
+
+@admin.register(Flag)
+class FeatureFlagAdmin(FlagAdmin):
+    """Waffle's flag admin plus the organizations a flag is on for. Flags are platform settings: only superusers
+    hold their model permissions (the admin role's do not include them), so organization admins never see this."""
+
+    list_display = ("name", "everyone", "organization_names", "percent", "note")
+    inlines = [FlagOrganizationInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("organization_grants__organization")
+
+    @admin.display(description="on for organizations")
+    def organization_names(self, flag):
+        return ", ".join(grant.organization.name for grant in flag.organization_grants.all()) or "—"

@@ -82,3 +82,21 @@ class ApiToken(SecretCredential):
 
     def __str__(self):
         return f"{self.masked} ({self.user})"
+
+
+class FlagOrganization(models.Model):
+    """Switches a feature flag (django-waffle's ``Flag``) on for one organization: every member, device and gateway
+    of it. Read through ``apps.core.flags.flag_active``; the flag's *everyone* Yes/No overrides these rows."""
+
+    flag = models.ForeignKey("waffle.Flag", on_delete=models.CASCADE, related_name="organization_grants")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="flag_grants")
+
+    class Meta:
+        verbose_name = "organization with the flag on"
+        verbose_name_plural = "organizations with the flag on"
+        constraints = [
+            models.UniqueConstraint(fields=["flag", "organization"], name="flag_organization_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.flag} for {self.organization}"

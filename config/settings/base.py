@@ -33,6 +33,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_filters",
+    "waffle",
     "guardian",
     "django_celery_beat",
     # Before apps.users, whose admin replaces otp_totp's device admin (that one can show secrets).
@@ -136,6 +138,13 @@ PASSWORD_RESET_EMAILS_PER_HOUR = env_int("PASSWORD_RESET_EMAILS_PER_HOUR", 3)
 FIELDWATCH_REQUIRE_ADMIN_2FA = env_bool("FIELDWATCH_REQUIRE_ADMIN_2FA", False)
 OTP_TOTP_ISSUER = env("FIELDWATCH_OTP_ISSUER", "Fieldwatch")  # the account's label in authenticator apps
 OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+
+# Feature flags (django-waffle; apps/core/flags.py): waffle's Flag, switched on per organization by the users app's
+# FlagOrganization rows, whose admin (apps/users/admin.py) replaces waffle's. A flag nobody created is off.
+WAFFLE_FLAG_MODEL = "waffle.Flag"
+WAFFLE_ENABLE_ADMIN_PAGES = False
+WAFFLE_FLAG_DEFAULT = False
+WAFFLE_CREATE_MISSING_FLAGS = False
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Audit log and client addresses
@@ -378,6 +387,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # <segment:...> (apps.core.converters) is any text to a client; a segment no route matches (NUL) is a 404.
     "PATH_CONVERTER_OVERRIDES": {"segment": str},
+    # Two models have a "status": each its own enum in the document.
+    "ENUM_NAME_OVERRIDES": {
+        "DeviceStatusEnum": "apps.devices.choices.DeviceStatus",
+        "AlertStatusEnum": "apps.alerts.choices.AlertStatus",
+    },
 }
 
 # ---------------------------------------------------------------------------------------------------------------------

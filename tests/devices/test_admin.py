@@ -20,6 +20,7 @@ from django_celery_beat.models import (
     SolarSchedule,
 )
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from waffle.models import Flag
 
 from apps.alerts.models import Alert, AlertRule, Delivery, EscalationPolicy, NotificationChannel, PendingEvaluation
 from apps.audit.models import AuditEvent
@@ -28,7 +29,7 @@ from apps.devices.models import AccessToken, ApiKey, Device, DeviceType, Gateway
 from apps.devices.services import access_token_issue, api_key_authenticate, api_key_issue, api_key_revoke
 from apps.telemetry.choices import IngestSource, RejectReason
 from apps.telemetry.models import DeadLetter, LatestValue, Reading, Series
-from apps.users.models import ApiToken, Organization, User
+from apps.users.models import ApiToken, FlagOrganization, Organization, User
 from apps.users.services import api_token_create
 from tests.devices.factories import (
     DeviceFactory,
@@ -169,6 +170,10 @@ def _one_of_each(site):
             values=[1.0],
         ),
         Organization: site.organization,
+        Flag: Flag.objects.get(name="discovery_auto_register"),
+        FlagOrganization: FlagOrganization.objects.create(
+            flag=Flag.objects.get(name="dialect_senml"), organization=site.organization
+        ),
         User: (dave := User.objects.create_user("dave", organization=site.organization)),
         ApiToken: api_token_create(user=dave, name="script")[0],
         TOTPDevice: TOTPDevice.objects.create(user=dave, name="phone", confirmed=True),

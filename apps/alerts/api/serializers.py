@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from apps.alerts.models import Alert, AlertEvent, AlertRule, EscalationPolicy
 from apps.alerts.services import RULE_FIELDS, alert_rule_create, alert_rule_update
-from apps.core.api.fields import FiniteFloatField
+from apps.core.api.fields import FiniteFloatField, ScopedPrimaryKeyRelatedField
 from apps.devices.selectors import device_list_for_user, device_type_list_for_user, site_list_for_user
 
 
@@ -68,22 +68,11 @@ class AlertNoteSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
 
 
-class AlertListQuerySerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=Alert._meta.get_field("status").choices, required=False)
-    severity = serializers.ChoiceField(choices=Alert._meta.get_field("severity").choices, required=False)
-    site = serializers.IntegerField(required=False, help_text="Site id")
-    device = serializers.CharField(required=False, help_text="Device uid")
-
-
-class _ScopedField(serializers.PrimaryKeyRelatedField):
-    """A related object among those the requesting user may see: another tenant's id reads as nonexistent."""
+class _ScopedField(ScopedPrimaryKeyRelatedField):
+    """An optional related object among those the requesting user may see."""
 
     def __init__(self, scope, **kwargs):
-        self.scope = scope
-        super().__init__(required=False, allow_null=True, **kwargs)
-
-    def get_queryset(self):
-        return self.scope(self.context["request"].user)
+        super().__init__(scope, required=False, allow_null=True, **kwargs)
 
 
 class AlertRuleSerializer(serializers.ModelSerializer):

@@ -5,6 +5,7 @@ alert or rule is a 404; the services re-check write rights inside their transact
 """
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -13,11 +14,11 @@ from rest_framework.response import Response
 
 from apps.alerts.api.serializers import (
     AlertDetailSerializer,
-    AlertListQuerySerializer,
     AlertNoteSerializer,
     AlertRuleSerializer,
     AlertSerializer,
 )
+from apps.alerts.filters import AlertFilterSet
 from apps.alerts.selectors import alert_get_for_user, alert_list_for_user, alert_rule_list_for_user
 from apps.alerts.services import AlertStateError, alert_acknowledge, alert_resolve, alert_rule_delete
 
@@ -27,19 +28,17 @@ NOT_FOUND = "No such alert among those you may see."
 @extend_schema_view(
     list=extend_schema(
         summary="List alerts",
-        description="Alerts on the sites you may see, newest first, paginated (`limit`, `offset`).",
-        parameters=[AlertListQuerySerializer],
+        description="Alerts on the sites you may see, newest first, paginated (`limit`, `offset`); the filters are "
+        "the dashboard's alert list's (`status=open`: active or acknowledged).",
     ),
     retrieve=extend_schema(summary="An alert with its history", responses={200: AlertDetailSerializer}),
 )
 class AlertViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = AlertSerializer
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = AlertFilterSet
 
     def get_queryset(self):
-        if self.action == "list":
-            query = AlertListQuerySerializer(data=self.request.query_params)
-            query.is_valid(raise_exception=True)
-            return alert_list_for_user(user=self.request.user, filters=query.validated_data)
         return alert_list_for_user(user=self.request.user)
 
     def get_object(self):

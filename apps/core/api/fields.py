@@ -21,3 +21,23 @@ class FiniteFloatField(serializers.FloatField):
         if not math.isfinite(value):
             self.fail("not_finite", input=data)
         return value
+
+
+class ScopedRelatedFieldMixin:
+    """A related object among those the requesting user may see (``scope(user)``, a selector): another tenant's
+    id reads as one that does not exist, so a body can neither reach nor probe for it."""
+
+    def __init__(self, scope, **kwargs):
+        self.scope = scope
+        super().__init__(**kwargs)
+
+    def get_queryset(self):
+        return self.scope(self.context["request"].user)
+
+
+class ScopedPrimaryKeyRelatedField(ScopedRelatedFieldMixin, serializers.PrimaryKeyRelatedField):
+    """By id, e.g. ``"site": 3``."""
+
+
+class ScopedSlugRelatedField(ScopedRelatedFieldMixin, serializers.SlugRelatedField):
+    """By a unique natural key, e.g. ``"gateway": "gw-a"``."""

@@ -13,13 +13,14 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.api.renderers import FastJSONRenderer, JSONErrorsMixin
 from apps.telemetry.api.query_serializers import (
     DeviceLatestSerializer,
     SeriesQuerySerializer,
     SeriesResponseSerializer,
     TooManyRowsSerializer,
 )
-from apps.telemetry.api.renderers import MESSAGEPACK_RENDERERS, CSVRenderer, FastJSONRenderer, JSONErrorsMixin, csv_rows
+from apps.telemetry.api.renderers import MESSAGEPACK_RENDERERS, CSVRenderer, csv_rows
 from apps.telemetry.queries import CACHE_TTL_SECONDS, TooManyRows
 from apps.telemetry.selectors import DeviceNotFound, MetricNotFound, latest_values_for_device, series_query_for_user
 

@@ -7,13 +7,14 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from apps.core.db import timescale
+from apps.core.flags import flag_states
 from apps.core.probes import probe_all
 
 
 class Command(BaseCommand):
     help = (
         "Print the storage mode (timescale/plain), versions, and whether PostgreSQL, Redis and the MQTT broker "
-        "answer (the broker: logging in as the listener)."
+        "answer (the broker: logging in as the listener), and the state of every feature flag."
     )
 
     def add_arguments(self, parser):
@@ -39,6 +40,8 @@ class Command(BaseCommand):
 
         self.stdout.write(f"Python     {platform.python_version()}")
         self.stdout.write(f"Django     {django.get_version()}")
+        for position, (name, state) in enumerate(flag_states()):
+            self.stdout.write(f"{'flags' if position == 0 else '':<10} {name:<24} {state}")
         with connection.cursor() as cursor:
             cursor.execute("SHOW server_version")
             self.stdout.write(f"PostgreSQL {cursor.fetchone()[0]} (database {connection.settings_dict['NAME']})")
