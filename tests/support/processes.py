@@ -80,8 +80,12 @@ class ManagedProcess:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            # Say what it was doing: a process that ignores SIGTERM is a finding, and its log dies with close().
-            raise AssertionError(f"{self.args[0]} did not stop within {timeout} s:\n{self.output()[-4000:]}") from None
+            # Say what it was doing (a process that ignores SIGTERM is a finding, and its log dies with close()), and
+            # kill it: left running it would hold the test database and its broker session for the rest of the run.
+            output = self.output()[-4000:]
+            self.process.kill()
+            self.process.wait(10)
+            raise AssertionError(f"{self.args[0]} did not stop within {timeout} s:\n{output}") from None
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
