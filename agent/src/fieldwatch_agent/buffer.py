@@ -284,12 +284,11 @@ class Buffer:
 
     def stats(self) -> BufferStats:
         with self._lock:
-            depth, oldest_buffered, oldest_id = self._db.execute(
-                "SELECT count(*), min(buffered_ms), min(id) FROM reading"
+            # One statement, one snapshot: the sender (another connection, maybe another process) may delete the
+            # oldest row between two statements.
+            depth, oldest_buffered, oldest_ts = self._db.execute(
+                "SELECT count(*), min(buffered_ms), (SELECT ts FROM reading ORDER BY id LIMIT 1) FROM reading"
             ).fetchone()
-            oldest_ts = None
-            if oldest_id is not None:
-                oldest_ts = self._db.execute("SELECT ts FROM reading WHERE id = ?", (oldest_id,)).fetchone()[0]
             counters = dict(self._db.execute("SELECT name, value FROM counter").fetchall())
             in_use = self._bytes_in_use()
         file_bytes = sum(p.stat().st_size for p in _database_files(self.path) if p.exists())
