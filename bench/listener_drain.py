@@ -104,7 +104,8 @@ def fieldwatch_drain(args) -> dict:
     listeners = []
     try:
         scratch.create(env)
-        subprocess.run([*manage, "shell", "-c", SETUP], cwd=_django.REPO_ROOT, env=env, check=True)
+        # Its banner goes to stderr: stdout is the one JSON object.
+        subprocess.run([*manage, "shell", "-c", SETUP], cwd=_django.REPO_ROOT, env=env, check=True, stdout=sys.stderr)
         broker.start()
         env["MQTT_URL"] = broker.url
 
