@@ -1,6 +1,7 @@
 """``manage.py mqtt_listen``: the MQTT ingest listener (a thin command over apps.telemetry.ingest.listener)."""
 
 import signal
+import threading
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -54,6 +55,12 @@ class Command(BaseCommand):
             buffer_bytes=opts["buffer_bytes"],
             flush_interval=flush_ms / 1000,
         )
-        signal.signal(signal.SIGTERM, listener.stop)
-        signal.signal(signal.SIGINT, listener.stop)
+
+        def request_stop(signum, frame):
+            # A handler runs on the main thread between any two bytecodes, possibly while that thread holds the stop
+            # event's own lock (inside Event.wait, retrying a flush): setting the event from here could deadlock.
+            threading.Thread(target=listener.stop, name="stop-request", daemon=True).start()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
         listener.run()
