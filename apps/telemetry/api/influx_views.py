@@ -54,7 +54,9 @@ class _InfluxWriteView(APIView):
     challenge = 'Token realm="fieldwatch"'
 
     def key(self, request) -> str:
-        raise NotImplementedError
+        """The gateway key as InfluxDB 2.x clients send it: ``Authorization: Token <key>`` (or ``Bearer``)."""
+        scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+        return credentials if scheme.lower() in ("token", "bearer") else ""
 
     def post(self, request):
         precision = request.query_params.get("precision") or "ns"
@@ -119,11 +121,7 @@ _DESCRIPTION = (
 
 
 class InfluxWriteV2View(_InfluxWriteView):
-    """InfluxDB 2.x ``/api/v2/write`` (Telegraf ``outputs.influxdb_v2``)."""
-
-    def key(self, request) -> str:
-        scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
-        return credentials if scheme.lower() in ("token", "bearer") else ""
+    """InfluxDB 2.x ``/api/v2/write`` (Telegraf ``outputs.influxdb_v2``): the key as the token (the base's rule)."""
 
     @extend_schema(
         operation_id="influxdb_v2_write",
@@ -161,7 +159,7 @@ class InfluxWriteV1View(_InfluxWriteView):
             except (binascii.Error, UnicodeDecodeError):
                 return ""
             return decoded.partition(":")[2]
-        return credentials if scheme.lower() == "token" else ""
+        return super().key(request)  # or a v2 token
 
     @extend_schema(
         operation_id="influxdb_v1_write",
