@@ -20,8 +20,10 @@ from rest_framework.test import APIClient
 
 from apps.alerts.models import Alert, AlertRule
 from apps.devices.choices import MetricKind
+from apps.devices.models import DiscoveredDevice
 from apps.devices.services import api_key_issue
 from apps.telemetry.exports import export_create
+from apps.telemetry.models import DeadLetter
 from apps.users.models import ApiToken
 from apps.users.services import api_token_create
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
@@ -55,6 +57,10 @@ ADMINS_CREATE_OWN = [(user, None, 201 if user in ("alice", "mallory") else 403) 
 ]
 # A body naming site A's objects: created by its admin, 400 for another organization's admin (nonexistent there).
 ADMINS_CREATE_ON_A = rows({"alice": 201, "bob": 403, "carol": 403, "mallory": 400}, [("mallory", "x", 201)], target="a")
+
+ADMINS_OWN = [(user, None, 200 if user in ("alice", "mallory") else 403) for user in USERS[:-1]] + [
+    ("anonymous", None, 401)
+]
 
 MATRIX = {
     ("api-root", "GET"): everyone(200),
@@ -128,6 +134,13 @@ MATRIX = {
     ("device-detail", "PATCH"): rows(READ_A, [("carol", "b", 403), ("mallory", "x", 200)]),
     # The device has history: deleting it deactivates it (200) unless purge=true.
     ("device-detail", "DELETE"): rows({"alice": 200, "bob": 403}, [("carol", "b", 403), ("mallory", "x", 200)]),
+    # Dead letters and discovered devices: organization admins only (403 for members, before any lookup).
+    ("dead-letter-list", "GET"): ADMINS_OWN,
+    ("dead-letter-detail", "GET"): rows({"alice": 200, "bob": 403, "carol": 403}, [("mallory", "x", 200)]),
+    ("dead-letter-replay", "POST"): ADMINS_OWN,
+    ("discovered-device-list", "GET"): ADMINS_OWN,
+    ("discovered-device-detail", "GET"): rows({"alice": 200, "bob": 403, "carol": 403}, [("mallory", "x", 200)]),
+    ("discovered-device-adopt", "POST"): rows({"alice": 201, "bob": 403, "carol": 403}, [("mallory", "x", 201)]),
     # An import answers 200 with its counts (it may create, update or change nothing).
     ("device-import", "POST"): rows(
         {"alice": 200, "bob": 403, "carol": 403, "mallory": 400}, [("mallory", "x", 200)], target="a"
@@ -170,6 +183,18 @@ def world(request, alice, bob, carol, mallory, site_a, site_b, other_site):
         rule = hot_rule(site)
         evaluate(feed.batch((device, "supply_temp", 0, 90)))
         objects[key] = {
+            "dead_letter": DeadLetter.objects.create(
+                source="mqtt",
+                origin=f"fieldwatch/gateways/{gateway.uid}/telemetry",
+                site=site,
+                device_uid="x-new",
+                reason="unknown_device",
+                payload=b"{}",
+                payload_size=2,
+            ),
+            "discovered": DiscoveredDevice.objects.create(
+                site=site, gateway=gateway, uid=f"found-{key}", first_seen=timezone.now(), last_seen=timezone.now()
+            ),
             "device": device,
             "gateway": gateway,
             "key": api_key_issue(gateway=gateway, name="main")[0],
@@ -267,6 +292,15 @@ def request_for(world, name, method, target):
         "gateway-detail": ({"uid": objects.get("gateway") and objects["gateway"].uid}, {"name": "renamed"}),
         "device-list": ({}, _device_body(objects, target)),
         "device-detail": ({"uid": uid}, {"name": "renamed"} if method == "PATCH" else None),
+        "dead-letter-list": ({}, None),
+        "dead-letter-detail": ({"pk": objects.get("dead_letter") and objects["dead_letter"].pk}, None),
+        "dead-letter-replay": ({}, {"reason": ["unknown_device"]}),
+        "discovered-device-list": ({}, None),
+        "discovered-device-detail": ({"pk": objects.get("discovered") and objects["discovered"].pk}, None),
+        "discovered-device-adopt": (
+            {"pk": objects.get("discovered") and objects["discovered"].pk},
+            {"device_type": device_type and device_type.pk},
+        ),
         "device-import": (
             {},
             [{"uid": f"imp-{target}", "name": "Imported", "site": site and site.name, "type": "Heat pump"}],
@@ -301,6 +335,10 @@ def _check_list_scope(world, name, user, body):
     elif name == "device-type-list":
         expected = {world[site]["device"].device_type_id for site in VISIBLE_SITES[user]}
         assert {row["id"] for row in results} == expected
+    elif name in ("dead-letter-list", "discovered-device-list"):
+        key, model = ("dead_letter", DeadLetter) if name == "dead-letter-list" else ("discovered", DiscoveredDevice)
+        expected = {world[site][key].pk for site in VISIBLE_SITES[user]}
+        assert {row["id"] for row in results} == expected, model
     elif name == "organization-token-list":
         organization = world["users"][user].organization
         expected = set(ApiToken.objects.filter(user__organization=organization).values_list("id", flat=True))

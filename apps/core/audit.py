@@ -46,6 +46,7 @@ class AuditAction(models.TextChoices):
     ACCESS_TOKEN_REVOKE = "access-token.revoke", "Access token (ThingsBoard) revoked"
     EXPORT_CREATE = "export.create", "Export created"
     CONFIG_IMPORT = "config.import", "Configuration imported"
+    DEVICE_AUTO_REGISTER = "config.auto-register", "Device auto-registered by its gateway"
     TWO_FACTOR_ENROL = "2fa.enrol", "Two-factor device enrolled"
     TWO_FACTOR_FAILED = "2fa.failed", "Two-factor code refused"
     TWO_FACTOR_REMOVE = "2fa.remove", "Two-factor device removed"

@@ -5,10 +5,14 @@ by superusers in the admin (*Waffle > Flags*, with their organizations inline) a
 ``manage.py fieldwatch_doctor``. A flag is on for an organization when its *everyone* is Yes, or when it is
 Unknown and the organization is listed; *everyone* No switches it off everywhere.
 
-``flag_active`` is meant for hot paths (ingest asks per message): answers are kept in the process for
-``LOCAL_TTL_SECONDS`` on top of waffle's own cache (Redis), so a change in the admin is seen within that long. It
-never raises: when the database or the cache fails, the flag reads as off (what is new and risky stays off) and
-the failure is logged, at most once per flag and TTL.
+``flag_active`` is meant for hot paths (ingest asks per message in a dialect other than its own): answers are
+kept in the process for ``LOCAL_TTL_SECONDS`` on top of waffle's own cache (Redis), so a change in the admin is
+seen within that long. It never raises: when the database or the cache fails, the flag reads as its caller's
+``default`` (off unless said otherwise: what is new and risky stays off) and the failure is logged, at
+most once per flag and TTL.
+
+The dialect flags start on for everyone (they shipped on; migration users 0007): an admin narrows one to some
+organizations, or switches it off. ``discovery_auto_register`` starts off.
 """
 
 import logging
@@ -37,31 +41,35 @@ FLAGS = {
 
 LOCAL_TTL_SECONDS = 5.0
 
-_local: dict[tuple[str, int | None], tuple[float, bool]] = {}
+_local: dict[tuple[str, int | None, bool], tuple[float, bool]] = {}
 _lock = threading.Lock()
 
 
-def flag_active(name: str, organization_id: int | None = None) -> bool:
-    """Whether flag ``name`` is on (for ``organization_id``, when given); False for a flag nobody created."""
-    key = (name, organization_id)
+def flag_active(name: str, organization_id: int | None = None, *, default: bool = False) -> bool:
+    """Whether flag ``name`` is on (for ``organization_id``, when given).
+
+    ``default`` is the answer for a flag nobody created and while the flag cannot be read: off for what is new
+    and risky, on for a gate whose closing would refuse data senders already rely on (the dialects: a cache
+    outage or a deleted flag must not turn readings away)."""
+    key = (name, organization_id, default)
     now = time.monotonic()
     cached = _local.get(key)
     if cached is not None and cached[0] > now:
         return cached[1]
     try:
-        active = _evaluate(name, organization_id)
-    except Exception:  # noqa: BLE001 - a flag check must never fail its caller; off is the safe answer
-        logger.warning("feature flag %s could not be read; treating it as off", name, exc_info=True)
-        active = False
+        active = _evaluate(name, organization_id, default)
+    except Exception:  # noqa: BLE001 - a flag check must never fail its caller
+        logger.warning("feature flag %s could not be read; treating it as %s", name, "on" if default else "off")
+        active = default
     with _lock:
         _local[key] = (now + LOCAL_TTL_SECONDS, active)
     return active
 
 
-def _evaluate(name: str, organization_id: int | None) -> bool:
+def _evaluate(name: str, organization_id: int | None, default: bool) -> bool:
     flag = get_waffle_flag_model().get(name)  # waffle's cached read; an unsaved instance when there is no such flag
     if flag.pk is None:
-        return False
+        return default
     if flag.everyone is not None:
         return flag.everyone
     # The users app's FlagOrganization rows, through their reverse accessor (core imports no app above it).

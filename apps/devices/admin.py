@@ -190,6 +190,7 @@ class SiteAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
         "address",
         ("latitude", "longitude"),
         "emission_factor_kg_per_kwh",
+        "discovery_policy",
         "created_at",
     )
     readonly_fields = ("created_at",)
@@ -286,6 +287,14 @@ class GatewayAdmin(MqttCredentialIssueMixin, AccessTokenIssueMixin, Organization
     fieldsets = (
         (None, {"fields": ("site", "uid", "name", "created_at")}),
         ("InfluxDB line protocol (Telegraf)", {"fields": Gateway.DIALECT_OPTION_FIELDS}),
+        (
+            "Unknown devices",
+            {
+                "fields": ("discovery_policy", "auto_register_type"),
+                "description": "Auto-register needs the organization's discovery_auto_register flag; without it, "
+                "or without a type, unknown devices are discovered.",
+            },
+        ),
     )
     readonly_fields = ("created_at",)
     inlines = [ApiKeyInline]

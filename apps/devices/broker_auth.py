@@ -53,8 +53,10 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from apps.core import flags
 from apps.core.audit import AuditAction, audit
 from apps.devices.models import AccessToken, Device, Gateway, MqttCredential
 
@@ -192,17 +194,24 @@ def active_credentials() -> list[MqttCredential]:
 
 
 def active_access_tokens() -> list[tuple[str, str, str]]:
-    """``(sha256 hex, "d" | "g", uid)`` of every usable access token whose device is active, sorted by hash."""
+    """``(sha256 hex, "d" | "g", uid)`` of every usable access token whose device is active and whose organization
+    has the ThingsBoard dialect switched on (``flags.DIALECT_THINGSBOARD``), sorted by hash."""
     tokens = (
         AccessToken.objects.usable()
         .filter(Q(device__isnull=True) | Q(device__is_active=True))
-        .values_list("key_hash", "device__uid", "gateway__uid")
+        .annotate(organization_id=Coalesce("device__site__organization_id", "gateway__site__organization_id"))
+        .values_list("key_hash", "device__uid", "gateway__uid", "organization_id")
         .order_by("key_hash")
     )
-    return [
-        (key_hash, "d" if device_uid else "g", device_uid or gateway_uid)
-        for key_hash, device_uid, gateway_uid in tokens
-    ]
+    flags.flags_forget()  # a sync follows a flag change: read it afresh, not as this process last saw it
+    allowed = {}
+    rendered = []
+    for key_hash, device_uid, gateway_uid, organization_id in tokens:
+        if organization_id not in allowed:
+            allowed[organization_id] = flags.flag_active(flags.DIALECT_THINGSBOARD, organization_id, default=True)
+        if allowed[organization_id]:
+            rendered.append((key_hash, "d" if device_uid else "g", device_uid or gateway_uid))
+    return rendered
 
 
 def tokens_path(password_file: str, tokens_file: str = "") -> Path:

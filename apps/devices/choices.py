@@ -29,3 +29,11 @@ class MetricNaming(models.TextChoices):
 
     FIELD = "field", "The field key (cpu,device=x usage=1 -> usage)"
     MEASUREMENT_FIELD = "measurement_field", "Measurement and field key (cpu,device=x usage=1 -> cpu_usage)"
+
+
+class DiscoveryPolicy(models.TextChoices):
+    """What ingest does with readings a gateway sends for a device nobody registered (apps.telemetry.services)."""
+
+    REJECT = "reject", "Reject: dead-letter them as unknown_device"
+    DISCOVER = "discover", "Discover: dead-letter them and list the device under Discovered devices"
+    AUTO_REGISTER = "auto_register", "Auto-register: create the device with the gateway's type and store them"

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from apps.core.credentials import SecretCredential
 from apps.core.validators import DurationRangeValidator
-from apps.devices.choices import DeviceStatus, MetricKind, MetricNaming, UnknownMetricPolicy
+from apps.devices.choices import DeviceStatus, DiscoveryPolicy, MetricKind, MetricNaming, UnknownMetricPolicy
 from apps.devices.validators import (
     validate_external_id,
     validate_json_schema,
@@ -64,6 +64,13 @@ class Site(ConstraintErrorsOnFields, models.Model):
         decimal_places=4,
         default=decimal.Decimal("0.4"),  # a Decimal: the float 0.4 has more than 4 places for full_clean()
         help_text="Grid carbon intensity used to turn energy into CO₂e.",
+    )
+    discovery_policy = models.CharField(
+        "unknown devices",
+        max_length=16,
+        choices=DiscoveryPolicy.choices,
+        default=DiscoveryPolicy.REJECT,
+        help_text="What readings for an unregistered device do, for gateways of the site that do not say otherwise.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -193,6 +200,21 @@ class Gateway(models.Model):
     line_protocol_metric_naming = models.CharField(
         "line protocol metric naming", max_length=20, choices=MetricNaming.choices, default=MetricNaming.FIELD
     )
+    discovery_policy = models.CharField(
+        "unknown devices",
+        max_length=16,
+        choices=DiscoveryPolicy.choices,
+        blank=True,
+        help_text="What readings for an unregistered device do; blank: the site's policy.",
+    )
+    auto_register_type = models.ForeignKey(
+        DeviceType,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The type auto-registered devices get. Without one, auto-register acts as discover.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     # The fields dialect_options reads: what the ingest directory loads of every gateway.
@@ -203,6 +225,19 @@ class Gateway(models.Model):
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        if (
+            self.auto_register_type_id
+            and self.site_id
+            and self.auto_register_type.organization_id != self.site.organization_id
+        ):
+            raise ValidationError({"auto_register_type": "This device type belongs to another organization."})
+
+    @property
+    def effective_discovery_policy(self) -> str:
+        """The gateway's own policy, else its site's (what the ingest directory computes in bulk)."""
+        return self.discovery_policy or self.site.discovery_policy
 
     def dialect_options(self) -> dict[str, str]:
         """The gateway's settings for the ingest dialects' parsers (``Sender.options``), over MQTT and HTTP alike."""
@@ -353,3 +388,31 @@ class MqttCredential(models.Model):
     @property
     def owner(self):
         return self.device or self.gateway
+
+
+class DiscoveredDevice(models.Model):
+    """A uid a gateway sent readings for while nobody had registered it, under the ``discover`` policy: what an
+    admin needs to adopt it (first and last seen, how much it sent, the metric keys, a sample). Written by ingest in
+    the flush that dead-lettered the readings (one statement per flush); adopting it creates the device."""
+
+    METRIC_KEYS_MAX = 64
+    SAMPLE_MAX_BYTES = 2048
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="discovered_devices")
+    gateway = models.ForeignKey(Gateway, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    uid = models.CharField("device id", max_length=128)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    message_count = models.BigIntegerField(default=0, help_text="Messages that carried readings for it.")
+    metric_keys = ArrayField(models.CharField(max_length=63), default=list, blank=True)
+    sample_payload = models.BinaryField(default=bytes, help_text="The latest message that named it, truncated.")
+    adopted_device = models.ForeignKey(Device, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    adopted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_seen"]
+        verbose_name = "discovered device"
+        constraints = [models.UniqueConstraint(fields=["site", "uid"], name="discovered_device_unique_per_site")]
+
+    def __str__(self):
+        return f"{self.uid} (discovered on {self.site})"

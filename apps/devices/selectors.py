@@ -11,7 +11,7 @@ from django.db.models import Case, CharField, DateTimeField, ExpressionWrapper, 
 from guardian.shortcuts import get_objects_for_user
 
 from apps.devices.choices import DeviceStatus
-from apps.devices.models import ApiKey, Device, DeviceType, Gateway, MetricDefinition, Site
+from apps.devices.models import ApiKey, Device, DeviceType, DiscoveredDevice, Gateway, MetricDefinition, Site
 from apps.users.choices import Role
 
 
@@ -117,3 +117,14 @@ def devices_with_status(devices: QuerySet[Device], *, now: datetime.datetime) ->
             output_field=CharField(),
         )
     )
+
+
+def discovered_device_list_for_user(*, user) -> QuerySet:
+    """Discovered devices (``DiscoveredDevice``) of the user's organization, for its admins (and superusers: all);
+    nothing for anyone else. Adopting one is organization configuration."""
+    queryset = DiscoveredDevice.objects.select_related("site", "gateway", "adopted_device")
+    if user.is_superuser:
+        return queryset
+    if not user_configures_organization(user=user):
+        return queryset.none()
+    return queryset.filter(site__organization_id=user.organization_id)

@@ -2,14 +2,24 @@
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import models, transaction
-from django.db.models import ProtectedError, RestrictedError
+from django.db import connection, models, transaction
+from django.db.models import OuterRef, ProtectedError, RestrictedError, Subquery
 from django.utils import timezone
 from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import assign_perm, remove_perm
 
-from apps.core.audit import AuditAction, audit
-from apps.devices.models import AccessToken, ApiKey, Device, DeviceType, Gateway, MetricDefinition, Site
+from apps.core.audit import SYSTEM_ACTOR, AuditAction, audit, audit_many
+from apps.core.signals import rows_bulk_changed
+from apps.devices.models import (
+    AccessToken,
+    ApiKey,
+    Device,
+    DeviceType,
+    DiscoveredDevice,
+    Gateway,
+    MetricDefinition,
+    Site,
+)
 from apps.devices.selectors import user_can_operate_site, user_configures_organization
 from apps.devices.signals import device_purging
 
@@ -353,3 +363,67 @@ def device_remove(*, user, device: Device, purge: bool = False) -> DeviceRemoval
             device.save(update_fields=["is_active"])
         return DeviceRemoval.DEACTIVATED
     return DeviceRemoval.DELETED
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Discovery: devices a gateway sends readings for before anyone registered them
+# ---------------------------------------------------------------------------------------------------------------------
+# Set-based (ingest calls it inside a flush): one insert for every new uid, skipping a uid registered meanwhile;
+# the subselects make a type or gateway deleted since the directory loaded register nothing rather than fail the
+# flush on a foreign key. Sorted, so two listeners registering the same uids take their index locks in one order.
+_AUTO_REGISTER = """
+    INSERT INTO devices_device (uid, name, site_id, device_type_id, gateway_id, metadata, tags, is_active, created_at)
+    SELECT wanted.uid, wanted.uid, site.id, device_type.id,
+           (SELECT id FROM devices_gateway WHERE id = %(gateway)s AND site_id = site.id), '{}'::jsonb, '{}', true, now()
+    FROM unnest(%(uids)s::text[]) AS wanted (uid)
+    JOIN devices_site site ON site.id = %(site)s
+    JOIN devices_devicetype device_type
+      ON device_type.id = %(type)s AND device_type.organization_id = site.organization_id
+    ORDER BY wanted.uid
+    ON CONFLICT (uid) DO NOTHING
+    RETURNING id
+"""
+
+
+def devices_auto_register(*, site_id: int, device_type_id: int, gateway_id: int | None, uids: list[str]) -> dict:
+    """Register the devices ``uids`` on the site with the gateway's auto-register type; return ``{uid: id}`` of
+    those now registered on that site (created here, or by another listener meanwhile). A uid registered on
+    another site is left out: ingest refuses its readings. Audited, and marks their discoveries adopted."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _AUTO_REGISTER, {"uids": sorted(uids), "site": site_id, "type": device_type_id, "gateway": gateway_id}
+            )
+            created = [device_id for (device_id,) in cursor.fetchall()]
+        registered = dict(Device.objects.filter(site_id=site_id, uid__in=uids).values_list("uid", "id"))
+        if created:
+            devices = list(Device.objects.filter(id__in=created).select_related("site"))
+            audit_many(
+                actor=SYSTEM_ACTOR,
+                action=AuditAction.DEVICE_AUTO_REGISTER,
+                changes=[(device, None, {"uid": device.uid, "device_type": device_type_id}) for device in devices],
+            )
+            DiscoveredDevice.objects.filter(site_id=site_id, uid__in=[d.uid for d in devices]).update(
+                adopted_device_id=Subquery(Device.objects.filter(uid=OuterRef("uid")).values("id")[:1]),
+                adopted_at=timezone.now(),
+            )
+            rows_bulk_changed.send(sender=Device)  # the catalogue and the broker's files, after commit
+    return registered
+
+
+@transaction.atomic
+def discovered_device_adopt(*, user, discovered: DiscoveredDevice, device_type: DeviceType, name: str = "") -> Device:
+    """Register a discovered device on its site, forwarded by the gateway that sent it, with ``device_type``
+    (validated and audited as any device the admin creates); the discovery is kept, marked adopted."""
+    device = device_create(
+        user=user,
+        uid=discovered.uid,
+        name=name or discovered.uid,
+        site=discovered.site,
+        device_type=device_type,
+        gateway=discovered.gateway if discovered.gateway and discovered.gateway.site_id == discovered.site_id else None,
+    )
+    discovered.adopted_device = device
+    discovered.adopted_at = timezone.now()
+    discovered.save(update_fields=["adopted_device", "adopted_at"])
+    return device

@@ -9,14 +9,22 @@ goes through the "purge" action on devices (``device_purge``).
 admin", ImproperlyConfigured at import). The last readings of a series are shown on the series page instead.
 """
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.formats import localize
 from django.utils.html import format_html, format_html_join
 
 from apps.core.admin_mixins import OrganizationScopedAdminMixin, ReadOnlyAdminMixin
-from apps.devices.models import Device
+from apps.devices.models import DeviceType, DiscoveredDevice
+from apps.devices.selectors import user_configures_organization
+from apps.devices.services import discovered_device_adopt
+from apps.telemetry.choices import RejectReason
 from apps.telemetry.models import DeadLetter, LatestValue, Reading, Series
+from apps.telemetry.replay import REPLAY_MAX_LETTERS, dead_letters_replay
+from apps.telemetry.selectors import dead_letters_scope
 
 RECENT_READINGS_SHOWN = 50
 PAYLOAD_SHOWN_CHARS = 2000
@@ -90,19 +98,47 @@ class LatestValueAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.M
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.ModelAdmin):
-    """Refused input, for diagnosis. Platform operators may delete it; nobody edits it."""
+    """Refused input, for diagnosis and replay. Platform operators may delete it; nobody edits it."""
 
-    list_display = ("received_at", "source", "reason", "device_uid", "origin", "payload_size")
-    list_filter = ("reason", "source")
+    list_display = ("received_at", "source", "reason", "device_uid", "origin", "payload_size", "replay_result")
+    list_filter = ("reason", "source", "replay_result")
     search_fields = ("device_uid", "origin", "detail")
     date_hierarchy = "received_at"
-    fields = ("received_at", "source", "reason", "detail", "device_uid", "origin", "payload_size", "payload_text")
+    fields = (
+        "received_at",
+        "source",
+        "reason",
+        "detail",
+        "device_uid",
+        "origin",
+        "site",
+        "payload_size",
+        "payload_text",
+        "replayed_at",
+        "replay_result",
+        "replay_detail",
+    )
     readonly_fields = fields
+    actions = ["replay"]
 
     def scope_queryset(self, queryset, organization_id):
-        # A dead letter has no foreign key (it may name a device that does not exist): an organization sees those
-        # naming one of its devices; the rest (unknown devices, unparseable input) only platform operators see.
-        return queryset.filter(device_uid__in=Device.objects.filter(site__organization=organization_id).values("uid"))
+        return dead_letters_scope(queryset, organization_id)
+
+    def has_replay_permission(self, request):
+        return user_configures_organization(user=request.user)
+
+    @admin.action(description="Replay the selected dead letters through ingest", permissions=["replay"])
+    def replay(self, request, queryset):
+        summary = dead_letters_replay(letters=queryset)
+        counts = ", ".join(f"{count} {result}" for result, count in sorted(summary.results.items()))
+        more = (
+            f" (the oldest {REPLAY_MAX_LETTERS}; replay again for the rest)"
+            if queryset.count() > summary.letters
+            else ""
+        )
+        self.message_user(
+            request, f"Replayed {summary.letters} letters{more} as {summary.messages} messages: {counts}."
+        )
 
     def get_queryset(self, request):
         # The payload (up to INGEST_DEAD_LETTER_PAYLOAD_BYTES a row) is needed only on the detail page, where the
@@ -131,3 +167,100 @@ class DeadLetterAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.Mo
             text,
             f"({'; '.join(notes)})" if notes else "",
         )
+
+
+class AdoptForm(forms.Form):
+    device_type = forms.ModelChoiceField(queryset=DeviceType.objects.none(), help_text="What the devices are.")
+    replay = forms.BooleanField(
+        required=False, initial=True, help_text="Replay their dead-lettered readings into the new series."
+    )
+
+
+@admin.register(DiscoveredDevice)
+class DiscoveredDeviceAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.ModelAdmin):
+    """Devices gateways sent readings for while unregistered (the ``discover`` policy): adopt them with a type,
+    and replay what they sent. Kept after adoption, marked with the device."""
+
+    organization_path = "site__organization"
+    list_display = ("uid", "site", "gateway", "first_seen", "last_seen", "message_count", "metrics", "adopted_device")
+    list_filter = (("site", admin.RelatedOnlyFieldListFilter), ("adopted_device", admin.EmptyFieldListFilter))
+    list_select_related = ("site", "gateway", "adopted_device")
+    search_fields = ("uid",)
+    fields = (
+        "uid",
+        "site",
+        "gateway",
+        "first_seen",
+        "last_seen",
+        "message_count",
+        "metric_keys",
+        "sample",
+        "adopted_device",
+        "adopted_at",
+    )
+    readonly_fields = fields
+    actions = ["adopt"]
+
+    def has_delete_permission(self, request, obj=None):
+        return user_configures_organization(user=request.user)
+
+    def has_adopt_permission(self, request):
+        return user_configures_organization(user=request.user)
+
+    @admin.display(description="metrics")
+    def metrics(self, discovered):
+        return ", ".join(discovered.metric_keys) or "—"
+
+    @admin.display(description="sample payload")
+    def sample(self, discovered):
+        payload = bytes(discovered.sample_payload or b"")
+        try:
+            text = payload.decode()
+        except UnicodeDecodeError:
+            text = f"(binary, e.g. MessagePack; hex) {payload.hex(' ')}"
+        return format_html('<pre style="white-space: pre-wrap; word-break: break-all;">{}</pre>', text)
+
+    @admin.action(description="Adopt: register the selected devices with a type", permissions=["adopt"])
+    def adopt(self, request, queryset):
+        discovered = list(queryset.filter(adopted_device__isnull=True).select_related("site", "gateway"))
+        organizations = {item.site.organization_id for item in discovered}
+        if not discovered:
+            self.message_user(request, "The selected devices are adopted already.", messages.WARNING)
+            return None
+        if len(organizations) > 1:
+            self.message_user(request, "Adopt devices of one organization at a time.", messages.ERROR)
+            return None
+        form = AdoptForm(request.POST if "apply" in request.POST else None)
+        form.fields["device_type"].queryset = DeviceType.objects.filter(organization_id__in=organizations)
+        if not form.is_valid():
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Adopt discovered devices",
+                "opts": self.model._meta,
+                "discovered": discovered,
+                "form": form,
+            }
+            return TemplateResponse(request, "admin/telemetry/adopt.html", context)
+        adopted, problems = [], []
+        for item in discovered:
+            try:
+                adopted.append(
+                    discovered_device_adopt(
+                        user=request.user, discovered=item, device_type=form.cleaned_data["device_type"]
+                    )
+                )
+            except (ValidationError, PermissionDenied) as error:
+                problems.append(f"{item.uid}: {'; '.join(getattr(error, 'messages', [str(error)]))}")
+        message = f"Adopted {len(adopted)} device{'s' if len(adopted) != 1 else ''}."
+        if adopted and form.cleaned_data["replay"]:
+            letters = DeadLetter.objects.filter(
+                site__in={device.site_id for device in adopted},
+                device_uid__in=[device.uid for device in adopted],
+                reason=RejectReason.UNKNOWN_DEVICE,
+            )
+            summary = dead_letters_replay(letters=letters)
+            message += f" Replayed {summary.letters} dead letters: {summary.results.get('stored', 0)} stored."
+        self.message_user(request, message)
+        for problem in problems:
+            self.message_user(request, problem, messages.ERROR)
+        return None

@@ -47,6 +47,16 @@ class RejectReason(models.TextChoices):
     UNSUPPORTED_VALUE = "unsupported_value", "Value is of a kind readings cannot hold (a string or binary data)"
     UNIT_MISMATCH = "unit_mismatch", "Unit sent differs from the metric's unit"
     INTERNAL_ERROR = "internal_error", "Ingest failed on this input (a bug): kept for diagnosis"
+    DIALECT_DISABLED = "dialect_disabled", "The payload's dialect is not switched on for the organization"
+
+
+class ReplayResult(models.TextChoices):
+    """What replaying a dead letter through ingest did (apps.telemetry.replay)."""
+
+    STORED = "stored", "Stored: every record went through"
+    PARTLY = "partly", "Partly stored: some records are still refused"
+    REFUSED = "refused", "Refused again"
+    NOT_REPLAYABLE = "not_replayable", "Cannot be replayed"
 
 
 class Resolution(models.TextChoices):

@@ -5,7 +5,7 @@ from django.db import models
 from django.utils import timezone
 from timescale.db.models.fields import TimescaleDateTimeField
 
-from apps.telemetry.choices import ExportFormat, ExportStatus, IngestSource, RejectReason, Resolution
+from apps.telemetry.choices import ExportFormat, ExportStatus, IngestSource, RejectReason, ReplayResult, Resolution
 
 
 class Series(models.Model):
@@ -79,6 +79,16 @@ class DeadLetter(models.Model):
     detail = models.CharField(max_length=500, blank=True)
     payload = models.BinaryField(help_text="The offending payload, truncated to INGEST_DEAD_LETTER_PAYLOAD_BYTES.")
     payload_size = models.PositiveIntegerField(help_text="Size of the payload as received, in bytes.")
+    # The site the sender is bound to (the gateway's, or the device's own): what scopes a letter to an organization,
+    # also when it names a device nobody registered. No database constraint: a letter outlives its site.
+    site = models.ForeignKey(
+        "devices.Site", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    # What the transport said about the sender (apps.telemetry.replay.context_of): how to replay the payload.
+    context = models.JSONField(default=dict, blank=True)
+    replayed_at = models.DateTimeField(null=True, blank=True)
+    replay_result = models.CharField(max_length=16, choices=ReplayResult.choices, blank=True)
+    replay_detail = models.CharField(max_length=500, blank=True)
 
     class Meta:
         ordering = ["-received_at"]

@@ -8,12 +8,12 @@ import datetime
 from dataclasses import dataclass
 
 from django.core.cache import cache
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 
 from apps.core.time import epoch_ms
 from apps.devices.choices import MetricKind
-from apps.devices.models import MetricDefinition
-from apps.devices.selectors import device_get_for_user, device_list_for_user
+from apps.devices.models import Device, MetricDefinition
+from apps.devices.selectors import device_get_for_user, device_list_for_user, user_configures_organization
 from apps.telemetry import queries
 from apps.telemetry.derived import (
     POWER_UNITS,
@@ -23,7 +23,7 @@ from apps.telemetry.derived import (
     statistics_compute,
     volume_buckets,
 )
-from apps.telemetry.models import LatestValue, Series
+from apps.telemetry.models import DeadLetter, LatestValue, Series
 from apps.telemetry.queries import SeriesQuery, SeriesRef
 
 
@@ -287,3 +287,21 @@ def device_statistics_for_user(
             )
         series.append(item)
     return {"start": epoch_ms(start), "end": epoch_ms(end), "series": series}
+
+
+def dead_letters_scope(queryset, organization_id: int):
+    """The letters an organization may see and replay: those its senders' sites received, and (letters from before
+    sites were recorded) those naming one of its devices. Letters of unknown senders only platform operators see."""
+    devices = Device.objects.filter(site__organization=organization_id).values("uid")
+    return queryset.filter(Q(site__organization=organization_id) | Q(site__isnull=True, device_uid__in=devices))
+
+
+def dead_letter_list_for_user(*, user):
+    """Dead letters for diagnosis and replay: an organization's admins see its own (``dead_letters_scope``),
+    superusers all, anyone else none."""
+    queryset = DeadLetter.objects.all()
+    if user.is_superuser:
+        return queryset
+    if not user_configures_organization(user=user):
+        return queryset.none()
+    return dead_letters_scope(queryset, user.organization_id)

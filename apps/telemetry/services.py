@@ -7,22 +7,42 @@ after this returns, i.e. after the commit; if the database fails, this raises an
 
 import datetime
 import functools
-from collections import Counter
+from collections import ChainMap, Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 
+from apps.core import flags
+from apps.devices.choices import DiscoveryPolicy
+from apps.devices.models import DiscoveredDevice
+from apps.devices.services import devices_auto_register
+from apps.devices.validators import EXTERNAL_ID_RE
 from apps.telemetry.choices import Dialect, IngestSource, RejectReason
 from apps.telemetry.ingest import dialects, metrics
 from apps.telemetry.ingest.attributes import parse_attributes
 from apps.telemetry.ingest.dialects import Limits, Sender
 from apps.telemetry.ingest.directory import DeviceDirectory
 from apps.telemetry.ingest.parsing import decode_payload
-from apps.telemetry.ingest.records import GatewayRule, ParsedPayload, RecordError, Rejection, ValidReading
-from apps.telemetry.ingest.validation import device_refusal, validate_records
-from apps.telemetry.ingest.writer import DeadLetterRow, client_attributes_write, readings_write
+from apps.telemetry.ingest.records import (
+    DeviceRule,
+    GatewayRule,
+    ParsedPayload,
+    RawRecord,
+    RecordError,
+    Rejection,
+    ValidReading,
+)
+from apps.telemetry.ingest.validation import device_refusal, is_valid_metric_key, validate_records
+from apps.telemetry.ingest.writer import (
+    DeadLetterRow,
+    DiscoveryRow,
+    client_attributes_write,
+    discoveries_write,
+    readings_write,
+)
 from apps.telemetry.models import (
     LatestValue,
     Reading,
@@ -116,7 +136,9 @@ def _parse(
     return dialects.parse(message.payload, dialect, sender, limits), site_id
 
 
-def _dead_letter(message: IngestMessage, reason: RejectReason, detail: str, device_uid: str = "") -> DeadLetterRow:
+def _dead_letter(
+    message: IngestMessage, reason: RejectReason, detail: str, device_uid: str = "", site_id: int | None = None
+) -> DeadLetterRow:
     return DeadLetterRow(
         received_at=message.received_at,
         source=message.source,
@@ -124,9 +146,45 @@ def _dead_letter(message: IngestMessage, reason: RejectReason, detail: str, devi
         device_uid=device_uid[:128],
         reason=reason,
         detail=detail[:500],
+        # A slice as long as the payload is the payload itself (no copy): the letters of one message share it.
         payload=message.payload[: settings.INGEST_DEAD_LETTER_PAYLOAD_BYTES],
         payload_size=len(message.payload),
+        site_id=site_id,
+        context=replay_context(message),
     )
+
+
+def replay_context(message: IngestMessage) -> dict[str, Any]:
+    """What the transport said about a message's sender, kept with its dead letters so that replaying one
+    (apps.telemetry.replay) hands ingest the same message: the device or gateway, the declared dialect, whether it
+    carried attributes, and an HTTP endpoint's own parser options (the gateway's come from the gateway at replay)."""
+    context: dict[str, Any] = {}
+    if message.device_uid:
+        context["device"] = message.device_uid
+    if message.gateway_uid:
+        context["gateway"] = message.gateway_uid
+    if message.gateway_site_id is not None:
+        context["site"] = message.gateway_site_id
+    if message.dialect:
+        context["dialect"] = message.dialect
+    if message.attributes:
+        context["attributes"] = True
+    if message.source == IngestSource.HTTP and message.options:
+        context["options"] = {
+            key: value for key, value in message.options.items() if isinstance(value, str | int | float | bool)
+        }
+    return context
+
+
+# The feature flag that switches each dialect beyond Fieldwatch's own on per organization (apps.core.flags).
+DIALECT_FLAGS = {
+    Dialect.LINE_PROTOCOL: flags.DIALECT_LINE_PROTOCOL,
+    Dialect.SENML: flags.DIALECT_SENML,
+    Dialect.SPARKPLUG: flags.DIALECT_SPARKPLUG,
+}
+
+# A placeholder device id is negative: real ones never are. See IngestBatch._auto_register.
+_PROVISIONAL = -1
 
 
 def _error_detail(error: RecordError) -> str:
@@ -141,8 +199,19 @@ class IngestBatch:
     other than the message. ``readings`` and ``payload_bytes`` are what the listener bounds a flush by.
     """
 
-    def __init__(self, directory: DeviceDirectory, sparkplug_nodes: SparkplugNodes | None = None):
+    def __init__(
+        self,
+        directory: DeviceDirectory,
+        sparkplug_nodes: SparkplugNodes | None = None,
+        *,
+        keep_refusals: bool = True,
+    ):
+        # False when replaying dead letters (apps.telemetry.replay): what is refused again is recorded on the
+        # letters replayed, not as new letters, discoveries or counts, so a replay can be repeated.
+        self.keep_refusals = keep_refusals
         self.rules = directory.rules()
+        self.type_parts = directory.type_parts()
+        self.site_organizations = directory.site_organizations()
         # Sparkplug B edge nodes' birth state (the MQTT listener's): loaded here at the process's first batch.
         self.sparkplug = SparkplugBatch(sparkplug_nodes) if sparkplug_nodes is not None else None
         self.gateways = directory.gateways()
@@ -161,6 +230,9 @@ class IngestBatch:
         self.attributes: dict[int, dict[str, Any]] = {}  # device id -> client attributes to merge
         self.rejected_by_reason: Counter = Counter()
         self.payload_bytes = 0
+        # Devices nobody registered, sent by gateways whose policy is not "reject" (see _unknown_devices):
+        self.discoveries: dict[tuple[int, str], DiscoveryRow] = {}  # (site id, uid) -> what was seen of it
+        self.provisional: dict[str, tuple[DeviceRule, GatewayRule]] = {}  # uid -> placeholder rule, its gateway
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -176,14 +248,19 @@ class IngestBatch:
         if dialect == Dialect.SPARKPLUG and self.sparkplug is not None:
             options = self.sparkplug.options(options)
         try:
+            self._dialect_check(message, dialect)
             parsed, site_id = _parse(message, dialect, self.gateways, options)
         except Rejection as rejection:
             self._append(message, outcome, dialect, options)
             self._refuse(outcome, rejection)
             return outcome
+        rules = self.rules
+        gateway = self.gateways.get(message.gateway_uid) if message.gateway_uid is not None else None
+        if gateway is not None and gateway.discovery != DiscoveryPolicy.REJECT:
+            rules = self._unknown_devices(parsed.records, gateway, message)
         valid, errors = validate_records(
             parsed.records,
-            devices=self.rules,
+            devices=rules,
             gateway_site_id=site_id,
             now=self.now,
             future_tolerance=self.future_tolerance,
@@ -199,7 +276,7 @@ class IngestBatch:
         outcome.errors = errors
         for error in errors:
             self.rejected_by_reason[message.source, dialect, error.reason] += 1
-            self.dead_letters.append(_dead_letter(message, error.reason, _error_detail(error), error.device_uid))
+            self.dead_letters.append(self._letter(message, error.reason, _error_detail(error), error.device_uid))
         return outcome
 
     def _add_attributes(self, message: IngestMessage) -> IngestOutcome:
@@ -226,7 +303,7 @@ class IngestBatch:
         outcome.rejected, outcome.errors = len(errors), errors
         for error in errors:
             self.rejected_by_reason[message.source, Dialect.NATIVE, error.reason] += 1
-            self.dead_letters.append(_dead_letter(message, error.reason, _error_detail(error), error.device_uid))
+            self.dead_letters.append(self._letter(message, error.reason, _error_detail(error), error.device_uid))
         return outcome
 
     def add_internal_error(self, message: IngestMessage, error: BaseException) -> IngestOutcome:
@@ -251,12 +328,112 @@ class IngestBatch:
         outcome.rejection = rejection
         outcome.rejected = 1
         self.rejected_by_reason[message.source, self.dialects[-1], rejection.reason] += 1
-        self.dead_letters.append(_dead_letter(message, rejection.reason, rejection.detail, message.device_uid or ""))
+        self.dead_letters.append(self._letter(message, rejection.reason, rejection.detail, message.device_uid or ""))
+
+    def _letter(self, message: IngestMessage, reason: RejectReason, detail: str, device_uid: str) -> DeadLetterRow:
+        return _dead_letter(message, reason, detail, device_uid, self._site_of(message))
+
+    def _site_of(self, message: IngestMessage) -> int | None:
+        """The site the sender is bound to: its gateway's, or the device's own; None for an unknown sender."""
+        if message.gateway_site_id is not None:
+            return message.gateway_site_id
+        if message.gateway_uid is not None:
+            gateway = self.gateways.get(message.gateway_uid)
+            return gateway.site_id if gateway is not None else None
+        if message.device_uid is not None:
+            device = self.rules.get(message.device_uid)
+            return device.site_id if device is not None else None
+        return None
+
+    def _dialect_check(self, message: IngestMessage, dialect: str) -> None:
+        """Refuse a dialect switched off for the sender's organization (its feature flag, apps.core.flags). An
+        unknown sender is left to the parse and validation, which refuse it as such."""
+        flag = DIALECT_FLAGS.get(dialect)
+        if flag is None:
+            return
+        organization_id = self.site_organizations.get(self._site_of(message))
+        if organization_id is not None and not flags.flag_active(flag, organization_id, default=True):
+            label = Dialect(dialect).label
+            raise Rejection(
+                RejectReason.DIALECT_DISABLED, f"{label} is not switched on for this organization (flag {flag})"
+            )
+
+    def _unknown_devices(
+        self, records: list[RawRecord], gateway: GatewayRule, message: IngestMessage
+    ) -> Mapping[str, DeviceRule]:
+        """The rules to validate a gateway's records against when its policy is not "reject": under
+        auto-register (its organization's flag on, a type chosen) unknown devices get a placeholder rule of the
+        gateway's type, so their readings are validated as the type's (a strict type still refuses undefined
+        metrics) and stored once the commit registered them; otherwise (discover) they are refused as unknown
+        devices as always, and what was seen of them is recorded for *Discovered devices*."""
+        known = self.rules
+        unknown: dict[str, list[RawRecord]] = {}
+        for record in records:
+            uid = record.device_uid
+            if uid not in known and EXTERNAL_ID_RE.match(uid):  # a uid that could never be registered is not news
+                unknown.setdefault(uid, []).append(record)
+        if not unknown:
+            return known
+        overlay = {}
+        if (
+            gateway.discovery == DiscoveryPolicy.AUTO_REGISTER
+            and gateway.auto_register_type_id is not None
+            and flags.flag_active(flags.DISCOVERY_AUTO_REGISTER, gateway.organization_id)
+        ):
+            for uid in list(unknown):
+                rule = self._provisional_rule(uid, gateway)
+                if rule is not None:
+                    overlay[uid] = rule
+                    del unknown[uid]
+        for uid, uid_records in unknown.items():
+            self._discovered(uid, uid_records, gateway, message)
+        return ChainMap(overlay, known) if overlay else known
+
+    def _provisional_rule(self, uid: str, gateway: GatewayRule) -> DeviceRule | None:
+        held = self.provisional.get(uid)
+        if held is not None:  # the same uid again in this batch: one device, if from the same site
+            return held[0] if held[1].site_id == gateway.site_id else None
+        parts = self.type_parts.get(gateway.auto_register_type_id)
+        if parts is None or len(self.provisional) >= settings.INGEST_AUTO_REGISTER_PER_FLUSH:
+            return None
+        rule = DeviceRule(
+            device_id=_PROVISIONAL - len(self.provisional), uid=uid, site_id=gateway.site_id, is_active=True, **parts
+        )
+        self.provisional[uid] = (rule, gateway)
+        return rule
+
+    def _discovered(self, uid: str, records: list[RawRecord], gateway: GatewayRule, message: IngestMessage) -> None:
+        key = (gateway.site_id, uid)
+        row = self.discoveries.get(key)
+        if row is None:
+            if len(self.discoveries) >= settings.INGEST_DISCOVERIES_PER_FLUSH:
+                return  # still dead-lettered; the next flush records it
+            row = DiscoveryRow(gateway.site_id, gateway.gateway_id, uid, message.received_at, message.received_at)
+            self.discoveries[key] = row
+        row.messages += 1
+        row.first_seen = min(row.first_seen, message.received_at)
+        row.last_seen = max(row.last_seen, message.received_at)
+        row.sample = message.payload[: DiscoveredDevice.SAMPLE_MAX_BYTES]
+        keys = row.metric_keys
+        for record in records:
+            for metric_key in record.values:
+                if len(keys) >= DiscoveredDevice.METRIC_KEYS_MAX:
+                    return
+                if is_valid_metric_key(metric_key):
+                    keys.add(metric_key)
 
     def _also_write(self) -> Callable[[], None] | None:
         """What the batch writes beside readings and dead letters, in their transaction: client attributes, and a
         stateful dialect's changed state (Sparkplug aliases)."""
         writes = []
+        if self.discoveries and self.keep_refusals:
+            writes.append(
+                functools.partial(
+                    discoveries_write,
+                    list(self.discoveries.values()),
+                    metric_keys_max=DiscoveredDevice.METRIC_KEYS_MAX,
+                )
+            )
         if self.attributes:
             writes.append(functools.partial(client_attributes_write, self.attributes))
         if self.sparkplug is not None and self.sparkplug.changed:
@@ -274,16 +451,23 @@ class IngestBatch:
         """Write the batch in one transaction; raises on database failure (nothing is then stored, and the same
         batch may be committed again)."""
         refused = _GoneDevices(self)
-        result = readings_write(
-            self.readings,
+        write = functools.partial(
+            readings_write,
             received_at=self.messages[-1].received_at if self.messages else self.now,
-            dead_letters=self.dead_letters,
-            gone_dead_letters=refused.dead_letters,
+            dead_letters=self.dead_letters if self.keep_refusals else (),
+            gone_dead_letters=refused.dead_letters if self.keep_refusals else None,
             also=self._also_write(),
         )
+        if self.provisional:
+            with transaction.atomic():  # the devices are registered with their first readings, or not at all
+                result = write(self._auto_register())
+        else:
+            result = write(self.readings)
         refused.apply()
 
         # Counted only after the commit: a retried batch must not be counted twice.
+        if not self.keep_refusals:
+            self.rejected_by_reason.clear()
         for (source, dialect, reason), count in self.rejected_by_reason.items():
             metrics.REJECTED.labels(source, reason).inc(count)
             metrics.DIALECT_REJECTED.labels(dialect, reason).inc(count)
@@ -294,6 +478,27 @@ class IngestBatch:
         metrics.ACCEPTED.labels(source).inc(result.inserted)
         metrics.DUPLICATES.labels(source).inc(result.duplicates)
         return IngestBatchResult(outcomes=self.outcomes, inserted=result.inserted, duplicates=result.duplicates)
+
+    def _auto_register(self) -> list[ValidReading]:
+        """Register the batch's provisional devices (one statement per gateway) and return the readings with
+        their placeholder ids replaced. A uid that could not be registered (another site registered it meanwhile)
+        keeps its placeholder, which the writer finds absent: its readings are refused as unknown_device."""
+        by_gateway: dict[tuple[int, int, int], list[str]] = {}
+        for uid, (_, gateway) in self.provisional.items():
+            by_gateway.setdefault((gateway.site_id, gateway.auto_register_type_id, gateway.gateway_id), []).append(uid)
+        real_ids = {}
+        for (site_id, device_type_id, gateway_id), uids in sorted(by_gateway.items()):
+            registered = devices_auto_register(
+                site_id=site_id, device_type_id=device_type_id, gateway_id=gateway_id or None, uids=uids
+            )
+            for uid, device_id in registered.items():
+                real_ids[self.provisional[uid][0].device_id] = device_id
+        return [
+            reading._replace(device_id=real_ids.get(reading.device_id, reading.device_id))
+            if reading.device_id < 0
+            else reading
+            for reading in self.readings
+        ]
 
 
 class _GoneDevices:
@@ -312,6 +517,9 @@ class _GoneDevices:
     def dead_letters(self, gone_device_ids: frozenset[int]) -> list[DeadLetterRow]:
         batch = self.batch
         uids = {rule.device_id: uid for uid, rule in batch.rules.items() if rule.device_id in gone_device_ids}
+        uids.update(
+            (rule.device_id, uid) for uid, (rule, _) in batch.provisional.items() if rule.device_id in gone_device_ids
+        )
         self.changes = []
         letters = []
         start = 0
@@ -322,11 +530,11 @@ class _GoneDevices:
                 continue
             message = batch.messages[index]
             errors = [
-                RecordError(record, uid, RejectReason.UNKNOWN_DEVICE, f"device {uid!r} was deleted")
+                RecordError(record, uid, RejectReason.UNKNOWN_DEVICE, _gone_detail(uid, batch))
                 for record, uid in _records_of_devices(index, batch, set(uids.values()))
             ]
             self.changes.append((index, lost, errors))
-            letters.extend(_dead_letter(message, e.reason, _error_detail(e), e.device_uid) for e in errors)
+            letters.extend(batch._letter(message, e.reason, _error_detail(e), e.device_uid) for e in errors)
         return letters
 
     def apply(self) -> None:
@@ -338,6 +546,12 @@ class _GoneDevices:
             source = self.batch.messages[index].source
             metrics.REJECTED.labels(source, RejectReason.UNKNOWN_DEVICE).inc(len(errors))
             metrics.DIALECT_REJECTED.labels(self.batch.dialects[index], RejectReason.UNKNOWN_DEVICE).inc(len(errors))
+
+
+def _gone_detail(uid: str, batch: IngestBatch) -> str:
+    if uid in batch.provisional:
+        return f"device {uid!r} could not be auto-registered: it was registered on another site meanwhile"
+    return f"device {uid!r} was deleted"
 
 
 def _records_of_devices(index: int, batch: IngestBatch, uids: set[str]) -> list[tuple[int, str]]:

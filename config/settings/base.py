@@ -274,7 +274,12 @@ INGEST_MAX_RECORDS = env_int("INGEST_MAX_RECORDS", 10_000)
 INGEST_HTTP_RATE_PER_MINUTE = env_int("INGEST_HTTP_RATE_PER_MINUTE", 1200)
 INGEST_HTTP_MAX_ERRORS = env_int("INGEST_HTTP_MAX_ERRORS", 100)  # errors listed in one response; all are counted
 INGEST_FUTURE_TOLERANCE_SECONDS = env_int("INGEST_FUTURE_TOLERANCE_SECONDS", 300)
+# A dead letter keeps its payload up to this size; only letters kept whole can be replayed (apps.telemetry.replay).
 INGEST_DEAD_LETTER_PAYLOAD_BYTES = env_int("INGEST_DEAD_LETTER_PAYLOAD_BYTES", 4096)
+# Unknown devices one flush records under Discovered devices, and registers under the auto-register policy; the
+# rest of a flood of new uids is dead-lettered as unknown_device (and recorded by the following flushes).
+INGEST_DISCOVERIES_PER_FLUSH = env_int("INGEST_DISCOVERIES_PER_FLUSH", 1000)
+INGEST_AUTO_REGISTER_PER_FLUSH = env_int("INGEST_AUTO_REGISTER_PER_FLUSH", 1000)
 # The listener flushes when its batch holds this many messages, readings or payload bytes, or when the oldest
 # message has waited this long, whichever comes first.
 INGEST_FLUSH_MESSAGES = env_int("INGEST_FLUSH_MESSAGES", 2000)

@@ -1,4 +1,4 @@
-"""Feature flags (apps/core/flags.py): off by default, per organization, cached, never raising."""
+"""Feature flags (apps/core/flags.py): per organization, cached, never raising; the dialects start on."""
 
 import pytest
 from django.db import DatabaseError
@@ -16,10 +16,12 @@ def fresh_answers():
     flags_forget()
 
 
-def test_the_product_flags_exist_and_are_off(db, organization):
+def test_the_product_flags_exist_dialects_on_auto_register_off(db, organization):
     assert set(flags.FLAGS) <= set(Flag.objects.values_list("name", flat=True))
-    assert not flag_active(DIALECT_SENML, organization.id)
+    assert flag_active(DIALECT_SENML, organization.id)
+    assert not flag_active(DISCOVERY_AUTO_REGISTER, organization.id)
     assert not flag_active("no_such_flag")
+    assert flag_active("no_such_flag", default=True)
 
 
 def test_a_flag_is_on_for_the_organizations_listed_and_everyone_overrides(db, organization, other_organization):
@@ -47,10 +49,13 @@ def test_a_failing_database_or_cache_reads_as_off(db, organization, monkeypatch)
         raise DatabaseError("connection lost")
 
     monkeypatch.setattr(Flag, "get", classmethod(lambda cls, name: broken()))
-    assert flag_active(DIALECT_SENML, organization.id) is False
+    assert flag_active(DISCOVERY_AUTO_REGISTER, organization.id) is False
+    assert flag_active(DIALECT_SENML, organization.id, default=True) is True
 
 
 def test_the_doctor_lists_the_flags(db, organization):
+    Flag.objects.filter(name=DIALECT_SENML).update(everyone=None)
     FlagOrganization.objects.create(flag=Flag.objects.get(name=DIALECT_SENML), organization=organization)
     assert ("dialect_senml", "on for acme") in flags.flag_states()
-    assert ("dialect_sparkplug", "off (no organization)") in flags.flag_states()
+    assert ("dialect_sparkplug", "on for everyone") in flags.flag_states()
+    assert ("discovery_auto_register", "off (no organization)") in flags.flag_states()

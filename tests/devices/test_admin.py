@@ -25,7 +25,17 @@ from waffle.models import Flag
 from apps.alerts.models import Alert, AlertRule, Delivery, EscalationPolicy, NotificationChannel, PendingEvaluation
 from apps.audit.models import AuditEvent
 from apps.devices.broker_auth import mqtt_credential_issue
-from apps.devices.models import AccessToken, ApiKey, Device, DeviceType, Gateway, MetricDefinition, MqttCredential, Site
+from apps.devices.models import (
+    AccessToken,
+    ApiKey,
+    Device,
+    DeviceType,
+    DiscoveredDevice,
+    Gateway,
+    MetricDefinition,
+    MqttCredential,
+    Site,
+)
 from apps.devices.services import access_token_issue, api_key_authenticate, api_key_issue, api_key_revoke
 from apps.telemetry.choices import IngestSource, RejectReason
 from apps.telemetry.models import DeadLetter, LatestValue, Reading, Series
@@ -189,6 +199,9 @@ def _one_of_each(site):
         Series: series,
         LatestValue: series.latest,
         DeadLetter: make_dead_letter(device.uid, payload=b"\x81\xa1t\x01"),
+        DiscoveredDevice: DiscoveredDevice.objects.create(
+            site=site, gateway=gateway, uid="found-1", first_seen=NOW, last_seen=NOW, metric_keys=["flow"]
+        ),
         IntervalSchedule: interval,
         CrontabSchedule: CrontabSchedule.objects.create(),
         SolarSchedule: SolarSchedule.objects.create(event="sunrise", latitude=52.5, longitude=13.4),

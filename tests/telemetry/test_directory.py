@@ -102,8 +102,8 @@ def test_loading_takes_a_constant_number_of_queries(site, heat_pump_type, meter_
         GatewayFactory(site=site)
     directory = DeviceDirectory()
 
-    # Devices, device types, metric definitions (prefetch), gateways.
-    with django_assert_num_queries(4):
+    # Devices, device types, metric definitions (prefetch), sites, gateways.
+    with django_assert_num_queries(5):
         directory.load()
     with django_assert_num_queries(0):
         directory.rules()

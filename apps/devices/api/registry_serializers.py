@@ -66,6 +66,7 @@ class SiteSerializer(_RegistrySerializer):
             "latitude",
             "longitude",
             "emission_factor_kg_per_kwh",
+            "discovery_policy",
             "created_at",
         )
         read_only_fields = ("id", "created_at")
@@ -107,13 +108,19 @@ class DeviceTypeSerializer(_RegistrySerializer):
 
 class GatewaySerializer(_RegistrySerializer):
     site = ScopedPrimaryKeyRelatedField(lambda user: site_list_for_user(user=user), help_text="Site id")
+    auto_register_type = ScopedPrimaryKeyRelatedField(
+        lambda user: device_type_list_for_user(user=user),
+        required=False,
+        allow_null=True,
+        help_text="Device type id auto-registered devices get (the auto_register policy)",
+    )
     create_service = services.gateway_create
     update_service = services.gateway_update
     instance_argument = "gateway"
 
     class Meta:
         model = Gateway
-        fields = ("id", "uid", "name", "site", "created_at")
+        fields = ("id", "uid", "name", "site", "discovery_policy", "auto_register_type", "created_at")
         read_only_fields = ("id", "created_at")
         validators = []
         extra_kwargs = {"uid": {"validators": []}}  # unique: checked by the service as the admin checks it

@@ -19,7 +19,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.telemetry.api import views
-from apps.telemetry.api.ingest_http import IngestRefusal, ingest_body, ingest_key, ingest_message, ingest_rate_check
+from apps.telemetry.api.ingest_http import (
+    IngestRefusal,
+    ingest_body,
+    ingest_key,
+    ingest_message,
+    ingest_rate_check,
+    rejection_status,
+)
 from apps.telemetry.choices import Dialect, RejectReason
 from apps.telemetry.ingest.dialects.line_protocol import PRECISIONS
 from apps.telemetry.services import IngestOutcome, telemetry_ingest
@@ -28,6 +35,7 @@ from apps.telemetry.services import IngestOutcome, telemetry_ingest
 _CODES = {
     400: "invalid",
     401: "unauthorized",
+    403: "forbidden",
     413: "request too large",
     415: "unsupported media type",
     422: "unprocessable entity",
@@ -78,8 +86,7 @@ class _InfluxWriteView(APIView):
 def _answer(outcome: IngestOutcome, *, written: int) -> Response:
     if outcome.rejection is not None:
         rejection = outcome.rejection
-        status = 413 if rejection.reason in (RejectReason.TOO_LARGE, RejectReason.TOO_MANY_RECORDS) else 400
-        return influx_error(status, f"{rejection.reason}: {rejection.detail}")
+        return influx_error(rejection_status(rejection.reason), f"{rejection.reason}: {rejection.detail}")
     if not outcome.errors:
         return Response(status=204)
     unparsed = [error for error in outcome.errors if error.reason == RejectReason.INVALID_SYNTAX]
@@ -102,6 +109,7 @@ _COMMON_RESPONSES = {
         "valid ones are stored), or a bad precision"
     ),
     401: OpenApiResponse(description='`{"code": "unauthorized", ...}`: missing, unknown, expired or revoked key'),
+    403: OpenApiResponse(description="Line protocol is switched off for the key's organization (a feature flag)"),
     413: OpenApiResponse(description="Body (or gzip-inflated body) over the size bound, or too many lines"),
     415: OpenApiResponse(description="A Content-Encoding other than gzip"),
     422: OpenApiResponse(

@@ -27,6 +27,15 @@ class IngestRefusal(Exception):
     retry_after: int | None = None
 
 
+def rejection_status(reason: str) -> int:
+    """The HTTP status of a payload refused as a whole: too big, not allowed for the organization, or bad."""
+    if reason in (RejectReason.TOO_LARGE, RejectReason.TOO_MANY_RECORDS):
+        return 413
+    if reason == RejectReason.DIALECT_DISABLED:
+        return 403
+    return 400
+
+
 def ingest_key(plaintext: str, *, missing: str = "Send the gateway's API key.") -> ApiKey:
     """The usable gateway key ``plaintext`` is (trimmed: surrounding whitespace is a copy-and-paste accident)."""
     plaintext = plaintext.strip()
@@ -96,6 +105,7 @@ def ingest_message(api_key: ApiKey, body: bytes, request, *, dialect: str = "", 
         payload=body,
         received_at=datetime.datetime.now(datetime.UTC),
         origin=f"key fwk_{api_key.prefix} from {request.META.get('REMOTE_ADDR', '?')}",
+        gateway_uid=gateway.uid,  # whose discovery policy applies to unknown devices
         gateway_site_id=gateway.site_id,
         max_bytes=settings.INGEST_HTTP_MAX_BYTES,
         dialect=dialect,

@@ -16,8 +16,10 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core import flags
 from apps.core.ratelimit import rate_limit_hit
 from apps.devices.services import access_token_authenticate
+from apps.telemetry.api.ingest_http import rejection_status
 from apps.telemetry.api.views import ingest_directory
 from apps.telemetry.choices import IngestSource, RejectReason
 from apps.telemetry.services import IngestMessage, telemetry_ingest
@@ -51,6 +53,9 @@ class ThingsBoardDeviceView(APIView):
         if access is None or access.device is None:
             # ThingsBoard answers 401 for a token it does not know; gateway tokens speak the MQTT gateway API only.
             return _error(401, "invalid_access_token", "The access token is not valid for a device.")
+        if not flags.flag_active(flags.DIALECT_THINGSBOARD, access.device.site.organization_id, default=True):
+            detail = f"The ThingsBoard API is not switched on for this organization (flag {flags.DIALECT_THINGSBOARD})."
+            return _error(403, RejectReason.DIALECT_DISABLED, detail)
         decision = rate_limit_hit(
             scope="ingest-token",
             identity=access.prefix,
@@ -77,8 +82,9 @@ class ThingsBoardDeviceView(APIView):
         )
         outcome = telemetry_ingest(messages=[message], directory=ingest_directory()).outcomes[0]
         if outcome.rejection is not None:
-            code = 413 if outcome.rejection.reason in {RejectReason.TOO_LARGE, RejectReason.TOO_MANY_RECORDS} else 400
-            return _error(code, outcome.rejection.reason, outcome.rejection.detail)
+            return _error(
+                rejection_status(outcome.rejection.reason), outcome.rejection.reason, outcome.rejection.detail
+            )
         if not outcome.rejected:
             return Response(status=200)  # ThingsBoard's answer: 200, nothing in the body
         errors = [error.as_dict() for error in outcome.errors[: settings.INGEST_HTTP_MAX_ERRORS]]
@@ -89,6 +95,7 @@ _RESPONSES = {
     200: OpenApiResponse(description="Stored (empty body); with some values refused, a body listing them"),
     400: OpenApiResponse(description="The body does not parse or has no supported shape"),
     401: OpenApiResponse(description="Unknown, revoked or non-device access token"),
+    403: OpenApiResponse(description="The ThingsBoard API is switched off for the device's organization (a flag)"),
     413: OpenApiResponse(description="Body over the size bound"),
     429: OpenApiResponse(description="Rate limit of the token exceeded; see Retry-After"),
 }

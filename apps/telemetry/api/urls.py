@@ -2,6 +2,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from apps.core import converters  # noqa: F401  (registers <segment:...>: a path segment without NUL)
+from apps.telemetry.api.dead_letter_views import DeadLetterViewSet, DiscoveredDeviceViewSet
 from apps.telemetry.api.derived_views import DeviceEnergyView, DeviceStatisticsView, DeviceVolumeView
 from apps.telemetry.api.device_views import DeviceWithLatestViewSet
 from apps.telemetry.api.export_views import ExportCreateView, ExportDetailView, ExportDownloadView, ExportRetryView
@@ -12,6 +13,8 @@ from apps.telemetry.api.views import IngestView
 # The device registry (apps/telemetry/api/device_views.py says why it is routed here).
 router = SimpleRouter(trailing_slash=False)
 router.register("devices", DeviceWithLatestViewSet, basename="device")
+router.register("dead-letters", DeadLetterViewSet, basename="dead-letter")
+router.register("discovered-devices", DiscoveredDeviceViewSet, basename="discovered-device")
 
 urlpatterns = [
     path("ingest", IngestView.as_view(), name="ingest"),

@@ -9,8 +9,14 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.telemetry.api.ingest_http import IngestRefusal, ingest_body, ingest_key, ingest_message, ingest_rate_check
-from apps.telemetry.choices import RejectReason
+from apps.telemetry.api.ingest_http import (
+    IngestRefusal,
+    ingest_body,
+    ingest_key,
+    ingest_message,
+    ingest_rate_check,
+    rejection_status,
+)
 from apps.telemetry.ingest.directory import DeviceDirectory
 from apps.telemetry.services import telemetry_ingest
 
@@ -81,6 +87,7 @@ class IngestView(APIView):
             ),
             400: OpenApiResponse(description="The body does not parse or has no supported shape"),
             401: OpenApiResponse(description="Missing, unknown, expired or revoked API key"),
+            403: OpenApiResponse(description="The payload's dialect is switched off for the organization (a flag)"),
             413: OpenApiResponse(description="Body over the size bound, or too many records"),
             415: OpenApiResponse(description="A Content-Encoding other than gzip"),
             429: OpenApiResponse(description="Rate limit of the key exceeded; see Retry-After"),
@@ -104,8 +111,9 @@ class IngestView(APIView):
         result = telemetry_ingest(messages=[message], directory=ingest_directory())
         outcome = result.outcomes[0]
         if outcome.rejection is not None:
-            code = 413 if outcome.rejection.reason in {RejectReason.TOO_LARGE, RejectReason.TOO_MANY_RECORDS} else 400
-            return _error(code, outcome.rejection.reason, outcome.rejection.detail)
+            return _error(
+                rejection_status(outcome.rejection.reason), outcome.rejection.reason, outcome.rejection.detail
+            )
         return Response(
             {
                 "accepted": result.inserted,

@@ -17,8 +17,8 @@ from django.db.models import Prefetch
 from jsonschema import Draft202012Validator
 
 from apps.core.versioned import VersionedSnapshot, VersionKey
-from apps.devices.choices import UnknownMetricPolicy
-from apps.devices.models import Device, DeviceType, Gateway, MetricDefinition
+from apps.devices.choices import DiscoveryPolicy, UnknownMetricPolicy
+from apps.devices.models import Device, DeviceType, Gateway, MetricDefinition, Site
 from apps.telemetry.ingest.records import DeviceRule, GatewayRule, MetricRule
 from apps.telemetry.ingest.units import canonical_unit
 
@@ -52,8 +52,8 @@ class DeviceDirectory(VersionedSnapshot):
     """uid -> DeviceRule for every device and gateway uid -> GatewayRule, held in-process and refreshed on change.
 
     Queries per (re)load, whatever the fleet size: devices, device types, their metric definitions (one prefetch),
-    gateways. Types are read on their own rather than joined to every device row so that each payload schema is
-    decoded and compiled once per type, not once per device.
+    sites, gateways. Types are read on their own rather than joined to every device row so that each payload schema
+    is decoded and compiled once per type, not once per device.
     """
 
     version_key = CATALOGUE_VERSION
@@ -62,6 +62,8 @@ class DeviceDirectory(VersionedSnapshot):
         super().__init__(**freshness)
         self._rules: Mapping[str, DeviceRule] = MappingProxyType({})
         self._gateways: Mapping[str, GatewayRule] = MappingProxyType({})
+        self._types: Mapping[int, dict] = MappingProxyType({})
+        self._site_organizations: Mapping[int, int] = MappingProxyType({})
 
     def rules(self) -> Mapping[str, DeviceRule]:
         """Every device's rule by uid (read-only). Loads on first use and refreshes when stale."""
@@ -73,6 +75,17 @@ class DeviceDirectory(VersionedSnapshot):
         stale."""
         self.refresh_if_stale()
         return self._gateways
+
+    def site_organizations(self) -> Mapping[int, int]:
+        """Every site's organization by site id (read-only): whose feature flags a message is checked against."""
+        self.refresh_if_stale()
+        return self._site_organizations
+
+    def type_parts(self) -> Mapping[int, dict]:
+        """What every device of a type shares, by type id (read-only): ``DeviceRule``'s fields beside the device's
+        own, for a device not registered yet (auto-registration validates its first readings against them)."""
+        self.refresh_if_stale()
+        return self._types
 
     def gateway_site_id(self, gateway_uid: str) -> int | None:
         """The site of the gateway, or None when no gateway has this uid."""
@@ -108,11 +121,25 @@ class DeviceDirectory(VersionedSnapshot):
                 continue
             rules[uid] = DeviceRule(device_id=device_id, uid=uid, site_id=site_id, is_active=is_active, **parts)
 
+        sites = list(Site.objects.values_list("id", "organization_id", "discovery_policy"))
+        site_organizations = {site_id: organization_id for site_id, organization_id, _ in sites}
+        site_policies = {site_id: policy for site_id, _, policy in sites}
         gateways = {
-            gateway.uid: GatewayRule(gateway.site_id, MappingProxyType(gateway.dialect_options()))
-            for gateway in Gateway.objects.only("uid", "site_id", *Gateway.DIALECT_OPTION_FIELDS)
+            gateway.uid: GatewayRule(
+                gateway.site_id,
+                MappingProxyType(gateway.dialect_options()),
+                gateway_id=gateway.id,
+                organization_id=site_organizations.get(gateway.site_id, 0),
+                discovery=gateway.discovery_policy or site_policies.get(gateway.site_id, DiscoveryPolicy.REJECT),
+                auto_register_type_id=gateway.auto_register_type_id,
+            )
+            for gateway in Gateway.objects.only(
+                "uid", "site_id", "discovery_policy", "auto_register_type_id", *Gateway.DIALECT_OPTION_FIELDS
+            )
         }
 
         self._rules = MappingProxyType(rules)
         self._gateways = MappingProxyType(gateways)
+        self._types = MappingProxyType(type_parts)
+        self._site_organizations = MappingProxyType(site_organizations)
         return f"{len(rules)} devices, {len(type_parts)} device types, {len(gateways)} gateways"

@@ -66,10 +66,15 @@ class MetricRule:
 @dataclass(frozen=True, slots=True)
 class GatewayRule:
     """What ingest needs to know of a gateway, cached in-process by uid (see ingest.directory): its site (it may only
-    speak for devices there) and its dialect settings (``Gateway.dialect_options``), handed to the parsers."""
+    speak for devices there), its dialect settings (``Gateway.dialect_options``), handed to the parsers, and what
+    becomes of readings for devices nobody registered (``discovery``)."""
 
     site_id: int
     options: Mapping[str, Any]
+    gateway_id: int = 0
+    organization_id: int = 0
+    discovery: str = "reject"  # its DiscoveryPolicy, or its site's when it has none
+    auto_register_type_id: int | None = None  # the type auto-registered devices get
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,22 @@ class DeadLetterRow:
     detail: str
     payload: bytes
     payload_size: int
+    site_id: int | None = None  # the site the sender is bound to: what scopes the letter to an organization
+    context: dict = field(default_factory=dict)  # how to replay it (apps.telemetry.services.replay_context)
+
+
+@dataclass(slots=True)
+class DiscoveryRow:
+    """What one flush saw of a device nobody registered, sent by a gateway under the ``discover`` policy."""
+
+    site_id: int
+    gateway_id: int
+    uid: str
+    first_seen: datetime.datetime
+    last_seen: datetime.datetime
+    messages: int = 0
+    metric_keys: set[str] = field(default_factory=set)
+    sample: bytes = b""
 
 
 @dataclass(slots=True)
@@ -233,8 +249,8 @@ _FLUSH = """
 """
 
 _DEAD_LETTER_COPY = (
-    "COPY telemetry_deadletter (received_at, source, origin, device_uid, reason, detail, payload, payload_size) "
-    "FROM STDIN"
+    "COPY telemetry_deadletter (received_at, source, origin, device_uid, reason, detail, payload, payload_size, "
+    "site_id, context, replay_result, replay_detail) FROM STDIN"
 )
 
 
@@ -375,6 +391,10 @@ def _dead_letters_insert(cursor, dead_letters: Sequence[DeadLetterRow]) -> None:
                     _text(row.detail, 500),
                     bytes(row.payload),
                     row.payload_size,
+                    row.site_id,
+                    Jsonb(row.context),
+                    "",
+                    "",
                 )
             )
 
@@ -402,3 +422,50 @@ def client_attributes_write(updates: dict[int, dict]) -> None:
     device_ids = sorted(updates)
     with binary_cursor() as cursor:
         binary_execute(cursor, _ATTRIBUTES_MERGE, [device_ids, [Jsonb(updates[device_id]) for device_id in device_ids]])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Discovered devices
+# ---------------------------------------------------------------------------------------------------------------------
+
+# One statement for the flush's discoveries, in (site, uid) order (the unique index's, so two listeners cannot
+# deadlock). Counts add up, the metric keys are the union (bounded), the sample is the latest. A site or gateway
+# deleted since the directory loaded drops the row or its gateway rather than failing the flush on a foreign key.
+_DISCOVERIES_UPSERT = """
+    INSERT INTO devices_discovereddevice
+        (site_id, gateway_id, uid, first_seen, last_seen, message_count, metric_keys, sample_payload)
+    SELECT site.id, (SELECT id FROM devices_gateway WHERE id = d.gateway_id), d.uid, d.first_seen, d.last_seen,
+           d.messages, ARRAY(SELECT jsonb_array_elements_text(d.metric_keys)), d.sample
+    FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::bigint[],
+                %s::jsonb[], %s::bytea[])
+         AS d (site_id, gateway_id, uid, first_seen, last_seen, messages, metric_keys, sample)
+    JOIN devices_site site ON site.id = d.site_id
+    ORDER BY d.site_id, d.uid
+    ON CONFLICT (site_id, uid) DO UPDATE SET
+        gateway_id = COALESCE(EXCLUDED.gateway_id, devices_discovereddevice.gateway_id),
+        first_seen = LEAST(devices_discovereddevice.first_seen, EXCLUDED.first_seen),
+        last_seen = GREATEST(devices_discovereddevice.last_seen, EXCLUDED.last_seen),
+        message_count = devices_discovereddevice.message_count + EXCLUDED.message_count,
+        metric_keys = ARRAY(
+            SELECT DISTINCT key FROM unnest(devices_discovereddevice.metric_keys || EXCLUDED.metric_keys) AS key
+            ORDER BY key LIMIT %s
+        ),
+        sample_payload = EXCLUDED.sample_payload
+"""
+
+
+def discoveries_write(rows: Sequence[DiscoveryRow], *, metric_keys_max: int) -> None:
+    """Record a flush's discovered devices (one statement); see ``_DISCOVERIES_UPSERT``."""
+    rows = sorted(rows, key=lambda row: (row.site_id, row.uid))
+    columns = [
+        [row.site_id for row in rows],
+        [row.gateway_id for row in rows],
+        [row.uid for row in rows],
+        [row.first_seen for row in rows],
+        [row.last_seen for row in rows],
+        [row.messages for row in rows],
+        [Jsonb(sorted(row.metric_keys)[:metric_keys_max]) for row in rows],
+        [row.sample for row in rows],
+    ]
+    with binary_cursor() as cursor:
+        binary_execute(cursor, _DISCOVERIES_UPSERT, [*columns, metric_keys_max])
