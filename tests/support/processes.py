@@ -1,6 +1,7 @@
 """Running the project's own commands as real processes, the way the README and Procfile start them."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -82,7 +83,9 @@ class ManagedProcess:
         except subprocess.TimeoutExpired:
             # Say what it was doing (a process that ignores SIGTERM is a finding, and its log dies with close()), and
             # kill it: left running it would hold the test database and its broker session for the rest of the run.
-            output = self.output()[-4000:]
+            os.kill(self.process.pid, signal.SIGUSR1)  # a Fieldwatch command dumps its threads' stacks (faulthandler)
+            time.sleep(1)
+            output = self.output()[-8000:]
             self.process.kill()
             self.process.wait(10)
             raise AssertionError(f"{self.args[0]} did not stop within {timeout} s:\n{output}") from None

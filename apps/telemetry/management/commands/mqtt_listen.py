@@ -1,5 +1,8 @@
 """``manage.py mqtt_listen``: the MQTT ingest listener (a thin command over apps.telemetry.ingest.listener)."""
 
+import faulthandler
+import logging
+import os
 import signal
 import threading
 
@@ -8,6 +11,8 @@ from django.core.management.base import BaseCommand, CommandError
 from prometheus_client import start_http_server
 
 from apps.telemetry.ingest.listener import ClientIdInUse, MqttListener, client_id_claim, default_client_id
+
+logger = logging.getLogger("fieldwatch.listener")
 
 
 class Command(BaseCommand):
@@ -56,11 +61,24 @@ class Command(BaseCommand):
             flush_interval=flush_ms / 1000,
         )
 
+        # A handler runs on the main thread between any two bytecodes, possibly while that thread holds a lock the
+        # stop needs (the stop event's, inside Event.wait while retrying a flush; threading's own, if it started a
+        # thread): so the handler takes no lock at all. It writes one byte to a pipe; a thread waiting on the pipe
+        # asks the listener to stop.
+        wake_read, wake_write = os.pipe()
+
+        def stop_when_asked():
+            os.read(wake_read, 1)
+            logger.info("stop requested")
+            listener.stop()
+
+        threading.Thread(target=stop_when_asked, name="stop-request", daemon=True).start()
+
         def request_stop(signum, frame):
-            # A handler runs on the main thread between any two bytecodes, possibly while that thread holds the stop
-            # event's own lock (inside Event.wait, retrying a flush): setting the event from here could deadlock.
-            threading.Thread(target=listener.stop, name="stop-request", daemon=True).start()
+            os.write(wake_write, b"s")
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+        # `kill -USR1 <pid>` writes every thread's stack to stderr: what a listener that will not stop is doing.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         listener.run()
