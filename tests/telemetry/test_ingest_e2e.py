@@ -4,9 +4,12 @@ import time
 import uuid
 
 import pytest
+from waffle.models import Flag
 
-from apps.devices.choices import UnknownMetricPolicy
+from apps.devices.choices import DiscoveryPolicy, UnknownMetricPolicy
+from apps.devices.models import Device, DiscoveredDevice
 from apps.telemetry.models import DeadLetter, Reading
+from apps.users.models import FlagOrganization
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
 from tests.support.broker import Broker
 from tests.support.mqtt import Publisher, broker_logins, listener
@@ -206,3 +209,46 @@ def test_listener_reconnects_by_itself_after_a_broker_restart(fleet):
         process.terminate()
         process.close()
         broker.close()
+
+
+def test_a_gateway_that_auto_registers_stores_a_new_devices_readings_from_its_first_message(broker, fleet):
+    gateway = fleet["gateway"]
+    heat_pump = fleet["hp1"].device_type
+    gateway.discovery_policy = DiscoveryPolicy.AUTO_REGISTER
+    gateway.auto_register_type = heat_pump
+    gateway.save()
+    FlagOrganization.objects.create(
+        flag=Flag.objects.get(name="discovery_auto_register"), organization=heat_pump.organization
+    )
+    other_gateway = GatewayFactory(site=fleet["hpb"].site, uid="gw-b", discovery_policy=DiscoveryPolicy.DISCOVER)
+    prefix = f"fw{uuid.uuid4().hex[:6]}"
+    passwords = broker_logins(broker, prefix, gateway, other_gateway)
+    process = listener(broker.url, prefix, database_url()).start()
+    publishers = {uid: Publisher(broker, uid, passwords[uid]) for uid in ("gw-a", "gw-b")}
+    try:
+        for i in range(3):
+            publishers["gw-a"].publish(
+                f"{prefix}/gateways/gw-a/telemetry",
+                {"hp-new": [{"ts": EPOCH_MS + i * 1000, "values": {"supply_temp": 50 + i, "undefined": 1}}]},
+            )
+        publishers["gw-b"].publish(
+            f"{prefix}/gateways/gw-b/telemetry", {"hp-seen": [{"ts": EPOCH_MS, "values": {"supply_temp": 1}}]}
+        )
+        for publisher in publishers.values():
+            publisher.flush()
+        assert wait_until(lambda: Reading.objects.count() == 3 and DiscoveredDevice.objects.exists())
+    finally:
+        for publisher in publishers.values():
+            publisher.close()
+        process.terminate()
+        process.close()
+
+    device = Device.objects.get(uid="hp-new")
+    assert (device.site, device.device_type, device.gateway) == (gateway.site, heat_pump, gateway)
+    assert sorted(Reading.objects.values_list("value", flat=True)) == [50, 51, 52]
+    # The strict type refused the undefined metric of each message; nothing else was refused.
+    assert sorted(DeadLetter.objects.values_list("reason", "device_uid")) == [
+        ("unknown_device", "hp-seen"),
+        *[("unknown_metric", "hp-new")] * 3,
+    ]
+    assert DiscoveredDevice.objects.get().uid == "hp-seen"
