@@ -4,6 +4,7 @@ import time
 import uuid
 
 import pytest
+from rest_framework.test import APIClient
 from waffle.models import Flag
 
 from apps.devices.choices import DiscoveryPolicy, UnknownMetricPolicy
@@ -211,7 +212,9 @@ def test_listener_reconnects_by_itself_after_a_broker_restart(fleet):
         broker.close()
 
 
-def test_a_gateway_that_auto_registers_stores_a_new_devices_readings_from_its_first_message(broker, fleet):
+def test_auto_register_stores_a_new_devices_readings_from_its_first_message_and_discover_lists_one_to_adopt(
+    broker, fleet, alice
+):
     gateway = fleet["gateway"]
     heat_pump = fleet["hp1"].device_type
     gateway.discovery_policy = DiscoveryPolicy.AUTO_REGISTER
@@ -251,4 +254,16 @@ def test_a_gateway_that_auto_registers_stores_a_new_devices_readings_from_its_fi
         ("unknown_device", "hp-seen"),
         *[("unknown_metric", "hp-new")] * 3,
     ]
-    assert DiscoveredDevice.objects.get().uid == "hp-seen"
+    discovered = DiscoveredDevice.objects.get()
+    assert (discovered.uid, discovered.gateway, discovered.message_count) == ("hp-seen", other_gateway, 1)
+
+    # An admin adopts it (the API's adopt replays its dead-lettered readings): stored exactly once, even replayed again.
+    admin = APIClient()
+    admin.force_login(alice)
+    adopted = admin.post(
+        f"/api/v1/discovered-devices/{discovered.pk}/adopt", {"device_type": heat_pump.pk}, format="json"
+    )
+    assert adopted.status_code == 201 and adopted.json()["replay"]["stored"] == 1
+    replay = admin.post("/api/v1/dead-letters/replay", {"device": "hp-seen"}, format="json")
+    assert replay.json()["stored"] == 1
+    assert list(Reading.objects.filter(series__device__uid="hp-seen").values_list("value", flat=True)) == [1.0]
