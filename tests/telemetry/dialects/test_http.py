@@ -169,7 +169,7 @@ def test_v1_write_with_the_key_as_password_parameter_or_basic_auth(client, gatew
     response = write(client, line, None, url=V1, query=f"db=x&u=telegraf&p={key}&precision=s")
     assert response.status_code == 204, response.content
     basic = base64.b64encode(f"telegraf:{key}".encode()).decode()
-    response = write(client, line.replace("40", "41"), None, url=V1, query="db=x&precision=s",
+    response = write(client, line.replace("supply_temp=40", "supply_temp=41"), None, url=V1, query="db=x&precision=s",
                      HTTP_AUTHORIZATION=f"Basic {basic}")  # fmt: skip
     assert response.status_code == 204
     assert Reading.objects.count() == 1  # the same instant: the second value is a duplicate
