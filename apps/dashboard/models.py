@@ -5,6 +5,8 @@ SQL condition: no series on a device outside the user's sites (``apps.dashboard.
 an ordered list of items, each a saved chart or a stat card (one series' latest value).
 """
 
+import datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -23,6 +25,16 @@ class ChartRange(models.TextChoices):
     MONTH = "30d", "30 d"
     YEAR = "1y", "1 y"
     CUSTOM = "custom", "Custom"
+
+
+# The length of each relative range (the custom range has its own bounds).
+RANGE_LENGTHS = {
+    ChartRange.HOUR: datetime.timedelta(hours=1),
+    ChartRange.DAY: datetime.timedelta(days=1),
+    ChartRange.WEEK: datetime.timedelta(days=7),
+    ChartRange.MONTH: datetime.timedelta(days=30),
+    ChartRange.YEAR: datetime.timedelta(days=365),
+}
 
 
 class ChartStyle(models.TextChoices):
@@ -73,6 +85,12 @@ class SavedChart(models.Model):
 
     def __str__(self):
         return self.title
+
+    def bounds(self, now: datetime.datetime) -> tuple[datetime.datetime, datetime.datetime]:
+        """The range the chart shows at ``now``: its fixed bounds, or the preset's length up to now."""
+        if self.range == ChartRange.CUSTOM:
+            return self.range_start, self.range_end
+        return now - RANGE_LENGTHS[self.range], now
 
 
 class ChartSeries(models.Model):
