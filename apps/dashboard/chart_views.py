@@ -181,6 +181,10 @@ def _latest_values(cells) -> dict[str, tuple]:
     return {f"{uid}:{key}": (value, ts) for uid, key, value, ts in rows}
 
 
+def _stat_value(latest: dict, cell) -> float | None:
+    return latest.get(f"{cell.stat.device}:{cell.stat.metric}", (None, None))[0] if cell.stat else None
+
+
 def _dashboard_edit(request, dashboard) -> None:
     """One POST action of the owner's edit controls; a refusal is a message on the page."""
     action = request.POST.get("action", "")
@@ -253,10 +257,7 @@ def dashboard_detail(request, dashboard_id: int):
             request,
             site_ids,
             dashboard=dashboard,
-            cells=[
-                (cell, latest.get(f"{cell.stat.device}:{cell.stat.metric}")) if cell.stat else (cell, None)
-                for cell in cells
-            ],
+            cells=[(cell, _stat_value(latest, cell)) for cell in cells],
             is_owner=is_owner,
             rename_form=DashboardForm(initial={"title": dashboard.title, "shared": dashboard.shared}),
             charts=list(chart_selectors.chart_list_for_user(user=request.user)) if is_owner else [],
