@@ -150,7 +150,7 @@ def device_detail(request, uid: str):
             "switcher_action": reverse("dashboard:device-list"),
             # The device's Export panel (issue 16): every metric, the last 24 h, raw readings by default.
             **export_context(
-                series=[f"{device.uid}:{m.key}" for m in metrics],
+                series=[f"{device.uid}:{m.key}" for m in metrics if m.ts],  # metrics that ever reported
                 start=timezone.now() - datetime.timedelta(days=1),
                 end=timezone.now(),
                 interval="raw",

@@ -97,7 +97,8 @@
 
   function fetchSeries(url, params) {
     var wantMsgpack = utf8 !== null && typeof DataView === "function";
-    var accept = wantMsgpack ? MSGPACK + ", application/json;q=0.5" : "application/json";
+    // Only one type: DRF picks among the listed types by its renderers' order, not by q-values.
+    var accept = wantMsgpack ? MSGPACK : "application/json";
     return window
       .fetch(url + "?" + query(params), { credentials: "same-origin", headers: { Accept: accept } })
       .then(function (response) {
