@@ -357,11 +357,21 @@ PAGE_MATRIX = {
     ("dashboard-detail", "GET"): rows(READ_A, anonymous=LOGIN),  # alice's shared dashboard of a site A series
     ("export-list", "GET"): PAGE_EVERYONE,
     ("rule-list", "GET"): PAGE_EVERYONE,
-    ("rule-new", "GET"): [("alice", None, 200), ("bob", None, 200), ("carol", None, 403), ("mallory", None, 200)]
-    + [("anonymous", None, LOGIN)],
+    ("rule-new", "GET"): [
+        ("alice", None, 200),
+        ("bob", None, 200),
+        ("carol", None, 403),
+        ("mallory", None, 200),
+        ("anonymous", None, LOGIN),
+    ],
     # The body is not a rule: 400 with the fields' messages for those who may manage rules somewhere.
-    ("rule-backtest", "POST"): [("alice", None, 400), ("bob", None, 400), ("carol", None, 403)]
-    + [("mallory", None, 400), ("anonymous", None, LOGIN)],
+    ("rule-backtest", "POST"): [
+        ("alice", None, 400),
+        ("bob", None, 400),
+        ("carol", None, 403),
+        ("mallory", None, 400),
+        ("anonymous", None, LOGIN),
+    ],
     ("rule-edit", "GET"): rows(READ_A, [("carol", "b", 403), ("mallory", "x", 200)], anonymous=LOGIN),
 }
 PAGE_CASES = [

@@ -5,11 +5,13 @@ import datetime
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from apps.alerts.models import AlertRule
 from apps.dashboard.chart_selectors import chart_list_for_user, dashboard_list_for_user
 from apps.dashboard.chart_services import chart_save, dashboard_chart_add, dashboard_save
 from apps.dashboard.models import SavedChart
+from apps.telemetry.exports import export_create
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 
 pytestmark = pytest.mark.django_db
@@ -180,9 +182,6 @@ def test_a_rule_on_a_site_bob_does_not_operate_is_refused_with_a_reason(client, 
 
 
 def test_the_exports_page_lists_only_the_users_own_exports(client, bob, carol, fleet):
-    from apps.telemetry.exports import export_create
-    from django.utils import timezone
-
     now = timezone.now()
     export_create(
         user=bob,
