@@ -4,12 +4,14 @@ see and change what, what a refused input says, and the backtest answer."""
 import datetime
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from apps.alerts.models import AlertRule
 from apps.dashboard.chart_selectors import chart_list_for_user, dashboard_list_for_user
-from apps.dashboard.chart_services import chart_save, dashboard_chart_add, dashboard_save
+from apps.dashboard.chart_services import chart_save, dashboard_chart_add, dashboard_save, dashboard_stat_add
 from apps.dashboard.models import SavedChart
 from apps.telemetry.exports import export_create
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
@@ -196,3 +198,24 @@ def test_the_exports_page_lists_only_the_users_own_exports(client, bob, carol, f
     assert "hp-a-1:power" in client.get(reverse("dashboard:export-list")).content.decode()
     client.force_login(carol)
     assert "hp-a-1:power" not in client.get(reverse("dashboard:export-list")).content.decode()
+
+
+def _queries(client, url) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(url).status_code == 200
+    return len(captured)
+
+
+def test_a_dashboard_page_makes_as_many_queries_for_eight_charts_as_for_one(client, bob, fleet):
+    board = dashboard_save(user=bob, title="Board", shared=False)
+    url = reverse("dashboard:dashboard-detail", args=[board.pk])
+    client.force_login(bob)
+    dashboard_chart_add(user=bob, dashboard=board, chart=a_chart(bob, [(fleet["a1"], "power")]))
+    dashboard_stat_add(user=bob, dashboard=board, device=fleet["a1"], metric_key="cop")
+    client.get(url)  # settle the session
+    one = _queries(client, url)
+    dashboard_stat_add(user=bob, dashboard=board, device=fleet["a2"], metric_key="cop")
+    for n in range(7):
+        chart = a_chart(bob, [(fleet["a1"], "supply_temp"), (fleet["a2"], "power")], title=f"Chart {n}")
+        dashboard_chart_add(user=bob, dashboard=board, chart=chart)
+    assert _queries(client, url) == one
