@@ -59,9 +59,10 @@ def _seed(devices: int, charts: int, per_chart: int):
 
     from apps.dashboard.chart_services import chart_save, dashboard_chart_add, dashboard_save
     from apps.devices.models import Device
+    from apps.devices.services import user_grant_site
     from apps.telemetry.models import Series
     from apps.users.choices import Role
-    from apps.users.services import user_grant_site, user_set_role
+    from apps.users.services import user_set_role
 
     site, device_type = catalogue_seed(METRICS, unit="kW")
     fleet = Device.objects.bulk_create(

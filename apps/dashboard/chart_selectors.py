@@ -151,11 +151,18 @@ def dashboard_cells_for_user(*, user, dashboard: Dashboard) -> list[DashboardCel
 
 
 def chart_series_choices_for_user(*, user) -> dict:
-    """What the chart builder offers: the user's devices and the metrics of their types (two statements)."""
-    devices = list(device_list_for_user(user=user).order_by("site__name", "name", "uid"))
-    by_type = metric_definitions_by_type(device.device_type_id for device in devices)
+    """What the chart builder and the stat card picker offer: the user's devices and the metrics of their types, as
+    plain values (two statements; no model instances, the list may hold thousands of devices)."""
+    devices = list(
+        device_list_for_user(user=user)
+        .order_by("site__name", "name", "uid")
+        .values("uid", "name", "site__name", "device_type_id")
+    )
+    by_type = metric_definitions_by_type({device["device_type_id"] for device in devices})
     return {
-        "devices": [{"uid": d.uid, "name": d.name, "site": d.site.name, "type": d.device_type_id} for d in devices],
+        "devices": [
+            {"uid": d["uid"], "name": d["name"], "site": d["site__name"], "type": d["device_type_id"]} for d in devices
+        ],
         "types": {
             str(type_id): [{"key": m.key, "label": m.display_name, "unit": m.unit} for m in metrics]
             for type_id, metrics in by_type.items()

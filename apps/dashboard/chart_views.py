@@ -213,15 +213,6 @@ def _dashboard_edit(request, dashboard) -> None:
         raise ValidationError({"action": "Unknown action."})
 
 
-def _stat_options(user) -> list[tuple[str, str]]:
-    choices = chart_selectors.chart_series_choices_for_user(user=user)
-    return [
-        (f"{device['uid']}:{metric['key']}", f"{device['name']} · {metric['label']}")
-        for device in choices["devices"]
-        for metric in choices["types"].get(str(device["type"]), [])
-    ]
-
-
 def _int(value) -> int:
     try:
         return int(value)
@@ -261,7 +252,7 @@ def dashboard_detail(request, dashboard_id: int):
             is_owner=is_owner,
             rename_form=DashboardForm(initial={"title": dashboard.title, "shared": dashboard.shared}),
             charts=list(chart_selectors.chart_list_for_user(user=request.user)) if is_owner else [],
-            stat_options=_stat_options(request.user) if is_owner else [],
+            choices=chart_selectors.chart_series_choices_for_user(user=request.user) if is_owner else None,
             kinds=DashboardItemKind,
         ),
     )

@@ -215,14 +215,14 @@
     });
   });
 
-  // ----------------------------------------------------------------------------------------------- the builder
+  // ----------------------------------------------------------------------------------------------- series picker
 
-  function builder(figure, form) {
+  // A device select and a metric select filled from the page's #chart-choices (the user's devices and the
+  // metrics of their types); used by the builder and by a dashboard's stat card form.
+  function picker(container) {
     var choices = jsonFrom("chart-choices") || { devices: [], types: {} };
-    var initial = jsonFrom("chart-config");
-    var deviceSelect = form.querySelector("[data-series-device]");
-    var metricSelect = form.querySelector("[data-series-metric]");
-    var list = form.querySelector("[data-series-list]");
+    var deviceSelect = container.querySelector("[data-series-device]");
+    var metricSelect = container.querySelector("[data-series-metric]");
     var devices = {};
     choices.devices.forEach(function (device) {
       devices[device.uid] = device;
@@ -231,7 +231,6 @@
       option.textContent = device.name + " (" + device.uid + ", " + device.site + ")";
       deviceSelect.appendChild(option);
     });
-
     function metricsOf(uid) {
       var device = devices[uid];
       return device ? choices.types[String(device.type)] || [] : [];
@@ -245,6 +244,29 @@
         metricSelect.appendChild(option);
       });
     }
+    deviceSelect.addEventListener("change", fillMetrics);
+    fillMetrics();
+    return { devices: devices, metricsOf: metricsOf, deviceSelect: deviceSelect, metricSelect: metricSelect };
+  }
+
+  var statForm = document.querySelector("[data-stat-picker]");
+  if (statForm) {
+    var stat = picker(statForm);
+    statForm.addEventListener("submit", function () {
+      statForm.querySelector("[data-stat-series]").value = stat.deviceSelect.value + ":" + stat.metricSelect.value;
+    });
+  }
+
+  // ----------------------------------------------------------------------------------------------- the builder
+
+  function builder(figure, form) {
+    var initial = jsonFrom("chart-config");
+    var pick = picker(form);
+    var deviceSelect = pick.deviceSelect;
+    var metricSelect = pick.metricSelect;
+    var list = form.querySelector("[data-series-list]");
+    var devices = pick.devices;
+    var metricsOf = pick.metricsOf;
     function picked() {
       return Array.prototype.map.call(list.querySelectorAll("input[name=series]"), function (input) {
         var value = input.value;
@@ -297,7 +319,6 @@
     function preview() {
       chart.load(current());
     }
-    deviceSelect.addEventListener("change", fillMetrics);
     form.querySelector("[data-add-series]").addEventListener("click", function () {
       addSeries(deviceSelect.value, metricSelect.value);
       preview();
@@ -305,7 +326,6 @@
     ["range", "range_start", "range_end", "aggregate", "resolution", "style"].forEach(function (name) {
       form.elements[name].addEventListener("change", preview);
     });
-    fillMetrics();
     ((initial && initial.series) || []).forEach(function (s) {
       addSeries(s.device, s.metric);
     });

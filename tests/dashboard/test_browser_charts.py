@@ -139,7 +139,8 @@ def test_bob_builds_a_chart_across_two_devices_saves_it_adds_it_to_a_dashboard_a
     page.wait_for_url("**/dashboards/*/")
     page.select_option("#add-chart", str(chart.pk))
     page.click("button[value=add_chart]")
-    page.select_option("#add-stat", "hp-a-2:supply_temp")
+    page.select_option("[data-stat-picker] [data-series-device]", "hp-a-2")
+    page.select_option("[data-stat-picker] [data-series-metric]", "supply_temp")
     page.click("button[value=add_stat]")
     board = Dashboard.objects.get(title="Bob's board")
     assert board.items.count() == 2
