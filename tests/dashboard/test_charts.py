@@ -13,8 +13,12 @@ from apps.alerts.models import AlertRule
 from apps.dashboard.chart_selectors import chart_list_for_user, dashboard_list_for_user
 from apps.dashboard.chart_services import chart_save, dashboard_chart_add, dashboard_save, dashboard_stat_add
 from apps.dashboard.models import SavedChart
+from apps.devices.services import user_grant_site
 from apps.telemetry.exports import export_create
+from apps.users.choices import Role
+from apps.users.services import user_set_role
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.users.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -219,3 +223,22 @@ def test_a_dashboard_page_makes_as_many_queries_for_eight_charts_as_for_one(clie
         chart = a_chart(bob, [(fleet["a1"], "supply_temp"), (fleet["a2"], "power")], title=f"Chart {n}")
         dashboard_chart_add(user=bob, dashboard=board, chart=chart)
     assert _queries(client, url) == one
+
+
+def test_a_private_chart_on_a_shared_dashboard_shows_to_its_owner_only(client, alice, fleet, organization, site_b):
+    dave = UserFactory(username="dave", organization=organization)  # a second viewer of site B
+    user_set_role(user=dave, role=Role.VIEWER)
+    user_grant_site(user=dave, site=site_b, operate=False)
+    board = dashboard_save(user=alice, title="Fleet", shared=True)
+    dashboard_chart_add(
+        user=alice, dashboard=board, chart=a_chart(alice, [(fleet["b1"], "power")], title="Alice's own")
+    )
+    dashboard_chart_add(
+        user=alice, dashboard=board, chart=a_chart(alice, [(fleet["b1"], "cop")], shared=True, title="Shared COP")
+    )
+    url = reverse("dashboard:dashboard-detail", args=[board.pk])
+    client.force_login(alice)
+    assert "Alice&#x27;s own" in client.get(url).content.decode()
+    client.force_login(dave)
+    page = client.get(url).content.decode()
+    assert "Shared COP" in page and "Alice&#x27;s own" not in page
