@@ -242,3 +242,36 @@ def test_a_private_chart_on_a_shared_dashboard_shows_to_its_owner_only(client, a
     client.force_login(dave)
     page = client.get(url).content.decode()
     assert "Shared COP" in page and "Alice&#x27;s own" not in page
+
+
+@pytest.mark.parametrize(
+    ("url_name", "body"),
+    [
+        ("dashboard:chart-new", {"title": "a\x00b", "series": ["hp-a-1:power"], "range": "24h"}),
+        ("dashboard:chart-new", {"title": "x", "series": ["hp-a-1\x00:power"], "range": "sometime"}),
+        ("dashboard:rule-backtest", {"name": "x", "kind": "no_data", "severity": "major", "silence": "99999999:00:00"}),
+        ("dashboard:rule-backtest", {"name": "x", "kind": "threshold", "severity": "major", "threshold": "nan"}),
+        ("dashboard:rule-new", {"name": "x", "kind": "rate_of_change", "severity": "major", "rate_delta": "1e999"}),
+        ("dashboard:dashboard-list", {"title": "\x00"}),
+    ],
+)
+def test_hostile_form_input_is_a_400_with_a_reason(client, bob, fleet, url_name, body):
+    client.force_login(bob)
+    response = client.post(reverse(url_name), body)
+    assert response.status_code == 400, response.content[:300]
+
+
+def test_hostile_dashboard_actions_are_refused_with_a_message(client, bob, fleet):
+    board = dashboard_save(user=bob, title="Board", shared=False)
+    url = reverse("dashboard:dashboard-detail", args=[board.pk])
+    client.force_login(bob)
+    for body, message in (
+        ({"action": "explode"}, "Unknown action."),
+        ({"action": "add_stat", "series": "hp-a-1\x00:power"}, "is not a series"),
+        ({"action": "add_stat", "series": "hp-b-1:power"}, "No such device among the devices you may see"),
+        ({"action": "remove", "item": "x"}, "No such item on this dashboard."),
+        ({"action": "up", "item": "99"}, "No such item on this dashboard."),
+    ):
+        response = client.post(url, body, follow=True)
+        assert response.status_code == 200 and message in response.content.decode(), body
+    assert not board.items.exists()
