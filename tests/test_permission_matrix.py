@@ -19,6 +19,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.alerts.models import Alert, AlertRule
+from apps.dashboard.chart_services import chart_save, dashboard_save, dashboard_stat_add
 from apps.devices.choices import MetricKind
 from apps.devices.models import DiscoveredDevice
 from apps.devices.services import api_key_issue
@@ -216,6 +217,12 @@ def world(request, alice, bob, carol, mallory, site_a, site_b, other_site):
     }
     for name in ("alice", "carol", "mallory"):
         api_token_create(user=objects["users"][name], name="script")
+    device_a = objects["a"]["device"]
+    objects["a"]["chart"] = chart_save(
+        user=bob, title="Mine", shared=False, series=[(device_a, "supply_temp")], range="24h"
+    )
+    objects["a"]["dashboard"] = dashboard_save(user=alice, title="Site A", shared=True)
+    dashboard_stat_add(user=alice, dashboard=objects["a"]["dashboard"], device=device_a, metric_key="supply_temp")
     return objects
 
 
@@ -381,6 +388,29 @@ PAGE_MATRIX = {
     ("alert-detail", "GET"): rows(READ_A, OWN_READS, anonymous=LOGIN),
     ("alert-acknowledge", "POST"): PAGE_ACTION_A,
     ("alert-resolve", "POST"): PAGE_ACTION_A,
+    ("chart-list", "GET"): PAGE_EVERYONE,
+    ("chart-new", "GET"): PAGE_EVERYONE,
+    ("chart-detail", "GET"): rows({"bob": 200}, anonymous=LOGIN),  # bob's private chart of a site A series
+    ("dashboard-list", "GET"): PAGE_EVERYONE,
+    ("dashboard-detail", "GET"): rows(READ_A, anonymous=LOGIN),  # alice's shared dashboard of a site A series
+    ("export-list", "GET"): PAGE_EVERYONE,
+    ("rule-list", "GET"): PAGE_EVERYONE,
+    ("rule-new", "GET"): [
+        ("alice", None, 200),
+        ("bob", None, 200),
+        ("carol", None, 403),
+        ("mallory", None, 200),
+        ("anonymous", None, LOGIN),
+    ],
+    # The body is not a rule: 400 with the fields' messages for those who may manage rules somewhere.
+    ("rule-backtest", "POST"): [
+        ("alice", None, 400),
+        ("bob", None, 400),
+        ("carol", None, 403),
+        ("mallory", None, 400),
+        ("anonymous", None, LOGIN),
+    ],
+    ("rule-edit", "GET"): rows(READ_A, [("carol", "b", 403), ("mallory", "x", 200)], anonymous=LOGIN),
 }
 PAGE_CASES = [
     pytest.param(name, method, user, target, status, id=f"{name}-{method}-{user}-{target or 'none'}")
@@ -411,6 +441,12 @@ def test_dashboard_page_matrix(world, client, name, method, user, target, status
         kwargs = {"uid": world[target]["device"].uid}
     elif name.startswith("alert-") and name not in ("alert-list", "alert-rows"):
         kwargs = {"alert_id": world[target]["alert"].pk}
+    elif name == "chart-detail":
+        kwargs = {"chart_id": world[target]["chart"].pk}
+    elif name == "dashboard-detail":
+        kwargs = {"dashboard_id": world[target]["dashboard"].pk}
+    elif name == "rule-edit":
+        kwargs = {"rule_id": world[target]["rule"].pk}
     url = reverse(f"dashboard:{name}", kwargs=kwargs)
     response = client.post(url, {"note": "seen"}) if method == "POST" else client.get(url)
     assert response.status_code == status, response.content[:300]

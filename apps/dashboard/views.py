@@ -4,6 +4,7 @@ The site switcher's choice travels as ``?site=<id>`` (or ``all``) and is remembe
 pages keeps it; every page lists the sites it shows in ``<body data-sites>`` for the live-update script.
 """
 
+import datetime
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -21,6 +22,7 @@ from apps.alerts.filters import AlertFilterSet
 from apps.alerts.selectors import alert_get_for_user
 from apps.alerts.services import AlertStateError, alert_acknowledge, alert_resolve
 from apps.dashboard import selectors
+from apps.dashboard.chart_views import export_context
 from apps.dashboard.forms import AlertNoteForm, filter_form_for_page
 from apps.devices.filters import DeviceFilterSet
 from apps.devices.selectors import (
@@ -146,6 +148,13 @@ def device_detail(request, uid: str):
             ),
             "range_presets": RANGE_PRESETS,
             "switcher_action": reverse("dashboard:device-list"),
+            # The device's Export panel (issue 16): every metric, the last 24 h, raw readings by default.
+            **export_context(
+                series=[f"{device.uid}:{m.key}" for m in metrics if m.ts],  # metrics that ever reported
+                start=timezone.now() - datetime.timedelta(days=1),
+                end=timezone.now(),
+                interval="raw",
+            ),
         },
     )
 

@@ -169,6 +169,10 @@
           // A chart that cannot take the point keeps its data; the next range change reloads it.
         }
       }
+      // Saved charts and other listeners (saved_charts.js) take the same reading from an event.
+      document.dispatchEvent(
+        new CustomEvent("fieldwatch:reading", { detail: { device: uid, metric: metric, ts: tsMs, value: value } })
+      );
     });
     // A device that just reported is online (its status message may come from another process, or not at all
     // right after a listener restart); last seen is the arrival, which is now.
