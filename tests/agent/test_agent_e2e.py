@@ -5,12 +5,10 @@ and knows the platform only by the wire contract (fieldwatch_agent imports nothi
 the agent's disk bound, the oldest polls are the ones dropped, and the count reaches the platform in the heartbeat
 and the gateways page."""
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 
@@ -18,14 +16,13 @@ import pytest
 import yaml
 from django.urls import reverse
 from fieldwatch_agent.buffer import Buffer
-from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
-from pymodbus.server import ModbusTcpServer
+from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock
 
 from apps.devices.choices import UnknownMetricPolicy
 from apps.telemetry.models import LatestValue, Reading
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
+from tests.support.modbus import ModbusMeter
 from tests.support.mqtt import broker_logins, listener
-from tests.support.ports import free_port, wait_for_port
 from tests.support.processes import database_url, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -33,9 +30,9 @@ pytestmark = pytest.mark.e2e
 OUTAGE_S = 30
 
 
-class CountingMeter:
-    """pymodbus's TCP server whose holding registers 0-1 (uint32) count the reads of them: each poll gets a new
-    number, so the test knows exactly which polls the meter served."""
+class CountingMeter(ModbusMeter):
+    """A meter whose holding registers 0-1 (uint32) count the reads of them: each poll gets a new number, so the
+    test knows exactly which polls the meter served."""
 
     def __init__(self):
         meter = self
@@ -48,22 +45,7 @@ class CountingMeter:
                 return super().getValues(address, count)
 
         self.reads = 0
-        self.port = free_port()
-        device = ModbusDeviceContext(hr=Counter(0, [0] * 16))
-        self.context = ModbusServerContext(devices={1: device}, single=False)
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-
-        async def serve():
-            self.server = ModbusTcpServer(self.context, address=("127.0.0.1", self.port))
-            await self.server.serve_forever()
-
-        asyncio.run_coroutine_threadsafe(serve(), self.loop)
-        wait_for_port(self.port)
-
-    def close(self):
-        asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        super().__init__({1: ModbusDeviceContext(hr=Counter(0, [0] * 16))})
 
 
 @pytest.fixture
