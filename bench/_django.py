@@ -12,6 +12,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 sys.path.insert(0, str(REPO_ROOT))  # apps/, config/ and tests/support of this checkout
+sys.path.insert(0, str(REPO_ROOT / "agent" / "src"))  # this checkout's edge agent, whatever pip installed
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 # Forced, not defaulted, and in the environment so the listener, uvicorn and migrate children inherit it: with
 # DEBUG on every process keeps a log of its queries and the figures would include that cost.

@@ -382,6 +382,7 @@ PAGE_ACTION_A = rows({"alice": 302, "bob": 302}, [("carol", "b", 403), ("mallory
 PAGE_MATRIX = {
     ("overview", "GET"): PAGE_EVERYONE,
     ("device-list", "GET"): PAGE_EVERYONE,
+    ("gateway-list", "GET"): PAGE_EVERYONE,
     ("alert-list", "GET"): PAGE_EVERYONE,
     ("alert-rows", "GET"): PAGE_EVERYONE,
     ("device-detail", "GET"): rows(READ_A, OWN_READS, anonymous=LOGIN),
@@ -455,3 +456,4 @@ def test_dashboard_page_matrix(world, client, name, method, user, target, status
     if status == 200 and user in ("carol", "mallory"):
         # Nothing of site A appears on any page they can open.
         assert world["a"]["device"].uid.encode() not in response.content
+        assert f'data-gateway="{world["a"]["gateway"].uid}"'.encode() not in response.content

@@ -28,11 +28,12 @@ from apps.alerts.choices import OPEN_STATUSES, Severity
 from apps.alerts.models import Alert
 from apps.alerts.selectors import alert_list_for_user
 from apps.devices.choices import DeviceStatus
-from apps.devices.models import Device, MetricDefinition, Site
+from apps.devices.models import Device, Gateway, MetricDefinition, Site
 from apps.devices.selectors import (
     device_list_for_user,
     device_status_q,
     devices_with_status,
+    gateway_list_for_user,
     site_list_for_user,
     user_can_operate_site,
 )
@@ -225,3 +226,82 @@ def device_metrics(device: Device) -> list[LatestCell]:
     ]
     cells += [LatestCell(key, key, "", value, ts) for key, (value, ts) in sorted(latest.items())]
     return cells
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Gateways: the edge agent's health, from the heartbeat readings of the gateway's own device
+# ---------------------------------------------------------------------------------------------------------------------
+
+# The edge agent (agent/, fieldwatch-agent) reports its health as readings of a device of its own: these are the
+# metric keys of its heartbeat (agent/src/fieldwatch_agent/health.py, the wire contract; a test holds the two
+# together). A device attached to a gateway that reports the first of them is that gateway's agent.
+AGENT_HEARTBEAT_METRIC = "agent_buffer_depth"
+AGENT_HEALTH_METRICS = (
+    (AGENT_HEARTBEAT_METRIC, "Buffered", "readings"),
+    ("agent_buffer_oldest_age_s", "Oldest unsent", "s"),
+    ("agent_send_rate", "Send rate", "readings/s"),
+    ("agent_poll_errors", "Poll errors", ""),
+    ("agent_devices_failing", "Devices failing", ""),
+    ("agent_buffer_dropped_total", "Dropped", "readings"),
+)
+
+
+@dataclass
+class GatewayHealth:
+    """A gateway as its page row shows it: its devices, the newest arrival from any of them, and its agent's
+    heartbeat (``agent`` annotated with ``status_code``; None when no device of the gateway sends one)."""
+
+    gateway: Gateway
+    devices_total: int = 0
+    devices_online: int = 0
+    last_received: datetime.datetime | None = None
+    agent: Device | None = None
+    health: list[LatestCell] = field(default_factory=list)
+
+
+def gateway_list_for_scope(scope: SiteScope) -> QuerySet[Gateway]:
+    """The gateways of the shown sites (``gateway_list_for_user``), by site and name."""
+    return gateway_list_for_user(user=scope.user).filter(site_id__in=scope.ids).order_by("site__name", "name", "id")
+
+
+def gateway_health_list(gateways: list[Gateway], *, scope: SiteScope, now: datetime.datetime) -> list[GatewayHealth]:
+    """Each gateway's devices, newest arrival and agent heartbeat: three statements for a whole page of gateways.
+
+    The agent is the gateway's device that reports ``AGENT_HEARTBEAT_METRIC``; its status is the device status rule
+    (``devices_with_status``), so a gateway whose heartbeats stop is offline after its device type's
+    ``offline_after``. Should two devices of one gateway send heartbeats, the one heard from last is shown.
+    """
+    rows = {gateway.id: GatewayHealth(gateway) for gateway in gateways}
+    devices = scope.devices.filter(gateway_id__in=rows)
+    counts = (
+        devices.order_by()
+        .values("gateway_id")
+        .annotate(
+            total=Count("id"),
+            online=Count("id", filter=device_status_q(DeviceStatus.ONLINE, now)),
+            last_received=Max("last_seen"),
+        )
+    )
+    for count in counts:
+        row = rows[count["gateway_id"]]
+        row.devices_total, row.devices_online = count["total"], count["online"]
+        row.last_received = count["last_received"]
+    agents = devices_with_status(devices.filter(series__metric_key=AGENT_HEARTBEAT_METRIC), now=now).order_by(
+        F("last_seen").asc(nulls_first=True), "id"
+    )
+    for agent in agents:  # ascending: the device heard from last wins
+        rows[agent.gateway_id].agent = agent
+    agent_ids = [row.agent.id for row in rows.values() if row.agent is not None]
+    latest = {
+        (device_id, key): (value, ts)
+        for device_id, key, value, ts in LatestValue.objects.filter(
+            series__device_id__in=agent_ids, series__metric_key__in=[key for key, _, _ in AGENT_HEALTH_METRICS]
+        ).values_list("series__device_id", "series__metric_key", "value", "ts")
+    }
+    for row in rows.values():
+        if row.agent is not None:
+            row.health = [
+                LatestCell(key, label, unit, *latest.get((row.agent.id, key), (None, None)))
+                for key, label, unit in AGENT_HEALTH_METRICS
+            ]
+    return list(rows.values())

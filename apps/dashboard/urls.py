@@ -1,13 +1,14 @@
 from django.urls import path
 
 from apps.core import converters  # noqa: F401  (registers <segment:...>: a path segment without NUL)
-from apps.dashboard import chart_views, export_views, rule_views, views
+from apps.dashboard import chart_views, export_views, gateway_views, rule_views, views
 
 app_name = "dashboard"
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("devices/", views.device_list, name="device-list"),
     path("devices/<segment:uid>/", views.device_detail, name="device-detail"),
+    path("gateways/", gateway_views.gateway_list, name="gateway-list"),
     path("alerts/", views.alert_list, name="alert-list"),
     path("alerts/rows", views.alert_rows, name="alert-rows"),
     path("alerts/<int:alert_id>/", views.alert_detail, name="alert-detail"),

@@ -1,28 +1,28 @@
 """The edge agent against the real platform: a Modbus meter polled at 10 readings/s, the project's Mosquitto (logins
 only) stopped for 30 s, the agent killed with SIGKILL while it drains the backlog, the real listener writing to
 PostgreSQL. Every poll the meter served is stored exactly once, in poll order; the agent runs as its own process
-and knows the platform only by the wire contract (fieldwatch_agent imports nothing of apps/)."""
+and knows the platform only by the wire contract (fieldwatch_agent imports nothing of apps/). When an outage fills
+the agent's disk bound, the oldest polls are the ones dropped, and the count reaches the platform in the heartbeat
+and the gateways page."""
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 
 import pytest
 import yaml
+from django.urls import reverse
 from fieldwatch_agent.buffer import Buffer
-from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
-from pymodbus.server import ModbusTcpServer
+from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock
 
 from apps.devices.choices import UnknownMetricPolicy
-from apps.telemetry.models import Reading
+from apps.telemetry.models import LatestValue, Reading
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, GatewayFactory, MetricDefinitionFactory
+from tests.support.modbus import ModbusMeter
 from tests.support.mqtt import broker_logins, listener
-from tests.support.ports import free_port, wait_for_port
 from tests.support.processes import database_url, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -30,9 +30,9 @@ pytestmark = pytest.mark.e2e
 OUTAGE_S = 30
 
 
-class CountingMeter:
-    """pymodbus's TCP server whose holding registers 0-1 (uint32) count the reads of them: each poll gets a new
-    number, so the test knows exactly which polls the meter served."""
+class CountingMeter(ModbusMeter):
+    """A meter whose holding registers 0-1 (uint32) count the reads of them: each poll gets a new number, so the
+    test knows exactly which polls the meter served."""
 
     def __init__(self):
         meter = self
@@ -45,22 +45,7 @@ class CountingMeter:
                 return super().getValues(address, count)
 
         self.reads = 0
-        self.port = free_port()
-        device = ModbusDeviceContext(hr=Counter(0, [0] * 16))
-        self.context = ModbusServerContext(devices={1: device}, single=False)
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-
-        async def serve():
-            self.server = ModbusTcpServer(self.context, address=("127.0.0.1", self.port))
-            await self.server.serve_forever()
-
-        asyncio.run_coroutine_threadsafe(serve(), self.loop)
-        wait_for_port(self.port)
-
-    def close(self):
-        asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        super().__init__({1: ModbusDeviceContext(hr=Counter(0, [0] * 16))})
 
 
 @pytest.fixture
@@ -77,7 +62,7 @@ def fleet(transactional_db, site_a):
     }
 
 
-def _agent_config(tmp_path, meter, broker, prefix, password) -> str:
+def _agent_config(tmp_path, meter, broker, prefix, password, buffer: dict | None = None) -> str:
     (tmp_path / "counter.yaml").write_text(
         yaml.safe_dump(
             {
@@ -93,7 +78,7 @@ def _agent_config(tmp_path, meter, broker, prefix, password) -> str:
         )
     )
     config = {
-        "buffer": {"path": str(tmp_path / "buffer.sqlite3")},
+        "buffer": {"path": str(tmp_path / "buffer.sqlite3"), **(buffer or {})},
         "sink": {
             "kind": "mqtt",
             "url": broker.url,
@@ -190,3 +175,69 @@ def test_outage_and_kill_9_mid_backlog_store_every_poll_exactly_once(broker, fle
     beats = Reading.objects.filter(series__device=fleet["agent"], series__metric_key="agent_buffer_depth")
     assert beats.filter(value__gte=100).exists(), "the heartbeat reports the backlog"
     print(f"served {served} polls, stored {len(stored)}, missing {sorted(missing)}, kill at {stored_at_kill} stored")
+
+
+BOUND = 40  # readings the buffer may hold: an 8 s outage at 10 polls/s (and its heartbeats) overflows it
+
+
+def _buffer_stats(tmp_path):
+    buffer = Buffer(tmp_path / "buffer.sqlite3", read_only=True)
+    stats = buffer.stats()
+    buffer.close()
+    return stats
+
+
+def _buffer_left(tmp_path) -> set[int]:
+    buffer = Buffer(tmp_path / "buffer.sqlite3", read_only=True)
+    left = {int(item.reading.values["seq"]) for item in buffer.oldest(10_000) if item.reading.device == "fm-agent-e2e"}
+    buffer.close()
+    return left
+
+
+def test_disk_bound_drops_the_oldest_counted_in_the_heartbeat_and_on_the_gateways_page(
+    broker, fleet, tmp_path, client, bob
+):
+    prefix = f"fwagent{uuid.uuid4().hex[:6]}"
+    passwords = broker_logins(broker, prefix, fleet["gateway"])
+    process = listener(broker.url, prefix, database_url()).start()
+    meter = CountingMeter()
+    config = _agent_config(tmp_path, meter, broker, prefix, passwords["gw-agent-e2e"], buffer={"max_readings": BOUND})
+    log = open(tmp_path / "agent.log", "ab")  # noqa: SIM115 - the agent's output for the whole test
+    dropped = LatestValue.objects.filter(series__device=fleet["agent"], series__metric_key="agent_buffer_dropped_total")
+    broker.stop()
+    agent = _start_agent(config, log)
+    try:
+        time.sleep(8)  # ~80 polls and 4 heartbeats against a bound of 40
+        broker.start()
+        served_at_return = meter.reads
+        agent_log = tmp_path / "agent.log"
+        assert wait_until(lambda: dropped.filter(value__gt=0).exists(), timeout=30), agent_log.read_text()
+        # The backlog that survived the bound is drained (100 readings/s) up to the polls of the broker's return.
+        assert wait_until(lambda: max(_stored_seqs(fleet["meter"]), default=0) >= served_at_return, timeout=30)
+        # Drops stop once the backlog is under the bound; a later heartbeat brings the final count to the platform.
+        assert wait_until(lambda: dropped.get().value == _buffer_stats(tmp_path).dropped_total, timeout=30)
+        agent.terminate()
+        assert agent.wait(20) == 0
+        time.sleep(1)  # the listener's last flush
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        meter.close()
+        process.terminate()
+        log.close()
+
+    stored = [int(value) for value in _stored_seqs(fleet["meter"])]
+    assert stored == sorted(set(stored))  # once each, in poll order
+    missing = sorted(set(range(1, meter.reads + 1)) - set(stored) - _buffer_left(tmp_path))
+    # Exactly the oldest polls were dropped, and the heartbeat counted at least those (heartbeats are dropped too).
+    assert missing and missing == list(range(1, len(missing) + 1)), missing
+    reported = dropped.get().value
+    assert reported == _buffer_stats(tmp_path).dropped_total >= len(missing)
+    assert "buffer full" in (tmp_path / "agent.log").read_text()
+
+    # The operator sees the drops on the gateways page, in the agent's cell of the gateway's row.
+    client.force_login(bob)
+    html = client.get(reverse("dashboard:gateway-list"), {"site": "all"}).content.decode()
+    cell = 'data-latest="gw-agent-e2e-agent:agent_buffer_dropped_total" data-health="agent_buffer_dropped_total">'
+    assert f"{cell}{int(reported)}<" in html
+    print(f"served {meter.reads} polls, stored {len(stored)}, dropped the oldest {len(missing)}, reported {reported}")

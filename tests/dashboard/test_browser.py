@@ -15,15 +15,12 @@ import pytest
 from apps.alerts.choices import Operator, RuleKind
 from apps.alerts.models import AlertRule
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.support.browser import SCREENSHOTS, WIDTHS, log_in, text_of, wait_js, wait_live
 from tests.support.mqtt import ListenerProcess, Publisher, broker_logins
-from tests.support.processes import REPO_ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "correct horse battery staple"  # tests.users.factories.UserFactory's
 LIVE_WITHIN = 2.0
-WIDTHS = (1280, 390)
-SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 
 
 @pytest.fixture
@@ -69,45 +66,11 @@ def mqtt(fleet, broker, live_env):
     process.close()
 
 
-def log_in(page, username: str) -> None:
-    page.goto("/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form button[type=submit], form input[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
-
-
-def wait_js(page, expression: str, arg=None, timeout: float = 10.0) -> float:
-    """Poll ``expression`` (a JS expression or function of ``arg``) until truthy; return the seconds it took.
-
-    Not ``page.wait_for_function``: its in-page polling compiles the predicate with eval, which the dashboard's
-    Content-Security-Policy (script-src 'self') rightly forbids; ``page.evaluate`` goes through the DevTools
-    protocol instead.
-    """
-    started = time.monotonic()
-    while True:
-        if page.evaluate(expression, arg):
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"not true within {timeout} s: {expression}")
-        time.sleep(0.02)
-
-
-def wait_live(page) -> None:
-    wait_js(page, "document.getElementById('live-status').textContent === 'Live'")
-    # The subscription is answered before any group message can arrive: wait for it, not for a sleep.
-    wait_js(page, "window.fieldwatchLive && window.fieldwatchLive.received.some(m => m.type === 'subscribed')")
-
-
 def received(page, device_uid: str) -> list:
     return page.evaluate(
         "uid => (window.fieldwatchLive ? window.fieldwatchLive.received : []).filter(m => m.device === uid)",
         device_uid,
     )
-
-
-def text_of(page, selector: str) -> str:
-    return page.locator(selector).first.inner_text().strip()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

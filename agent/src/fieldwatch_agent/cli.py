@@ -15,7 +15,7 @@ from fieldwatch_agent.buffer import Buffer
 from fieldwatch_agent.config import AgentConfig, ModbusRtuSourceConfig, ModbusTcpSourceConfig, load_config
 from fieldwatch_agent.decoding import DataType
 from fieldwatch_agent.modbus import ReadError, make_client, plan_device, read_span
-from fieldwatch_agent.probe import decode_all_orders, verdict
+from fieldwatch_agent.probe import decode_all_orders, metric_range_from_platform, verdict
 from fieldwatch_agent.registers import ReadSpan, RegisterTable
 from fieldwatch_agent.sinks import SinkError, make_sink
 
@@ -42,8 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("--register", required=True, type=int, help="protocol address (0-based)")
     probe.add_argument("--table", choices=[t.value for t in RegisterTable if not t.is_bits])
     probe.add_argument("--type", choices=["int32", "uint32", "float32", "float64"])
-    probe.add_argument("--min", type=float, help="plausible minimum (default: the register map's)")
-    probe.add_argument("--max", type=float, help="plausible maximum (default: the register map's)")
+    probe.add_argument("--min", type=float, help="plausible minimum (default: Fieldwatch's, else the register map's)")
+    probe.add_argument("--max", type=float, help="plausible maximum (default: Fieldwatch's, else the register map's)")
+    probe.add_argument("--platform", help="Fieldwatch's address (https://...): take the range from the device's type")
+    probe.add_argument("--token-file", help="a file holding a personal API token (fwt_..., read scope) for --platform")
+    probe.add_argument("--metric", help="the metric to take the range of (default: the register map's at --register)")
+    probe.add_argument("--ca-file", help="CA bundle for an https --platform")
 
     args = parser.parse_args(argv)
     try:
@@ -173,8 +177,16 @@ def _probe(args) -> int:
     if data_type.registers < 2:
         raise ValueError(f"{data_type} has no word order to probe; give --type")
     table = RegisterTable(args.table or (known.table if known else "holding"))
-    low = args.min if args.min is not None else (known.min if known else None)
-    high = args.max if args.max is not None else (known.max if known else None)
+    low, high, source_of_range = (known.min, known.max, "the register map") if known else (None, None, "none")
+    metric = args.metric or (known.metric if known else None)
+    if args.platform:
+        if not args.token_file or not metric:
+            raise ValueError("--platform needs --token-file, and --metric for a register the map does not name")
+        token = Path(args.token_file).read_text().strip()
+        low, high = metric_range_from_platform(args.platform, token, args.device, metric, ca_file=args.ca_file)
+        source_of_range = f"Fieldwatch's device type of {args.device}"
+    if args.min is not None or args.max is not None:
+        low, high, source_of_range = args.min, args.max, "the command line"
     scale, offset = (known.scale, known.offset) if known else (1.0, 0.0)
     client = make_client(source)
     if not client.connect():
@@ -189,7 +201,10 @@ def _probe(args) -> int:
         client.close()
     label = f" ({known.metric})" if known else ""
     print(f"{args.device} {table} {args.register}{label} as {data_type}: registers {[f'0x{w:04X}' for w in words]}")
-    print(f"plausible range: {low if low is not None else '-inf'} .. {high if high is not None else '+inf'}")
+    print(
+        f"plausible range: {low if low is not None else '-inf'} .. {high if high is not None else '+inf'}"
+        f" (from {source_of_range})"
+    )
     results = decode_all_orders(words, data_type, low=low, high=high, scale=scale, offset=offset)
     for result in results:
         print(f"  {result.order}  {result.value!r:>26}  {'<- plausible' if result.plausible else ''}")
