@@ -163,6 +163,9 @@ class SiteForm(forms.ModelForm):
             "latitude",
             "longitude",
             "emission_factor_kg_per_kwh",
+            "tariff_currency",
+            "tariff_flat_price",
+            "tariff_bands",
         )
         widgets = {"timezone": TimezoneInput}
 
@@ -190,6 +193,8 @@ class SiteAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
         "address",
         ("latitude", "longitude"),
         "emission_factor_kg_per_kwh",
+        ("tariff_currency", "tariff_flat_price"),
+        "tariff_bands",
         "created_at",
     )
     readonly_fields = ("created_at",)
@@ -214,7 +219,7 @@ class SiteAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
 # ---------------------------------------------------------------------------------------------------------------------
 class MetricDefinitionInline(admin.TabularInline):
     model = MetricDefinition
-    fields = ("key", "display_name", "unit", "kind", "min_value", "max_value")
+    fields = ("key", "display_name", "unit", "kind", "min_value", "max_value", "role")
     extra = 0
 
 

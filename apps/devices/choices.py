@@ -29,3 +29,13 @@ class MetricNaming(models.TextChoices):
 
     FIELD = "field", "The field key (cpu,device=x usage=1 -> usage)"
     MEASUREMENT_FIELD = "measurement_field", "Measurement and field key (cpu,device=x usage=1 -> cpu_usage)"
+
+
+class MetricRole(models.TextChoices):
+    """What a metric measures for the heat-pump efficiency figures (COP over time, seasonal performance factor and
+    degree days); at most one metric of a device type plays each role."""
+
+    NONE = "", "—"
+    HEAT_OUTPUT = "heat_output", "Heat output (power or heat meter register)"
+    ELECTRICAL_INPUT = "electrical_input", "Electrical input (power or energy register)"
+    OUTDOOR_TEMPERATURE = "outdoor_temperature", "Outdoor temperature (°C, for degree days)"
