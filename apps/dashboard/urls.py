@@ -1,7 +1,7 @@
 from django.urls import path
 
 from apps.core import converters  # noqa: F401  (registers <segment:...>: a path segment without NUL)
-from apps.dashboard import views
+from apps.dashboard import energy_views, views
 
 app_name = "dashboard"
 urlpatterns = [
@@ -13,4 +13,8 @@ urlpatterns = [
     path("alerts/<int:alert_id>/", views.alert_detail, name="alert-detail"),
     path("alerts/<int:alert_id>/acknowledge", views.alert_acknowledge_view, name="alert-acknowledge"),
     path("alerts/<int:alert_id>/resolve", views.alert_resolve_view, name="alert-resolve"),
+    path("energy/", energy_views.energy_home, name="energy"),
+    path("energy/sites/<int:site_id>/", energy_views.site_energy, name="site-energy"),
+    path("energy/sites/<int:site_id>/heat-pumps/", energy_views.heat_pumps, name="heat-pumps"),
+    path("energy/devices/<segment:uid>/", energy_views.device_energy, name="device-energy"),
 ]

@@ -156,6 +156,7 @@ class Bucket:
     start: datetime.datetime  # aware, in the site's zone
     kwh: float = 0.0
     cost: float | None = None
+    co2e_kg: float = 0.0
 
 
 def fold(hourly: list[tuple[datetime.datetime, float]], *, period: str, tz: str, tariff: Tariff | None) -> list[Bucket]:
@@ -237,6 +238,8 @@ def energy_report(
     current, previous = hourly(window.start, window.end), hourly(window.previous_start, window.previous_end)
     buckets = fold(current.points, period=window.period, tz=tz, tariff=tariff)
     previous_buckets = fold(previous.points, period=window.period, tz=tz, tariff=tariff)
+    for bucket in buckets:
+        bucket.co2e_kg = bucket.kwh * emission_factor
     return EnergyReport(
         window=window,
         buckets=buckets,
