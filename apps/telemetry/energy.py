@@ -214,7 +214,7 @@ class EnergyReport:
 
 def _cost(buckets: list[Bucket]) -> float | None:
     costs = [bucket.cost for bucket in buckets]
-    return None if not costs or any(cost is None for cost in costs) else sum(costs)
+    return None if any(cost is None for cost in costs) else sum(costs)
 
 
 def energy_report(
