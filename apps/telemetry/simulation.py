@@ -118,6 +118,8 @@ def totalizer_rate_bound(device: SimDevice, key: str) -> float:
     """The most a totalizer can grow per hour in this simulation (units of the metric per hour)."""
     if device.profile == HEAT_PUMP and key == "energy_kwh":
         return _rated_heat_kw(device.uid) / MIN_COP
+    if device.profile == HEAT_PUMP and key == "heat_kwh":
+        return _rated_heat_kw(device.uid) * 1.2
     if device.profile == FLOW_METER and key == "volume_m3":
         return _nominal_flow(device.uid) * 1.3
     if device.profile == ENERGY_METER and key == "energy_import_kwh":
@@ -240,6 +242,9 @@ def _heat_pump(device, state, *, ts, dt, hour, day, weekday, spike_probability) 
     power = _rated_heat_kw(device.uid) * modulation / cop if running else STANDBY_KW
     spread = 4 + 2 * modulation if running else 1.0
     state.totals["energy_kwh"] = state.totals.get("energy_kwh", 0.0) + power * dt / 3600
+    # The heat meter: what the compressor delivers (electricity times COP), nothing in standby.
+    heat = power * cop if running else 0.0
+    state.totals["heat_kwh"] = state.totals.get("heat_kwh", 0.0) + heat * dt / 3600
 
     values = {
         "supply_temp": round(supply, 2),
@@ -248,6 +253,7 @@ def _heat_pump(device, state, *, ts, dt, hour, day, weekday, spike_probability) 
         "power_kw": round(power * (1 + rng.gauss(0, 0.01)) if running else power, 3),
         "compressor_on": int(running),
         "energy_kwh": round(state.totals["energy_kwh"], 3),
+        "heat_kwh": round(state.totals["heat_kwh"], 3),
     }
     if running:  # a COP means nothing while the compressor stands still; real controllers send none
         values["cop"] = round(cop + rng.gauss(0, 0.05), 2)

@@ -74,7 +74,8 @@ def test_the_energy_page_shows_the_kwh_and_co2e_the_api_answers_for_the_same_ran
     assert "raw readings" in page.text_content("[data-figure=source]")
 
     window = energy.window_for("7d", now=timezone.now(), tz=site.timezone)
-    span = f"start={window.start.isoformat().replace('+00:00', 'Z')}&end={timezone.now().isoformat().replace('+00:00', 'Z')}"
+    start, end = (moment.isoformat().replace("+00:00", "Z") for moment in (window.start, timezone.now()))
+    span = f"start={start}&end={end}"
     power = _api_total(page, f"/api/v1/devices/hp-a-1/energy?metric=power_kw&interval=1d&{span}", "energy_kwh")
     register = _api_total(page, f"/api/v1/devices/em-a-1/volume?metric=energy_import_kwh&interval=1d&{span}", "volume")
     assert power > 0 and register > 0

@@ -41,7 +41,7 @@ def test_second_run_creates_nothing_new():
             "Site": 2,
             "Gateway": 2,
             "DeviceType": 3,
-            "MetricDefinition": 14,
+            "MetricDefinition": 15,
             "Device": 24,
             "User": 3,
             "ApiKey": 2,
