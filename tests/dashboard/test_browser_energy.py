@@ -10,8 +10,8 @@ from django.utils import timezone
 from apps.devices.choices import MetricKind, MetricRole
 from apps.telemetry import energy
 from apps.telemetry.models import Reading, Series
-from tests.dashboard.test_browser import SCREENSHOTS, WIDTHS, log_in
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.support.browser import SCREENSHOTS, WIDTHS, log_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
