@@ -62,6 +62,13 @@
     });
   }
 
+  // The labels drawn are also left on the chart's element (data-y-ticks), as the canvas holds them only as pixels.
+  function yTicks(chart, splits) {
+    var labels = tickLabels(splits);
+    chart.el.setAttribute("data-y-ticks", labels.join("|"));
+    return labels;
+  }
+
   function tickAxisSize(u, values) {
     var longest = (values || []).reduce(function (n, text) { return Math.max(n, String(text).length); }, 0);
     return Math.max(48, longest * 7 + 18);
@@ -110,7 +117,7 @@
           },
         },
       },
-      axes: [{}, { size: tickAxisSize, values: function (u, splits) { return tickLabels(splits); } }],
+      axes: [{}, { size: tickAxisSize, values: function (u, splits) { return yTicks(chart, splits); } }],
       legend: { live: true },
     };
     if (bands) options.bands = bands;

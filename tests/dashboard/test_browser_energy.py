@@ -117,3 +117,26 @@ def test_every_energy_page_renders_at_desktop_and_phone_width_without_errors(ope
             page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
             overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
             assert overflow <= 1, f"{name} scrolls sideways at {width} px"
+
+
+def test_a_large_totalizer_chart_labels_its_y_ticks_distinctly(open_page, energy_fleet):
+    """The energy meter's register stands at about 800,375 kWh and moves by a fraction of a kWh over the chart's
+    hour: each y tick must still read differently (it showed "800,375" five times)."""
+    series = Series.objects.get(device=energy_fleet["meter"], metric_key="energy_import_kwh")
+    Reading.objects.filter(series=series).delete()
+    now = timezone.now()
+    Reading.objects.bulk_create(
+        [
+            Reading(series=series, ts=now - datetime.timedelta(minutes=60 - minute), value=800_375 + minute * 0.01)
+            for minute in range(60)
+        ]
+    )
+    page = open_page(1280)
+    log_in(page, "bob")
+    page.goto("/devices/em-a-1/")
+    chart = page.locator('[data-chart][data-metric="energy_import_kwh"][data-y-ticks]')
+    chart.wait_for(state="attached")
+    labels = [label for label in chart.get_attribute("data-y-ticks").split("|") if label]
+    assert len(labels) >= 3
+    assert len(set(labels)) == len(labels), labels
+    assert all(label.startswith("800,37") for label in labels), labels
