@@ -140,3 +140,19 @@ def test_a_large_totalizer_chart_labels_its_y_ticks_distinctly(open_page, energy
     assert len(labels) >= 3
     assert len(set(labels)) == len(labels), labels
     assert all(label.startswith("800,37") for label in labels), labels
+
+
+def test_the_energy_page_takes_in_new_readings_without_a_reload(open_page, energy_fleet):
+    site = energy_fleet["site"]
+    page = open_page(1280)
+    log_in(page, "bob")
+    page.goto(f"/energy/sites/{site.id}/?preset=24h")
+    before = float(page.get_attribute("[data-figure=kwh]", "data-value"))
+    series = Series.objects.get(device=energy_fleet["meter"], metric_key="energy_import_kwh")
+    last = Reading.objects.filter(series=series).order_by("-ts").first()
+    Reading.objects.create(series=series, ts=last.ts + datetime.timedelta(seconds=30), value=last.value + 12.5)
+    # What the page's minute timer calls (waiting a minute in a test proves nothing more).
+    page.evaluate("window.fieldwatchEnergy.refresh()")
+    page.locator("body[data-energy-refreshed]").wait_for(state="attached")
+    after = float(page.get_attribute("[data-figure=kwh]", "data-value"))
+    assert after == pytest.approx(before + 12.5)
