@@ -142,8 +142,8 @@ def test_register_volume_counts_the_reset_from_zero_and_the_advance_across_the_g
     assert body["series"][0]["total"] == {"volume": pytest.approx(REGISTER_KWH)}
 
 
-@pytest.mark.parametrize("raw_retention_days", [3650, 1])
-def test_energy_report_prices_time_of_use_bands_in_local_hours_from_raw_and_from_rollups(pump, raw_retention_days):
+@pytest.mark.parametrize("resolution", ["raw", "1h"])
+def test_energy_report_prices_time_of_use_bands_in_local_hours_from_raw_and_from_rollups(pump, resolution):
     power = MetricDefinition.objects.get(device_type=pump.device_type, key="power")
     series_id = Series.objects.get(device=pump, metric_key="power").id
     now = DAY_END + datetime.timedelta(days=1)  # 28 October 00:00 in Berlin: the 7-day window covers the 26th
@@ -154,9 +154,10 @@ def test_energy_report_prices_time_of_use_bands_in_local_hours_from_raw_and_from
         emission_factor=0.38,
         tariff=site_tariff(pump.site),
         now=now,
-        raw_retention_days=raw_retention_days,
+        raw_retention_days=3650,
+        resolution=resolution,
     )
-    assert report.resolution == ("raw" if raw_retention_days > 1 else "1h")
+    assert report.resolution == resolution
     day = next(bucket for bucket in report.buckets if bucket.start == DAY_START.astimezone(BERLIN))
     assert day.kwh == pytest.approx(POWER_KWH)
     assert day.cost == pytest.approx(POWER_COST)
