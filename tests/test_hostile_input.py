@@ -80,6 +80,11 @@ GET_PROBES = [
     (f"{STATISTICS}&end=0001-01-01T00:00Z", "end"),
     (f"{STATISTICS}&start={HUGE}", "start"),
     (f"{STATISTICS}&end=99999999999999", "end"),
+    # Derived figures: an unknown resolution, an unknown interval, sub-hour buckets over a range read from rollups.
+    (f"{ENERGY}&resolution=5m", "resolution"),
+    (f"{ENERGY}&interval=2w", "interval"),
+    (f"{VOLUME}&interval=15m&start=2001-01-01T00:00Z&end=2001-01-02T00:00Z", "interval"),
+    (f"{ENERGY}&interval=1m&resolution=1h", "interval"),
     # NUL in query parameters.
     ("/api/v1/devices/hp-a-001/energy?metric=%00", "metric"),
     ("/api/v1/devices/hp-a-001/statistics?metrics=%00", "metrics"),

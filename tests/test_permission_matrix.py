@@ -412,6 +412,10 @@ PAGE_MATRIX = {
         ("anonymous", None, LOGIN),
     ],
     ("rule-edit", "GET"): rows(READ_A, [("carol", "b", 403), ("mallory", "x", 200)], anonymous=LOGIN),
+    ("energy", "GET"): [(user, None, 302) for user in USERS[:-1]] + [("anonymous", None, LOGIN)],
+    ("site-energy", "GET"): rows(READ_A, OWN_READS, anonymous=LOGIN),
+    ("heat-pumps", "GET"): rows(READ_A, OWN_READS, anonymous=LOGIN),
+    ("device-energy", "GET"): rows(READ_A, OWN_READS, anonymous=LOGIN),
 }
 PAGE_CASES = [
     pytest.param(name, method, user, target, status, id=f"{name}-{method}-{user}-{target or 'none'}")
@@ -438,8 +442,10 @@ def test_dashboard_page_matrix(world, client, name, method, user, target, status
     if user != "anonymous":
         client.force_login(world["users"][user])
     kwargs = {}
-    if name == "device-detail":
+    if name in ("device-detail", "device-energy"):
         kwargs = {"uid": world[target]["device"].uid}
+    elif name in ("site-energy", "heat-pumps"):
+        kwargs = {"site_id": world[target]["device"].site_id}
     elif name.startswith("alert-") and name not in ("alert-list", "alert-rows"):
         kwargs = {"alert_id": world[target]["alert"].pk}
     elif name == "chart-detail":

@@ -8,8 +8,9 @@ import time
 import pytest
 import yaml
 from agent_servers import AgentProcess, Recorder, wait_until
-from conftest import GATEWAY, GATEWAY_PASSWORD, READER, READER_PASSWORD
 from fieldwatch_agent.buffer import Buffer, Reading
+
+from conftest import GATEWAY, GATEWAY_PASSWORD, READER, READER_PASSWORD
 
 POLL_INTERVAL_S = 0.1  # 10 readings per second
 

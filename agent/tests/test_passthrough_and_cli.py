@@ -9,11 +9,12 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from agent_servers import free_port, wait_until
-from conftest import GATEWAY, GATEWAY_PASSWORD, READER, READER_PASSWORD
 from fieldwatch_agent.buffer import Buffer
 from fieldwatch_agent.cli import main
 from fieldwatch_agent.config import HttpPassThroughConfig, MqttPassThroughConfig
 from fieldwatch_agent.passthrough import HttpPassThrough, MqttPassThrough
+
+from conftest import GATEWAY, GATEWAY_PASSWORD, READER, READER_PASSWORD
 
 
 @pytest.fixture

@@ -3,10 +3,11 @@ ingest endpoint answering as the platform does (202, 413, 400, 401, 429 with Ret
 
 import pytest
 from agent_servers import Mosquitto, Recorder, wait_until
-from conftest import GATEWAY, GATEWAY_PASSWORD, READER, READER_PASSWORD
 from fieldwatch_agent.buffer import Buffer, Reading
 from fieldwatch_agent.config import HttpSinkConfig, MqttSinkConfig
 from fieldwatch_agent.sinks import HttpSink, MqttSink
+
+from conftest import GATEWAY, GATEWAY_PASSWORD, READER, READER_PASSWORD
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 from django.urls import path
 
 from apps.core import converters  # noqa: F401  (registers <segment:...>: a path segment without NUL)
-from apps.dashboard import chart_views, export_views, gateway_views, rule_views, views
+from apps.dashboard import chart_views, energy_views, export_views, gateway_views, rule_views, views
 
 app_name = "dashboard"
 urlpatterns = [
@@ -25,4 +25,8 @@ urlpatterns = [
     path("rules/new", rule_views.rule_new, name="rule-new"),
     path("rules/backtest", rule_views.rule_backtest_view, name="rule-backtest"),
     path("rules/<int:rule_id>/", rule_views.rule_edit, name="rule-edit"),
+    path("energy/", energy_views.energy_home, name="energy"),
+    path("energy/sites/<int:site_id>/", energy_views.site_energy, name="site-energy"),
+    path("energy/sites/<int:site_id>/heat-pumps/", energy_views.heat_pumps, name="heat-pumps"),
+    path("energy/devices/<segment:uid>/", energy_views.device_energy, name="device-energy"),
 ]

@@ -212,15 +212,19 @@ def alert_rows(request):
     except ValueError:
         limit = ALERTS_PER_PAGE
     if "limit" in request.GET:
-        rows = list(alerts[:limit])
+        rows, total = list(alerts[:limit]), None
     else:
-        rows = list(_page(Paginator(alerts, ALERTS_PER_PAGE), request).object_list)
+        page = _page(Paginator(alerts, ALERTS_PER_PAGE), request)
+        rows, total = list(page.object_list), page.paginator.count
     response = render(
         request,
         "dashboard/_alert_rows.html",
         {"alerts": rows, "operable_site_ids": scope.operable_site_ids, "next": _safe_next(request, "next")},
     )
     response["Cache-Control"] = "no-store"
+    if total is not None:
+        # The alert list's "N alerts" follows its rows (live.js); the overview's short lists have no count.
+        response["X-Total-Count"] = str(total)
     return response
 
 

@@ -163,6 +163,9 @@ class SiteForm(forms.ModelForm):
             "latitude",
             "longitude",
             "emission_factor_kg_per_kwh",
+            "tariff_currency",
+            "tariff_flat_price",
+            "tariff_bands",
         )
         widgets = {"timezone": TimezoneInput}
 
@@ -191,6 +194,8 @@ class SiteAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
         ("latitude", "longitude"),
         "emission_factor_kg_per_kwh",
         "discovery_policy",
+        ("tariff_currency", "tariff_flat_price"),
+        "tariff_bands",
         "created_at",
     )
     readonly_fields = ("created_at",)
@@ -215,7 +220,7 @@ class SiteAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
 # ---------------------------------------------------------------------------------------------------------------------
 class MetricDefinitionInline(admin.TabularInline):
     model = MetricDefinition
-    fields = ("key", "display_name", "unit", "kind", "min_value", "max_value")
+    fields = ("key", "display_name", "unit", "kind", "min_value", "max_value", "role")
     extra = 0
 
 

@@ -37,3 +37,13 @@ class DiscoveryPolicy(models.TextChoices):
     REJECT = "reject", "Reject: dead-letter them as unknown_device"
     DISCOVER = "discover", "Discover: dead-letter them and list the device under Discovered devices"
     AUTO_REGISTER = "auto_register", "Auto-register: create the device with the gateway's type and store them"
+
+
+class MetricRole(models.TextChoices):
+    """What a metric measures for the heat-pump efficiency figures (COP over time, seasonal performance factor and
+    degree days); at most one metric of a device type plays each role."""
+
+    NONE = "", "—"
+    HEAT_OUTPUT = "heat_output", "Heat output (power or heat meter register)"
+    ELECTRICAL_INPUT = "electrical_input", "Electrical input (power or energy register)"
+    OUTDOOR_TEMPERATURE = "outdoor_temperature", "Outdoor temperature (°C, for degree days)"

@@ -8,7 +8,7 @@ import datetime
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from apps.devices.choices import MetricKind
+from apps.devices.choices import MetricKind, MetricRole
 from apps.users.choices import Role
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -24,6 +24,7 @@ class MetricSpec:
     kind: MetricKind
     min_value: float | None
     max_value: float | None
+    role: MetricRole = MetricRole.NONE
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,12 @@ HEAT_PUMP = DeviceTypeSpec(
     metrics=(
         MetricSpec("supply_temp", "Supply temperature", "°C", _GAUGE, 0.0, 95.0),
         MetricSpec("return_temp", "Return temperature", "°C", _GAUGE, 0.0, 90.0),
-        MetricSpec("outdoor_temp", "Outdoor temperature", "°C", _GAUGE, -40.0, 50.0),
+        MetricSpec("outdoor_temp", "Outdoor temperature", "°C", _GAUGE, -40.0, 50.0, MetricRole.OUTDOOR_TEMPERATURE),
         MetricSpec("power_kw", "Electrical power", "kW", _GAUGE, 0.0, 30.0),
         MetricSpec("cop", "Coefficient of performance", "", _GAUGE, 0.0, 10.0),
         MetricSpec("compressor_on", "Compressor running", "", _STATE, 0.0, 1.0),
-        MetricSpec("energy_kwh", "Electrical energy", "kWh", _TOTALIZER, 0.0, 1e9),
+        MetricSpec("energy_kwh", "Electrical energy", "kWh", _TOTALIZER, 0.0, 1e9, MetricRole.ELECTRICAL_INPUT),
+        MetricSpec("heat_kwh", "Heat delivered", "kWh", _TOTALIZER, 0.0, 1e9, MetricRole.HEAT_OUTPUT),
     ),
 )
 FLOW_METER = DeviceTypeSpec(
@@ -189,8 +191,26 @@ ALERT_RULES = (
         },
     },
     {
+        "name": "Flow rate jump",
+        "device_type": "Flow meter",
+        "fields": {
+            "kind": "rate_of_change",
+            "severity": "minor",
+            "metric_key": "flow_rate",
+            "rate_direction": "either",
+            "rate_delta": 4.0,
+            "rate_window": datetime.timedelta(minutes=1),
+        },
+    },
+    {
         "name": "Heat pump silent",
         "device_type": "Heat pump",
         "fields": {"kind": "no_data", "severity": "major", "metric_key": "", "silence": datetime.timedelta(minutes=5)},
     },
 )
+
+# Every seeded rule escalates by this policy: at once to the on-call address (the development email backend prints
+# the message in make run's console), again after 2 minutes if nobody acknowledged.
+ESCALATION_POLICY = "Demo on-call"
+ESCALATION_CHANNEL = {"name": "Demo on-call email", "email_to": "oncall@acme.example"}
+ESCALATION_DELAYS = (datetime.timedelta(0), datetime.timedelta(minutes=2))

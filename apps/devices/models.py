@@ -11,7 +11,15 @@ from django.utils import timezone
 
 from apps.core.credentials import SecretCredential
 from apps.core.validators import DurationRangeValidator
-from apps.devices.choices import DeviceStatus, DiscoveryPolicy, MetricKind, MetricNaming, UnknownMetricPolicy
+from apps.devices.choices import (
+    DeviceStatus,
+    DiscoveryPolicy,
+    MetricKind,
+    MetricNaming,
+    MetricRole,
+    UnknownMetricPolicy,
+)
+from apps.devices.energy import ENERGY_UNITS, POWER_UNITS, TEMPERATURE_UNITS, WEEKDAYS, tariff_bands_parse
 from apps.devices.validators import (
     validate_external_id,
     validate_json_schema,
@@ -72,6 +80,29 @@ class Site(ConstraintErrorsOnFields, models.Model):
         default=DiscoveryPolicy.REJECT,
         help_text="What readings for an unregistered device do, for gateways of the site that do not say otherwise.",
     )
+    tariff_currency = models.CharField(
+        "tariff currency",
+        max_length=3,
+        default="EUR",
+        validators=[RegexValidator(r"^[A-Z]{3}$", "An ISO 4217 code such as EUR, GBP or USD.")],
+    )
+    tariff_flat_price = models.DecimalField(
+        "flat price per kWh",
+        max_digits=8,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="Energy cost per kWh; empty: the energy pages show no cost (unless bands cover every hour).",
+    )
+    tariff_bands = models.JSONField(
+        "time-of-use bands",
+        default=list,
+        blank=True,
+        validators=[tariff_bands_parse],
+        help_text='Prices by local hour in the site\'s time zone, overriding the flat price: [{"from": "07:00", '
+        '"to": "22:00", "price": 0.32, "weekdays": [0, 1, 2, 3, 4]}] (whole hours; weekdays 0 = Monday, '
+        "optional).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -93,6 +124,11 @@ class Site(ConstraintErrorsOnFields, models.Model):
                 name="site_emission_factor_not_negative",
                 violation_error_message="The emission factor cannot be negative.",
             ),
+            models.CheckConstraint(
+                condition=Q(tariff_flat_price__isnull=True) | Q(tariff_flat_price__gte=0),
+                name="site_tariff_flat_price_not_negative",
+                violation_error_message="The flat price cannot be negative.",
+            ),
         ]
         permissions = [("operate_site", "Can acknowledge alerts and manage alert rules on the site")]
 
@@ -101,10 +137,25 @@ class Site(ConstraintErrorsOnFields, models.Model):
         "site_latitude_range": "latitude",
         "site_longitude_range": "longitude",
         "site_emission_factor_not_negative": "emission_factor_kg_per_kwh",
+        "site_tariff_flat_price_not_negative": "tariff_flat_price",
     }
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        super().clean()
+        if self.tariff_flat_price is not None:
+            return
+        try:
+            bands = tariff_bands_parse(self.tariff_bands)
+        except ValidationError:
+            return  # the field's own validator reports it
+        covered = {(day, hour) for band in bands for day in band.weekdays for hour in range(band.start, band.end)}
+        if bands and len(covered) < len(WEEKDAYS) * 24:
+            raise ValidationError(
+                {"tariff_flat_price": "Time-of-use bands that leave hours uncovered need a flat price for those hours."}
+            )
 
 
 class DeviceType(ConstraintErrorsOnFields, models.Model):
@@ -163,11 +214,22 @@ class MetricDefinition(ConstraintErrorsOnFields, models.Model):
     # Plausible range: readings outside it are rejected at ingest (catches Modbus word-order garbage).
     min_value = models.FloatField(null=True, blank=True)
     max_value = models.FloatField(null=True, blank=True)
+    role = models.CharField(
+        max_length=20,
+        choices=MetricRole.choices,
+        default=MetricRole.NONE,
+        blank=True,
+        help_text="For heat-pump efficiency: heat output and electrical input (a power metric in W/kW/MW or an energy "
+        "totalizer in Wh/kWh/MWh), outdoor temperature (°C).",
+    )
 
     class Meta:
         ordering = ["device_type", "key"]
         constraints = [
             models.UniqueConstraint(fields=["device_type", "key"], name="metric_key_unique_per_device_type"),
+            models.UniqueConstraint(
+                fields=["device_type", "role"], condition=~Q(role=""), name="metric_role_unique_per_device_type"
+            ),
             models.CheckConstraint(
                 condition=Q(min_value__isnull=True)
                 | Q(max_value__isnull=True)
@@ -177,10 +239,39 @@ class MetricDefinition(ConstraintErrorsOnFields, models.Model):
             ),
         ]
 
-    constraint_fields = {"metric_key_unique_per_device_type": "key", "metric_min_not_above_max": "min_value"}
+    constraint_fields = {
+        "metric_key_unique_per_device_type": "key",
+        "metric_min_not_above_max": "min_value",
+        "metric_role_unique_per_device_type": "role",
+    }
 
     def __str__(self):
         return f"{self.key} ({self.unit})" if self.unit else self.key
+
+    def clean(self):
+        super().clean()
+        if self.role in (MetricRole.HEAT_OUTPUT, MetricRole.ELECTRICAL_INPUT) and not self.is_energy_source:
+            raise ValidationError(
+                {
+                    "role": "Heat output and electrical input need a power gauge in W, kW or MW, or an energy "
+                    "totalizer in Wh, kWh or MWh."
+                }
+            )
+        if self.role == MetricRole.OUTDOOR_TEMPERATURE and self.unit not in TEMPERATURE_UNITS:
+            raise ValidationError({"role": "Outdoor temperature needs a metric in °C."})
+
+    @property
+    def is_power(self) -> bool:
+        return self.kind == MetricKind.GAUGE and self.unit in POWER_UNITS
+
+    @property
+    def is_energy_register(self) -> bool:
+        return self.kind == MetricKind.TOTALIZER and self.unit in ENERGY_UNITS
+
+    @property
+    def is_energy_source(self) -> bool:
+        """Energy can be derived from it: integrated from power, or differenced from a register."""
+        return self.is_power or self.is_energy_register
 
 
 class Gateway(models.Model):

@@ -11,14 +11,20 @@ from django.core.cache import cache
 from django.db.models import OuterRef, Q, Subquery
 
 from apps.core.time import epoch_ms
-from apps.devices.choices import MetricKind
+from apps.devices.choices import MetricKind, MetricRole
+from apps.devices.energy import POWER_UNITS, site_tariff
 from apps.devices.models import Device, MetricDefinition
-from apps.devices.selectors import device_get_for_user, device_list_for_user, user_configures_organization
-from apps.telemetry import queries
+from apps.devices.selectors import (
+    device_get_for_user,
+    device_list_for_user,
+    site_list_for_user,
+    user_configures_organization,
+)
+from apps.telemetry import energy, queries
 from apps.telemetry.derived import (
-    POWER_UNITS,
     DerivedBuckets,
     bucket_zone,
+    derived_plan,
     energy_buckets,
     statistics_compute,
     volume_buckets,
@@ -179,12 +185,33 @@ def _device_metrics(device, keys: list[str]) -> tuple[dict[str, MetricDefinition
     return definitions, series_ids
 
 
-def device_energy_for_user(
-    *, user, uid: str, metric: str, start: datetime.datetime, end: datetime.datetime, interval: str, tz: str
-) -> dict:
-    """kWh and CO2e (the site's emission factor) per bucket and in total from a power metric of a visible device.
+def _source(result: DerivedBuckets, plan) -> dict:
+    """Where a derived figure came from, as the API and the pages say it."""
+    return {
+        "resolution": plan.resolution,
+        "raw_from": epoch_ms(plan.split) if plan.split else None,
+        "covered_start": epoch_ms(plan.start),
+        "covered_end": epoch_ms(plan.end),
+    }
 
-    Raises ``DeviceNotFound``, ``MetricNotFound``, and ``MetricUnsuitable`` for a metric not in W, kW or MW.
+
+def device_energy_for_user(
+    *,
+    user,
+    uid: str,
+    metric: str,
+    start: datetime.datetime,
+    end: datetime.datetime,
+    interval: str,
+    tz: str,
+    resolution: str = "auto",
+    now: datetime.datetime | None = None,
+) -> dict:
+    """kWh and CO2e (the site's emission factor) per bucket and in total from a power metric of a visible device,
+    from raw readings or hourly rollups (``derived.derived_plan``).
+
+    Raises ``DeviceNotFound``, ``MetricNotFound``, ``MetricUnsuitable`` for a metric not in W, kW or MW, and
+    ``derived.IntervalNeedsRaw``.
     """
     device = _visible_device(user=user, uid=uid)
     definitions, series_ids = _device_metrics(device, [metric])
@@ -193,9 +220,23 @@ def device_energy_for_user(
     if unit not in POWER_UNITS:
         raise MetricUnsuitable(f"{metric!r} is in {unit or 'no unit'!r}; energy needs a power metric in W, kW or MW.")
     factor = float(device.site.emission_factor_kg_per_kwh)
+    plan = derived_plan(
+        start=start,
+        end=end,
+        interval=interval,
+        now=now,
+        raw_retention_days=device.device_type.raw_retention_days,
+        resolution=resolution,
+    )
     result = (
         energy_buckets(
-            series_id=series_id, unit_factor=POWER_UNITS[unit], start=start, end=end, interval=interval, tz=tz
+            series_id=series_id,
+            unit_factor=POWER_UNITS[unit],
+            start=start,
+            end=end,
+            interval=interval,
+            tz=tz,
+            plan=plan,
         )
         if series_id is not None
         else DerivedBuckets()
@@ -205,6 +246,7 @@ def device_energy_for_user(
         "end": epoch_ms(end),
         "interval": interval,
         "tz": bucket_zone(interval, tz),
+        **_source(result, plan),
         "emission_factor_kg_per_kwh": factor,
         "series": [
             {
@@ -221,19 +263,38 @@ def device_energy_for_user(
 
 
 def device_volume_for_user(
-    *, user, uid: str, metric: str, start: datetime.datetime, end: datetime.datetime, interval: str, tz: str
+    *,
+    user,
+    uid: str,
+    metric: str,
+    start: datetime.datetime,
+    end: datetime.datetime,
+    interval: str,
+    tz: str,
+    resolution: str = "auto",
+    now: datetime.datetime | None = None,
 ) -> dict:
-    """Consumption per bucket and in total from a totalizer metric of a visible device (counter resets handled).
+    """Consumption per bucket and in total from a totalizer metric of a visible device (counter resets handled),
+    from raw readings or hourly rollups.
 
-    Raises ``DeviceNotFound``, ``MetricNotFound``, and ``MetricUnsuitable`` for a metric that is not a totalizer.
+    Raises ``DeviceNotFound``, ``MetricNotFound``, ``MetricUnsuitable`` for a metric that is not a totalizer, and
+    ``derived.IntervalNeedsRaw``.
     """
     device = _visible_device(user=user, uid=uid)
     definitions, series_ids = _device_metrics(device, [metric])
     definition, series_id = definitions.get(metric), series_ids.get(metric)
     if definition is None or definition.kind != MetricKind.TOTALIZER:
         raise MetricUnsuitable(f"{metric!r} is not a totalizer metric.")
+    plan = derived_plan(
+        start=start,
+        end=end,
+        interval=interval,
+        now=now,
+        raw_retention_days=device.device_type.raw_retention_days,
+        resolution=resolution,
+    )
     result = (
-        volume_buckets(series_id=series_id, start=start, end=end, interval=interval, tz=tz)
+        volume_buckets(series_id=series_id, start=start, end=end, interval=interval, tz=tz, plan=plan)
         if series_id is not None
         else DerivedBuckets()
     )
@@ -242,6 +303,7 @@ def device_volume_for_user(
         "end": epoch_ms(end),
         "interval": interval,
         "tz": bucket_zone(interval, tz),
+        **_source(result, plan),
         "series": [
             {
                 "device": device.uid,
@@ -305,3 +367,103 @@ def dead_letter_list_for_user(*, user):
     if not user_configures_organization(user=user):
         return queryset.none()
     return dead_letters_scope(queryset, user.organization_id)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Energy pages: a site's or a device's electricity, and a site's heat pumps
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def site_get_for_user(*, user, site_id: int):
+    """A site the user may see, or None."""
+    return site_list_for_user(user=user).filter(id=site_id).first()
+
+
+def _definitions_by_type(type_ids) -> dict[int, list[MetricDefinition]]:
+    by_type: dict[int, list[MetricDefinition]] = {}
+    for definition in MetricDefinition.objects.filter(device_type_id__in=set(type_ids)).order_by("device_type", "key"):
+        by_type.setdefault(definition.device_type_id, []).append(definition)
+    return by_type
+
+
+def _series_ids(devices) -> dict[tuple[int, str], int]:
+    return {
+        (device_id, key): series_id
+        for series_id, device_id, key in Series.objects.filter(device__in=devices).values_list(
+            "id", "device_id", "metric_key"
+        )
+    }
+
+
+def _electrical_sources(devices) -> list[tuple[int, MetricDefinition]]:
+    """Each device's electricity series (``energy.electrical_source``) that has reported, in three statements."""
+    by_type = _definitions_by_type(device.device_type_id for device in devices)
+    series = _series_ids(devices)
+    sources = []
+    for device in devices:
+        definition = energy.electrical_source(by_type.get(device.device_type_id, []))
+        series_id = series.get((device.id, definition.key)) if definition else None
+        if series_id is not None:
+            sources.append((series_id, definition))
+    return sources
+
+
+def _report(devices, *, site, preset: str, now) -> energy.EnergyReport:
+    retention = [device.device_type.raw_retention_days for device in devices if device.device_type.raw_retention_days]
+    return energy.energy_report(
+        sources=_electrical_sources(devices),
+        preset=preset,
+        tz=site.timezone,
+        emission_factor=float(site.emission_factor_kg_per_kwh),
+        tariff=site_tariff(site),
+        now=now,
+        raw_retention_days=min(retention) if retention else None,
+    )
+
+
+def site_energy_report_for_user(*, user, site_id: int, preset: str, now: datetime.datetime):
+    """The electricity of every device of a visible site (``energy.energy_report``), or None for a site the user
+    may not see."""
+    site = site_get_for_user(user=user, site_id=site_id)
+    if site is None:
+        return None
+    devices = list(device_list_for_user(user=user).filter(site=site, is_active=True).select_related("device_type"))
+    return site, _report(devices, site=site, preset=preset, now=now)
+
+
+def device_energy_report_for_user(*, user, uid: str, preset: str, now: datetime.datetime):
+    """The electricity of one visible device, or None."""
+    device = device_get_for_user(user=user, uid=uid)
+    if device is None:
+        return None
+    return device, _report([device], site=device.site, preset=preset, now=now)
+
+
+def site_heat_pumps_for_user(*, user, site_id: int, preset: str, now: datetime.datetime):
+    """The site's heat pumps (devices whose type marks a heat output metric), ranked worst seasonal performance
+    factor first over the preset's window, with degree days where an outdoor temperature is marked; None for a site
+    the user may not see."""
+    site = site_get_for_user(user=user, site_id=site_id)
+    if site is None:
+        return None
+    devices = list(device_list_for_user(user=user).filter(site=site, is_active=True).select_related("device_type"))
+    by_type = _definitions_by_type(device.device_type_id for device in devices)
+    series = _series_ids(devices)
+    pumps = []
+    for device in devices:
+        definitions = by_type.get(device.device_type_id, [])
+        heat = energy.role_source(definitions, MetricRole.HEAT_OUTPUT)
+        if heat is None:
+            continue
+        electrical = energy.electrical_source([d for d in definitions if d.role != MetricRole.HEAT_OUTPUT])
+        outdoor = energy.role_source(definitions, MetricRole.OUTDOOR_TEMPERATURE)
+
+        def source(definition, device=device):
+            series_id = series.get((device.id, definition.key)) if definition else None
+            return (series_id, definition) if series_id is not None else None
+
+        outdoor_id = series.get((device.id, outdoor.key)) if outdoor else None
+        pumps.append((device, source(heat), source(electrical), outdoor_id))
+    window = energy.window_for(preset, now=now, tz=site.timezone)
+    figures, plan = energy.heat_pump_figures(pumps=pumps, start=window.start, end=window.end, tz=site.timezone, now=now)
+    return site, window, figures, plan

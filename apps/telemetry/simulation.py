@@ -35,6 +35,16 @@ TOTALIZER_EPOCH = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC).timestamp()
 MAX_STEP_SECONDS = 600.0
 STANDBY_KW = 0.03
 MIN_COP = 1.8
+# A flow meter now and then sees a burst (a flushing valve opens): +5 m³/h for 1-3 minutes, which the seeded
+# "flow rate jump" rule (over 4 m³/h within a minute) catches.
+FLOW_BURST_M3H = 5.0
+# Demo events: one heat pump goes quiet this often, for longer than the seeded 5-minute "silent" rule, then reports
+# again; the first supply-temperature spike and the first silence come soon after the start, so a fresh `make run`
+# shows alerts opening, escalating and clearing within minutes.
+SILENCE_EVERY_S = 600.0
+SILENCE_S = (360.0, 480.0)
+FIRST_SPIKE_AFTER_S = 30.0
+FIRST_SILENCE_AFTER_S = 60.0
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -94,6 +104,7 @@ class DeviceState:
     compressor_until: float = 0.0  # epoch seconds of the next compressor switch
     supply_temp: float | None = None
     overheat_until: float = 0.0  # epoch seconds; a supply temperature spike for alert demos runs until then
+    burst_until: float = 0.0  # epoch seconds; a flow meter's burst runs until then
 
 
 def uid_fraction(uid: str, salt: str = "") -> float:
@@ -118,6 +129,8 @@ def totalizer_rate_bound(device: SimDevice, key: str) -> float:
     """The most a totalizer can grow per hour in this simulation (units of the metric per hour)."""
     if device.profile == HEAT_PUMP and key == "energy_kwh":
         return _rated_heat_kw(device.uid) / MIN_COP
+    if device.profile == HEAT_PUMP and key == "heat_kwh":
+        return _rated_heat_kw(device.uid) * 1.2
     if device.profile == FLOW_METER and key == "volume_m3":
         return _nominal_flow(device.uid) * 1.3
     if device.profile == ENERGY_METER and key == "energy_import_kwh":
@@ -240,6 +253,9 @@ def _heat_pump(device, state, *, ts, dt, hour, day, weekday, spike_probability) 
     power = _rated_heat_kw(device.uid) * modulation / cop if running else STANDBY_KW
     spread = 4 + 2 * modulation if running else 1.0
     state.totals["energy_kwh"] = state.totals.get("energy_kwh", 0.0) + power * dt / 3600
+    # The heat meter: what the compressor delivers (electricity times COP), nothing in standby.
+    heat = power * cop if running else 0.0
+    state.totals["heat_kwh"] = state.totals.get("heat_kwh", 0.0) + heat * dt / 3600
 
     values = {
         "supply_temp": round(supply, 2),
@@ -248,6 +264,7 @@ def _heat_pump(device, state, *, ts, dt, hour, day, weekday, spike_probability) 
         "power_kw": round(power * (1 + rng.gauss(0, 0.01)) if running else power, 3),
         "compressor_on": int(running),
         "energy_kwh": round(state.totals["energy_kwh"], 3),
+        "heat_kwh": round(state.totals["heat_kwh"], 3),
     }
     if running:  # a COP means nothing while the compressor stands still; real controllers send none
         values["cop"] = round(cop + rng.gauss(0, 0.05), 2)
@@ -260,6 +277,10 @@ def _flow_meter(device, state, *, ts, dt, hour, day, weekday, spike_probability)
     flow = min(max(flow, 0.0), nominal * 1.3)
     if flow < 0.03 * nominal:  # nobody draws water: the meter reads exactly zero
         flow = 0.0
+    if ts >= state.burst_until and state.rng.random() < spike_probability:
+        state.burst_until = ts + state.rng.uniform(60, 180)
+    if ts < state.burst_until:
+        flow += FLOW_BURST_M3H
     state.totals["volume_m3"] = state.totals.get("volume_m3", 0.0) + flow * dt / 3600
     seasonal = -math.cos(2 * math.pi * (day - 20) / 365.25)
     return {
@@ -488,6 +509,7 @@ class Simulation:
         spike_probability: float = 0.0005,
         gateway_batch_size: int = 6,
         gateway_max_age_s: float = 5.0,
+        silence_every_s: float = SILENCE_EVERY_S,
     ):
         if not devices:
             raise ValueError("Nothing to simulate: no devices.")
@@ -506,14 +528,50 @@ class Simulation:
         self.via_gateway = 0
         self.bad: Counter[BadKind] = Counter()
         self._next = 0
+        # Demo events (heat pumps only: the seeded rules are theirs). 0 disables the silences.
+        self.silence_every_ms = silence_every_s * 1000
+        self.silenced = 0  # readings not sent because their device was silent
+        self.silences: list[tuple[str, int, int]] = []  # (uid, from ms, until ms)
+        self._pumps = [device for device in self.devices if device.profile == HEAT_PUMP]
+        self._started_ms: int | None = None
+        self._first_spike_due = spike_probability > 0 and bool(self._pumps)
 
-    def tick(self, now_ms: int) -> list[tuple[str, bytes]]:
-        device = self.devices[self._next % len(self.devices)]
-        self._next += 1
+    def _state(self, device: SimDevice, now_ms: int) -> DeviceState:
         state = self.states.get(device.uid)
         if state is None:
             # As if the previous reading were a second ago, so the first one integrates a plausible step.
             state = self.states[device.uid] = state_initial(device, ts_ms=now_ms - 1000, seed=self.seed)
+        return state
+
+    def _demo_events(self, now_ms: int) -> None:
+        """Start the first spike soon after the start, and a silence every ``silence_every_ms`` (heat pumps in
+        turn)."""
+        if self._started_ms is None:
+            self._started_ms = now_ms
+        elapsed_ms = now_ms - self._started_ms
+        if self._first_spike_due and elapsed_ms >= FIRST_SPIKE_AFTER_S * 1000:
+            self._first_spike_due = False
+            self._state(self._pumps[0], now_ms).overheat_until = now_ms / 1000 + self.rng.uniform(150, 240)
+        if not self.silence_every_ms or not self._pumps:
+            return
+        due = FIRST_SILENCE_AFTER_S * 1000 + len(self.silences) * self.silence_every_ms
+        if elapsed_ms >= due:
+            pump = self._pumps[(len(self.silences) + 1) % len(self._pumps)]
+            until = now_ms + int(self.rng.uniform(*SILENCE_S) * 1000)
+            self.silences.append((pump.uid, now_ms, until))
+
+    def silent(self, uid: str, now_ms: int) -> bool:
+        # Silences never overlap (each is shorter than the interval between them): only the latest can be running.
+        return any(silent_uid == uid and start <= now_ms < until for silent_uid, start, until in self.silences[-1:])
+
+    def tick(self, now_ms: int) -> list[tuple[str, bytes]]:
+        device = self.devices[self._next % len(self.devices)]
+        self._next += 1
+        self._demo_events(now_ms)
+        if self.silent(device.uid, now_ms):
+            self.silenced += 1
+            return self._old_batches(now_ms)
+        state = self._state(device, now_ms)
         ts_ms, values = reading_next(device, state, ts_ms=now_ms, spike_probability=self.spike_probability)
         self.readings += 1
 
@@ -531,10 +589,14 @@ class Simulation:
                 messages.append(self._flush_gateway(device.gateway_uid))
         else:
             messages.append(device_message(self.prefix, uid, ts_ms, values))
-        for gateway_uid, (opened_at, _) in list(self.batches.items()):
-            if now_ms - opened_at >= self.gateway_max_age_ms:
-                messages.append(self._flush_gateway(gateway_uid))
-        return messages
+        return messages + self._old_batches(now_ms)
+
+    def _old_batches(self, now_ms: int) -> list[tuple[str, bytes]]:
+        return [
+            self._flush_gateway(gateway_uid)
+            for gateway_uid, (opened_at, _) in list(self.batches.items())
+            if now_ms - opened_at >= self.gateway_max_age_ms
+        ]
 
     def flush(self) -> list[tuple[str, bytes]]:
         """The gateway batches still open (at shutdown)."""

@@ -349,6 +349,8 @@ QUERY_MAX_SERIES = 50
 QUERY_DEFAULT_MAX_POINTS = 1000
 # Energy: gaps between power readings longer than this are not bridged by the trapezoidal rule.
 ENERGY_MAX_GAP_SECONDS = env_int("ENERGY_MAX_GAP_SECONDS", 900)
+# Derived figures (energy, volume) over longer ranges, or older than raw retention, come from hourly rollups.
+DERIVED_RAW_MAX_DAYS = env_int("DERIVED_RAW_MAX_DAYS", 31)
 # Where raw days are archived before retention drops them (a path in the default storage).
 ARCHIVE_PREFIX = env("ARCHIVE_PREFIX", "archive/readings")
 

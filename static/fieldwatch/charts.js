@@ -42,6 +42,38 @@
     return unit ? text + " " + unit : text;
   }
 
+  // Y ticks: as many decimals as the tick step needs, so ticks are distinct however large the values (a totalizer
+  // at 800,375 kWh with 0.2 kWh steps reads 800,375.2 / 800,375.4 ..., not 800,375 five times).
+  function tickDecimals(splits) {
+    var step = splits.length > 1 ? Math.abs(splits[1] - splits[0]) : 0;
+    if (!(step > 0) || !isFinite(step)) return 0;
+    for (var d = 0; d < 6; d++) {
+      var scaled = step * Math.pow(10, d);
+      if (Math.abs(scaled - Math.round(scaled)) < 1e-6 * Math.max(1, scaled)) return d;
+    }
+    return 6;
+  }
+
+  function tickLabels(splits) {
+    var decimals = tickDecimals(splits);
+    return splits.map(function (v) {
+      if (v === null || v === undefined || !isFinite(v)) return "";
+      return v.toLocaleString(undefined, { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
+    });
+  }
+
+  // The labels drawn are also left on the chart's element (data-y-ticks), as the canvas holds them only as pixels.
+  function yTicks(chart, splits) {
+    var labels = tickLabels(splits);
+    chart.el.setAttribute("data-y-ticks", labels.join("|"));
+    return labels;
+  }
+
+  function tickAxisSize(u, values) {
+    var longest = (values || []).reduce(function (n, text) { return Math.max(n, String(text).length); }, 0);
+    return Math.max(48, longest * 7 + 18);
+  }
+
   function setStatus(chart, text) {
     if (chart.statusEl) chart.statusEl.textContent = text;
   }
@@ -85,7 +117,7 @@
           },
         },
       },
-      axes: [{}, { size: 72, values: function (u, splits) { return splits.map(function (v) { return formatValue(v, ""); }); } }],
+      axes: [{}, { size: tickAxisSize, values: function (u, splits) { return yTicks(chart, splits); } }],
       legend: { live: true },
     };
     if (bands) options.bands = bands;

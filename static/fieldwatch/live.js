@@ -133,6 +133,18 @@
     });
   }
 
+  // A latest value's "at": the reading's own time, as the page renders it (UTC, HH:MM:SS).
+  function setLatestAt(key, tsMs) {
+    if (!isFinite(tsMs)) {
+      return;
+    }
+    var iso = new Date(tsMs).toISOString();
+    each("data-latest-at", key, function (element) {
+      element.setAttribute("datetime", iso);
+      element.textContent = iso.slice(11, 19);
+    });
+  }
+
   function bumpCounter(name, delta) {
     var nodes = document.querySelectorAll('[data-counter="' + name + '"]');
     for (var i = 0; i < nodes.length; i++) {
@@ -161,6 +173,7 @@
       each("data-latest", uid + ":" + metric, function (element) {
         element.textContent = formatReading(value);
       });
+      setLatestAt(uid + ":" + metric, tsMs);
       var charts = window.fieldwatchCharts;
       if (charts && typeof charts.append === "function") {
         try {
@@ -203,6 +216,18 @@
     }
   }
 
+  // The alert list's "N alerts": the rows partial says how many match its filters.
+  function setAlertCount(header) {
+    var count = parseInt(header, 10);
+    if (!isFinite(count)) {
+      return;
+    }
+    var nodes = document.querySelectorAll("[data-alert-count]");
+    for (var i = 0; i < nodes.length; i++) {
+      nodes[i].textContent = count + (count === 1 ? " alert" : " alerts");
+    }
+  }
+
   function refreshAlertList(tbody) {
     var url = tbody.getAttribute("data-alert-list-url");
     if (!url || !window.fetch) {
@@ -211,7 +236,11 @@
     window
       .fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
       .then(function (response) {
-        return response.ok ? response.text() : null;
+        if (!response.ok) {
+          return null;
+        }
+        setAlertCount(response.headers.get("X-Total-Count"));
+        return response.text();
       })
       .then(function (html) {
         if (html !== null) {
@@ -286,6 +315,7 @@
             each("data-latest", uid + ":" + item.metric, function (element) {
               element.textContent = formatReading(item.value);
             });
+            setLatestAt(uid + ":" + item.metric, item.ts);
           });
         })
         .catch(function () {

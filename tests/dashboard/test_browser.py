@@ -7,6 +7,7 @@ device, no acknowledge button, and her websocket never carries Site A data; the 
 restart. Every page is screenshot at 1280 and 390 px (test-artifacts/screenshots/) and no page logs an error.
 """
 
+import datetime
 import time
 import uuid
 
@@ -95,6 +96,11 @@ def test_a_reading_published_over_mqtt_appears_on_the_open_device_page_within_2_
     assert elapsed < LIVE_WITHIN
     assert text_of(page, '[data-latest="hp-a-1:cop"]') == "3.9"
     assert text_of(page, '[data-status="hp-a-1"]') == "Online"
+    # The "at" column follows: the reading's own time (published as now), as the page renders it (UTC).
+    at = page.locator('[data-latest-at="hp-a-1:supply_temp"]')
+    shown = datetime.datetime.fromisoformat(at.get_attribute("datetime"))
+    assert abs(shown - datetime.datetime.now(datetime.UTC)) < datetime.timedelta(seconds=LIVE_WITHIN + 1)
+    assert at.inner_text() == shown.strftime("%H:%M:%S")
     print(f"\nMQTT publish -> value on the page: {elapsed * 1000:.0f} ms")
 
 
@@ -114,6 +120,7 @@ def test_an_alert_opened_by_a_reading_appears_live_and_is_acknowledged_from_the_
     wait_live(page)
     rows = "tbody[data-alert-list] tr[data-alert-id]"
     assert page.locator(rows).count() == 0
+    assert text_of(page, "[data-alert-count]") == "0 alerts"
 
     # The listener picks the new rule up within a second (the rules cache version); publish until it fires.
     deadline = time.monotonic() + 10
@@ -127,6 +134,8 @@ def test_an_alert_opened_by_a_reading_appears_live_and_is_acknowledged_from_the_
     assert "Active" in row.inner_text()
     assert "Heat pump A-1" in row.inner_text()
     assert any(m["type"] == "alert" for m in page.evaluate("window.fieldwatchLive.received"))
+    # The count above the list follows the rows it was refreshed with.
+    wait_js(page, "document.querySelector('[data-alert-count]').textContent === '1 alert'", timeout=LIVE_WITHIN)
 
     row.locator("button[data-action=acknowledge]").click()
     page.wait_for_load_state()

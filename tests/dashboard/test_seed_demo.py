@@ -1,3 +1,4 @@
+import datetime
 import io
 import re
 from decimal import Decimal
@@ -5,6 +6,8 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 
+from apps.alerts.choices import ChannelKind, RuleKind
+from apps.alerts.models import AlertRule
 from apps.devices import demo
 from apps.devices.choices import UnknownMetricPolicy
 from apps.devices.models import ApiKey, Device, DeviceType, Gateway, MetricDefinition, Site
@@ -41,7 +44,7 @@ def test_second_run_creates_nothing_new():
             "Site": 2,
             "Gateway": 2,
             "DeviceType": 3,
-            "MetricDefinition": 14,
+            "MetricDefinition": 15,
             "Device": 24,
             "User": 3,
             "ApiKey": 2,
@@ -125,3 +128,24 @@ def test_seeded_rows_pass_model_validation():
     assert set(DeviceType.objects.values_list("unknown_metric_policy", flat=True)) == {UnknownMetricPolicy.STRICT}
     emission = dict(Site.objects.values_list("name", "emission_factor_kg_per_kwh"))
     assert emission == {"Site A": Decimal("0.38"), "Site B": Decimal("0.12")}
+
+
+def test_every_seeded_rule_escalates_by_email_to_the_on_call_address_at_once_and_after_two_minutes():
+    seed()
+    seed()  # idempotent: one policy, two steps, one channel
+    rules = list(AlertRule.objects.select_related("escalation_policy"))
+    assert {rule.kind for rule in rules} == {RuleKind.THRESHOLD, RuleKind.RATE_OF_CHANGE, RuleKind.NO_DATA}
+    assert {rule.escalation_policy.name for rule in rules} == {demo.ESCALATION_POLICY}
+    steps = list(rules[0].escalation_policy.steps.order_by("position"))
+    assert [step.delay for step in steps] == [datetime.timedelta(0), datetime.timedelta(minutes=2)]
+    for step in steps:
+        (channel,) = step.channels.all()
+        assert (channel.kind, channel.email_to) == (ChannelKind.EMAIL, "oncall@acme.example")
+
+
+def test_heat_pumps_mark_the_metrics_their_efficiency_is_computed_from():
+    seed()
+    roles = dict(
+        MetricDefinition.objects.filter(device_type__name="Heat pump").exclude(role="").values_list("role", "key")
+    )
+    assert roles == {"heat_output": "heat_kwh", "electrical_input": "energy_kwh", "outdoor_temperature": "outdoor_temp"}

@@ -194,3 +194,62 @@ def test_inactive_device_is_inactive_whatever_it_last_sent(device, last_seen):
 def test_status_defaults_to_the_current_time(device):
     device.last_seen = timezone.now() - datetime.timedelta(seconds=5)
     assert device.status() == DeviceStatus.ONLINE
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Energy: tariffs and metric roles
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_time_of_use_bands_that_leave_hours_uncovered_need_a_flat_price(site_a):
+    site_a.tariff_bands = [{"from": "00:00", "to": "06:00", "price": 0.1}]
+    with pytest.raises(ValidationError) as error:
+        site_a.full_clean()
+    assert "need a flat price" in messages_for(error.value, "tariff_flat_price")[0]
+    site_a.tariff_bands = [
+        {"from": "00:00", "to": "06:00", "price": 0.1},
+        {"from": "06:00", "to": "24:00", "price": 0.3},
+    ]
+    site_a.full_clean()  # every hour of every day covered: no flat price needed
+
+
+def test_database_refuses_a_negative_flat_price(organization):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Site.objects.create(organization=organization, name="S", tariff_flat_price=-1)
+
+
+@pytest.mark.parametrize(
+    ("unit", "kind", "role", "valid"),
+    [
+        ("kW", "gauge", "heat_output", True),
+        ("kWh", "totalizer", "electrical_input", True),
+        ("MWh", "totalizer", "heat_output", True),
+        ("°C", "gauge", "heat_output", False),
+        ("kWh", "gauge", "electrical_input", False),
+        ("m³", "totalizer", "heat_output", False),
+        ("°C", "gauge", "outdoor_temperature", True),
+        ("K", "gauge", "outdoor_temperature", False),
+    ],
+)
+def test_a_metric_role_needs_a_metric_of_the_right_unit_and_kind(organization, unit, kind, role, valid):
+    definition = MetricDefinition(
+        device_type=DeviceTypeFactory(organization=organization), key="m", display_name="M", unit=unit, kind=kind
+    )
+    definition.role = role
+    if valid:
+        definition.full_clean()
+    else:
+        with pytest.raises(ValidationError) as error:
+            definition.full_clean()
+        assert messages_for(error.value, "role")
+
+
+def test_a_device_type_has_at_most_one_metric_per_role(organization):
+    device_type = DeviceTypeFactory(organization=organization)
+    MetricDefinitionFactory(device_type=device_type, key="heat_a", unit="kWh", kind="totalizer", role="heat_output")
+    second = MetricDefinition(
+        device_type=device_type, key="heat_b", display_name="B", unit="kWh", kind="totalizer", role="heat_output"
+    )
+    with pytest.raises(ValidationError) as error:
+        second.full_clean()
+    assert messages_for(error.value, "role")

@@ -96,6 +96,9 @@ def as_points(reference: dict):
 @pytest.fixture
 def meter(site_a, site_b, settings):
     settings.ENERGY_MAX_GAP_SECONDS = GAP
+    # The readings below are dated 2024: inside raw retention, so the endpoints read them raw (older ranges come
+    # from hourly rollups: tests/telemetry/test_energy.py).
+    settings.RAW_RETENTION_DAYS = 36500
     site_a.emission_factor_kg_per_kwh = "0.3800"
     site_a.save()
     device_type = DeviceTypeFactory(organization=site_a.organization)

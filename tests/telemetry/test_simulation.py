@@ -439,3 +439,65 @@ def test_simulate_stops_promptly_after_losing_the_broker(kept_passwords, setting
         assert time.monotonic() - started < 2 + 2.5
     finally:
         own.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Demo events: the first spike soon after the start, heat pumps going silent now and then, flow bursts
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _device_readings(messages) -> dict[str, list[int]]:
+    """Reading timestamps per device uid, from device and gateway messages alike."""
+    by_uid: dict[str, list[int]] = {}
+    for topic, payload in messages:
+        body = json.loads(payload)
+        if "/devices/" in topic:
+            by_uid.setdefault(topic.split("/")[2], []).append(body["ts"])
+        else:
+            for uid, records in body.items():
+                by_uid.setdefault(uid, []).extend(record["ts"] for record in records)
+    return by_uid
+
+
+def test_a_heat_pump_goes_silent_for_longer_than_the_seeded_rule_then_reports_again():
+    simulation = sim.Simulation(demo_devices(), prefix="p", seed=3, bad_fraction=0, silence_every_s=600)
+    step_ms = 100  # 10 readings/s for 20 minutes of simulated time
+    readings = _device_readings(collect(simulation, 12_000, step_ms=step_ms))
+    assert len(simulation.silences) == 2  # at 60 s and at 660 s
+    uid, start, until = simulation.silences[0]
+    assert start == WINTER_MORNING + 60_000
+    assert sim.SILENCE_S[0] * 1000 <= until - start <= sim.SILENCE_S[1] * 1000
+    times = sorted(readings[uid])
+    assert not [ts for ts in times if start <= ts < until]  # nothing while silent ...
+    assert [ts for ts in times if ts >= until]  # ... and readings again afterwards
+    # The silence is longer than the "heat pump silent" rule's 5 minutes.
+    silence = next(rule for rule in demo.ALERT_RULES if rule["name"] == "Heat pump silent")["fields"]["silence"]
+    assert until - start > silence.total_seconds() * 1000
+    assert simulation.silenced > 0
+
+
+def test_no_silences_when_switched_off():
+    simulation = sim.Simulation(demo_devices(), prefix="p", seed=3, bad_fraction=0, silence_every_s=0)
+    collect(simulation, 3000, step_ms=400)
+    assert simulation.silences == [] and simulation.silenced == 0
+
+
+def test_the_first_supply_temperature_spike_passes_80_within_90_s_of_the_start():
+    pumps = [device for device in demo_devices() if device.profile == sim.HEAT_PUMP]
+    simulation = sim.Simulation(pumps, prefix="p", seed=2, bad_fraction=0, gateway_fraction=0, silence_every_s=0)
+    hot = [
+        json.loads(payload)["ts"]
+        for topic, payload in collect(simulation, 900, step_ms=100)
+        if json.loads(payload)["values"]["supply_temp"] > 80
+    ]
+    # It starts at 30 s; the water heats towards 84-88 °C with a 20 s time constant.
+    assert hot and min(hot) - WINTER_MORNING < 90_000
+
+
+def test_a_flow_burst_jumps_the_flow_rate_by_more_than_the_seeded_rule_within_a_minute():
+    device = one_of_each_profile()[sim.FLOW_METER]
+    rule = next(rule for rule in demo.ALERT_RULES if rule["device_type"] == "Flow meter")["fields"]
+    readings = run(device, start_ms=WINTER_MORNING, steps=120, step_s=5, spike_probability=0.05)
+    flows = [values["flow_rate"] for _, values in readings]
+    per_minute = 60 // 5
+    assert max(abs(b - a) for a, b in zip(flows, flows[per_minute:], strict=False)) > rule["rate_delta"]

@@ -5,7 +5,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from apps.telemetry.api.fields import DEFAULT_RANGE, InstantField, TimezoneField
-from apps.telemetry.derived import DERIVED_INTERVALS
+from apps.telemetry.derived import DERIVED_INTERVALS, INTERVAL_LENGTHS
 
 MAX_BUCKETS = 10_000
 
@@ -36,12 +36,19 @@ class DerivedBucketsSerializer(DerivedRangeSerializer):
         help_text="Default 1h",
         error_messages={"invalid_choice": f"Use one of {', '.join(DERIVED_INTERVALS)}."},
     )
-    tz = TimezoneField(default="UTC", help_text="IANA zone for 1d buckets (default UTC)")
+    tz = TimezoneField(default="UTC", help_text="IANA zone for 1d, 1w and 1mo buckets (default UTC)")
+    resolution = serializers.ChoiceField(
+        choices=["auto", "raw", "1h"],
+        default="auto",
+        help_text="auto (default): raw readings within raw retention for ranges up to DERIVED_RAW_MAX_DAYS, else "
+        "hourly rollups (and raw after the hourly watermark)",
+        error_messages={"invalid_choice": "Use one of auto, raw, 1h."},
+    )
 
     def validate(self, attrs):
         attrs = super().validate(attrs)
         interval = attrs["interval"]
-        count = (attrs["end"] - attrs["start"]) / DERIVED_INTERVALS[interval]
+        count = (attrs["end"] - attrs["start"]) / INTERVAL_LENGTHS[interval]
         if count > MAX_BUCKETS:
             raise serializers.ValidationError(
                 {"interval": f"{int(count)} buckets of {interval}; at most {MAX_BUCKETS}: choose a coarser interval."}

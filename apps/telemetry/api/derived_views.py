@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.telemetry.api.derived_serializers import DerivedBucketsSerializer, DerivedStatisticsSerializer
+from apps.telemetry.derived import IntervalNeedsRaw
 from apps.telemetry.selectors import (
     DeviceNotFound,
     MetricNotFound,
@@ -42,6 +43,8 @@ def _answer(read, *, field: str, **arguments) -> Response:
         raise ValidationError({field: f"Device {error.uid!r} has no metric {error.metric!r}."}) from None
     except MetricUnsuitable as error:
         raise ValidationError({field: str(error)}) from None
+    except IntervalNeedsRaw as error:
+        raise ValidationError({"interval": str(error)}) from None
 
 
 class DeviceEnergyView(APIView):

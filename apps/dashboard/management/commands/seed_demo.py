@@ -13,7 +13,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from apps.alerts.models import AlertRule
+from apps.alerts.choices import ChannelKind
+from apps.alerts.models import AlertRule, EscalationPolicy, EscalationStep, NotificationChannel
 from apps.core.mqtt import broker_address
 from apps.devices import demo
 from apps.devices.broker_auth import mqtt_credential_issue
@@ -110,6 +111,21 @@ class Command(BaseCommand):
             issued[credential.username] = password
         return issued
 
+    def _escalation_policy(self, organization) -> EscalationPolicy:
+        """The demo's policy: its email channel at every step (found by name, brought back to the catalogue)."""
+        channel, _ = NotificationChannel.objects.update_or_create(
+            organization=organization,
+            name=demo.ESCALATION_CHANNEL["name"],
+            defaults={"kind": ChannelKind.EMAIL, "email_to": demo.ESCALATION_CHANNEL["email_to"], "is_active": True},
+        )
+        policy, _ = EscalationPolicy.objects.get_or_create(organization=organization, name=demo.ESCALATION_POLICY)
+        for position, delay in enumerate(demo.ESCALATION_DELAYS, start=1):
+            step, _ = EscalationStep.objects.update_or_create(
+                policy=policy, position=position, defaults={"delay": delay}
+            )
+            step.channels.set([channel])
+        return policy
+
     def _seed(self):
         organization, org_created = Organization.objects.get_or_create(
             slug=demo.ORGANIZATION_SLUG, defaults={"name": demo.ORGANIZATION_NAME}
@@ -163,6 +179,7 @@ class Command(BaseCommand):
                         "kind": metric.kind,
                         "min_value": metric.min_value,
                         "max_value": metric.max_value,
+                        "role": metric.role,
                     },
                 )
                 count("metrics", created)
@@ -183,12 +200,18 @@ class Command(BaseCommand):
             count("devices", created)
 
         # Alert rules the simulator's supply-temperature spikes (84-88 °C for a few minutes) and silences trip.
+        policy = self._escalation_policy(organization)
         for site in sites.values():
             for spec in demo.ALERT_RULES:
                 _, created = AlertRule.objects.update_or_create(
                     organization=organization,
                     name=f"{spec['name']} ({site.name})",
-                    defaults={**spec["fields"], "site": site, "device_type": device_types[spec["device_type"]]},
+                    defaults={
+                        **spec["fields"],
+                        "site": site,
+                        "device_type": device_types[spec["device_type"]],
+                        "escalation_policy": policy,
+                    },
                 )
                 count("alert rules", created)
 

@@ -82,6 +82,12 @@ class Command(BaseCommand):
             default=0.0005,
             help="Chance per heat pump reading that a 2-5 minute supply temperature spike above 80 °C starts.",
         )
+        parser.add_argument(
+            "--silence-every",
+            type=float,
+            default=600.0,
+            help="Every SECONDS one heat pump goes silent for 6-8 minutes, then reports again (600; 0: never).",
+        )
         parser.add_argument("--seed", type=int, default=None, help="Seed the randomness for a reproducible run.")
 
     def handle(self, *args, **options):
@@ -103,6 +109,7 @@ class Command(BaseCommand):
             bad_fraction=options["bad_fraction"],
             gateway_fraction=options["gateway_fraction"],
             spike_probability=options["spike_probability"],
+            silence_every_s=max(options["silence_every"], 0.0),
         )
         broker = broker_address()
         logger.info(

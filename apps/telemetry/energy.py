@@ -1,0 +1,358 @@
+"""Energy reports of devices: kWh per hour, day, week or month, CO₂e, tariff cost, the comparison with the period
+before, and heat-pump efficiency (COP over time, seasonal performance factor, degree days). No permissions here: the
+selectors pass devices they have scoped.
+
+Every figure comes from ``derived`` (one statement per source for all the devices: power integrated by the
+trapezoidal rule, energy registers differenced with resets counted from 0). Totals are computed per hour in SQL and
+folded into local days, weeks and months here, because the tariff prices each local hour; that is a fold over at most
+one row per hour of the range, never over readings.
+"""
+
+import datetime
+import zoneinfo
+from dataclasses import dataclass, field
+
+from django.db import connection
+
+from apps.devices.choices import MetricRole
+from apps.devices.energy import ENERGY_UNITS, POWER_UNITS, Tariff
+from apps.telemetry.derived import (
+    DerivedBuckets,
+    DerivedPlan,
+    derived_plan,
+    energy_figures,
+    volume_figures,
+)
+from apps.telemetry.queries import AGGREGATE_SQL
+
+# Page presets: (label, bucket period, how many periods, which calendar shift makes "the period before").
+PERIODS = {
+    "24h": ("Last 24 hours by hour", "hour", 24),
+    "7d": ("Last 7 days by day", "day", 7),
+    "8w": ("Last 8 weeks by week", "week", 8),
+    "12mo": ("Last 12 months by month", "month", 12),
+}
+# Reports read hourly rollups up to the hourly watermark and raw readings after it, whatever the range: a site of
+# 1,000 devices took 13 s over 7 days from raw readings (bench/energy_pages.py); the API reads raw by default.
+REPORT_RESOLUTION = "1h"
+# Heating degree days: the base temperature below which a building needs heat (EN ISO 15927-6 uses 15.5 °C).
+DEGREE_DAY_BASE_C = 15.5
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Which metric gives a device's energy
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def electrical_source(definitions) -> object | None:
+    """The metric a device's electricity use is read from: the one marked as electrical input, else its energy
+    register (a totalizer in Wh/kWh/MWh), else its power metric (integrated)."""
+    definitions = list(definitions)
+    for definition in definitions:
+        if definition.role == MetricRole.ELECTRICAL_INPUT:
+            return definition
+    registers = [definition for definition in definitions if definition.is_energy_register]
+    powers = [definition for definition in definitions if definition.is_power]
+    return (registers or powers or [None])[0]
+
+
+def role_source(definitions, role: str):
+    return next((definition for definition in definitions if definition.role == role), None)
+
+
+def kwh_factor(definition) -> float:
+    return ENERGY_UNITS[definition.unit] if definition.is_energy_register else POWER_UNITS[definition.unit]
+
+
+def kwh(
+    sources: list[tuple[int, object]], *, plan: DerivedPlan, interval: str, tz: str, combine: bool
+) -> dict[int | None, DerivedBuckets]:
+    """kWh per bucket of ``(series id, metric definition)`` pairs: power integrated, registers differenced, one
+    statement for each kind. ``combine``: their sum under the key None; else per series id."""
+    power = [(series_id, kwh_factor(d)) for series_id, d in sources if not d.is_energy_register]
+    registers = [(series_id, kwh_factor(d)) for series_id, d in sources if d.is_energy_register]
+    results: dict[int | None, DerivedBuckets] = {}
+    for compute, pairs in ((energy_figures, power), (volume_figures, registers)):
+        if not pairs:
+            continue
+        ids, factors = [series_id for series_id, _ in pairs], [factor for _, factor in pairs]
+        computed = compute(series_ids=ids, plan=plan, interval=interval, tz=tz, factors=factors if combine else None)
+        by_id = dict(pairs)
+        for key, buckets in computed.items():
+            factor = 1.0 if combine else by_id[key]
+            scaled = [(bucket, value * factor) for bucket, value in buckets.points]
+            if key in results:
+                merged = dict(results[key].points)
+                for bucket, value in scaled:
+                    merged[bucket] = merged.get(bucket, 0.0) + value
+                scaled = sorted(merged.items())
+            results[key] = DerivedBuckets(
+                points=scaled,
+                total=sum(value for _, value in scaled),
+                resolution=buckets.resolution,
+                raw_from=buckets.raw_from,
+                start=buckets.start,
+                end=buckets.end,
+            )
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Periods, folding and prices
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def period_start(local: datetime.datetime, period: str) -> datetime.datetime:
+    """The local start of the hour, day, week (Monday) or month containing the local time ``local``."""
+    if period == "hour":
+        return local.replace(minute=0, second=0, microsecond=0)
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day
+    if period == "week":
+        return day - datetime.timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def shift(local: datetime.datetime, period: str, count: int) -> datetime.datetime:
+    """``local`` moved back by ``count`` periods in local (wall-clock) time."""
+    if period == "month":
+        months = local.year * 12 + local.month - 1 - count
+        return local.replace(year=months // 12, month=months % 12 + 1)
+    step = {"hour": datetime.timedelta(hours=1), "day": datetime.timedelta(days=1), "week": datetime.timedelta(days=7)}
+    return local - step[period] * count
+
+
+def _aware(local_naive: datetime.datetime, zone: zoneinfo.ZoneInfo) -> datetime.datetime:
+    return local_naive.replace(tzinfo=zone).astimezone(datetime.UTC)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The range a preset shows, and the same span one range earlier (like for like: the week so far against the
+    same days and hours of the week before)."""
+
+    start: datetime.datetime
+    end: datetime.datetime
+    previous_start: datetime.datetime
+    previous_end: datetime.datetime
+    period: str
+
+
+def window_for(preset: str, *, now: datetime.datetime, tz: str) -> Window:
+    _, period, count = PERIODS[preset]
+    zone = zoneinfo.ZoneInfo(tz)
+    local_now = now.astimezone(zone).replace(tzinfo=None)
+    local_start = shift(period_start(local_now, period), period, count - 1)
+    previous_start, previous_end = shift(local_start, period, count), shift(local_now, period, count)
+    return Window(
+        start=_aware(local_start, zone),
+        end=now,
+        previous_start=_aware(previous_start, zone),
+        previous_end=_aware(previous_end, zone),
+        period=period,
+    )
+
+
+@dataclass
+class Bucket:
+    start: datetime.datetime  # aware, in the site's zone
+    kwh: float = 0.0
+    cost: float | None = None
+    co2e_kg: float = 0.0
+
+
+def fold(hourly: list[tuple[datetime.datetime, float]], *, period: str, tz: str, tariff: Tariff | None) -> list[Bucket]:
+    """Hourly kWh folded into local periods, each hour priced by the tariff of its local hour and weekday."""
+    zone = zoneinfo.ZoneInfo(tz)
+    buckets: dict[datetime.datetime, Bucket] = {}
+    for hour_start, energy in hourly:
+        local = hour_start.astimezone(zone)
+        key = period_start(local.replace(tzinfo=None), period)
+        bucket = buckets.get(key)
+        if bucket is None:
+            bucket = buckets[key] = Bucket(start=key.replace(tzinfo=zone), cost=0.0 if tariff else None)
+        bucket.kwh += energy
+        if tariff is not None:
+            price = tariff.price(hour=local.hour, weekday=local.weekday())
+            bucket.cost = None if price is None or bucket.cost is None else bucket.cost + energy * price
+    return [buckets[key] for key in sorted(buckets)]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The report of a set of devices (a site, or one device)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EnergyReport:
+    """What an energy page shows; ``resolution`` and ``raw_from`` say where the figures came from."""
+
+    window: Window
+    buckets: list[Bucket]
+    total_kwh: float
+    previous_kwh: float
+    cost: float | None
+    previous_cost: float | None
+    emission_factor: float
+    resolution: str
+    raw_from: datetime.datetime | None
+    covered_start: datetime.datetime | None
+    devices_counted: int
+    currency: str = ""
+    previous_resolution: str = ""
+
+    @property
+    def co2e_kg(self) -> float:
+        return self.total_kwh * self.emission_factor
+
+    @property
+    def previous_co2e_kg(self) -> float:
+        return self.previous_kwh * self.emission_factor
+
+    @property
+    def change_percent(self) -> float | None:
+        return None if not self.previous_kwh else (self.total_kwh - self.previous_kwh) / self.previous_kwh * 100
+
+
+def _cost(buckets: list[Bucket]) -> float | None:
+    costs = [bucket.cost for bucket in buckets]
+    return None if any(cost is None for cost in costs) else sum(costs)
+
+
+def energy_report(
+    *,
+    sources: list[tuple[int, object]],
+    preset: str,
+    tz: str,
+    emission_factor: float,
+    tariff: Tariff | None,
+    now: datetime.datetime,
+    raw_retention_days: int | None = None,
+    resolution: str = REPORT_RESOLUTION,
+) -> EnergyReport:
+    """The electricity of ``sources`` (series id, definition) over the preset's window and the window before, in
+    two computations of hourly totals (each one statement per kind of source)."""
+    window = window_for(preset, now=now, tz=tz)
+
+    def hourly(start, end) -> DerivedBuckets:
+        plan = derived_plan(
+            start=start,
+            end=end,
+            interval="1h",
+            now=now,
+            raw_retention_days=raw_retention_days,
+            resolution=resolution,
+        )
+        return kwh(sources, plan=plan, interval="1h", tz=tz, combine=True).get(None, DerivedBuckets(start=plan.start))
+
+    current, previous = hourly(window.start, window.end), hourly(window.previous_start, window.previous_end)
+    buckets = fold(current.points, period=window.period, tz=tz, tariff=tariff)
+    previous_buckets = fold(previous.points, period=window.period, tz=tz, tariff=tariff)
+    for bucket in buckets:
+        bucket.co2e_kg = bucket.kwh * emission_factor
+    return EnergyReport(
+        window=window,
+        buckets=buckets,
+        total_kwh=current.total,
+        previous_kwh=previous.total,
+        cost=_cost(buckets) if tariff else None,
+        previous_cost=_cost(previous_buckets) if tariff else None,
+        emission_factor=emission_factor,
+        resolution=current.resolution,
+        raw_from=current.raw_from,
+        covered_start=current.start,
+        devices_counted=len(sources),
+        currency=tariff.currency if tariff else "",
+        previous_resolution=previous.resolution,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Heat pumps: COP over time, seasonal performance factor, degree days
+# ---------------------------------------------------------------------------------------------------------------------
+
+_DEGREE_DAYS_SQL = f"""
+SELECT s.id, coalesce(sum(greatest(0, %(base)s - h.mean)) / 24.0, 0)
+FROM unnest(%(ids)s::int4[]) AS s (id)
+LEFT JOIN LATERAL (
+    SELECT {AGGREGATE_SQL["avg"]} AS mean FROM telemetry_rollup_1h
+    WHERE series_id = s.id AND bucket >= %(start)s AND bucket < %(end)s
+) h ON true
+GROUP BY s.id
+"""
+
+
+def heating_degree_days(
+    *, series_ids: list[int], start: datetime.datetime, end: datetime.datetime, base: float = DEGREE_DAY_BASE_C
+) -> dict[int, float]:
+    """Heating degree days of outdoor temperature series: the sum over hours of ``max(0, base - hourly mean) / 24``,
+    from hourly rollups (hours not rolled up yet are not counted), one statement for all series."""
+    if not series_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(_DEGREE_DAYS_SQL, {"ids": series_ids, "start": start, "end": end, "base": base})
+        return dict(cursor.fetchall())
+
+
+@dataclass
+class HeatPumpFigures:
+    """One heat pump over a range: heat delivered, electricity used, their ratio (the seasonal performance factor),
+    heating degree days and electricity per degree day; ``cop_days`` the daily ratio (COP over time)."""
+
+    device: object
+    heat_kwh: float | None
+    electricity_kwh: float | None
+    degree_days: float | None
+    cop_days: list[tuple[datetime.datetime, float]] = field(default_factory=list)
+
+    @property
+    def spf(self) -> float | None:
+        if self.heat_kwh is None or not self.electricity_kwh:
+            return None
+        return self.heat_kwh / self.electricity_kwh
+
+    @property
+    def kwh_per_degree_day(self) -> float | None:
+        if self.electricity_kwh is None or not self.degree_days:
+            return None
+        return self.electricity_kwh / self.degree_days
+
+
+def heat_pump_figures(
+    *,
+    pumps: list[tuple[object, tuple[int, object] | None, tuple[int, object] | None, int | None]],
+    start: datetime.datetime,
+    end: datetime.datetime,
+    tz: str,
+    now: datetime.datetime,
+) -> tuple[list[HeatPumpFigures], DerivedPlan]:
+    """Figures of each ``(device, heat source, electrical source, outdoor series id)``, ranked worst SPF first
+    (pumps without an SPF last): two energy computations in daily buckets and one degree-day statement for the
+    whole fleet."""
+    plan = derived_plan(start=start, end=end, interval="1d", now=now, resolution=REPORT_RESOLUTION)
+    heat_sources = [source for _, source, _, _ in pumps if source is not None]
+    electrical_sources = [source for _, _, source, _ in pumps if source is not None]
+    heat = kwh(heat_sources, plan=plan, interval="1d", tz=tz, combine=False)
+    electricity = kwh(electrical_sources, plan=plan, interval="1d", tz=tz, combine=False)
+    outdoor_ids = [series_id for *_, series_id in pumps if series_id is not None]
+    degree_days = heating_degree_days(series_ids=outdoor_ids, start=plan.start, end=plan.end)
+    figures = []
+    for device, heat_source, electrical_source_, outdoor_id in pumps:
+        heat_days = heat.get(heat_source[0]) if heat_source else None
+        electrical_days = electricity.get(electrical_source_[0]) if electrical_source_ else None
+        cop_days = []
+        if heat_days and electrical_days:
+            used = dict(electrical_days.points)
+            cop_days = [(day, value / used[day]) for day, value in heat_days.points if used.get(day, 0) > 0]
+        figures.append(
+            HeatPumpFigures(
+                device=device,
+                heat_kwh=heat_days.total if heat_days else None,
+                electricity_kwh=electrical_days.total if electrical_days else None,
+                degree_days=degree_days.get(outdoor_id) if outdoor_id is not None else None,
+                cop_days=cop_days,
+            )
+        )
+    figures.sort(key=lambda item: (item.spf is None, item.spf or 0.0, item.device.name))
+    return figures, plan

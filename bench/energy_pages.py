@@ -1,0 +1,186 @@
+"""Energy page timings on a fleet of 1,000 devices with a year of hourly rollups; prints one JSON object.
+
+    python bench/energy_pages.py [--devices 1000] [--heat-pumps 100] [--days 365] [--runs 15] [--json-out …]
+
+On a scratch database (``fieldwatch_bench_energy``, created, migrated and dropped unless ``--database-url``) it
+generates, in SQL: ``--devices`` devices each with an energy register (kWh), ``--heat-pumps`` of them with a heat
+register and an outdoor temperature too; hourly rollup rows for ``--days`` days up to two hours ago (the hourly
+watermark), and raw readings every 5 minutes for the last 8 days. Then it times, through the Django test client as an
+organization admin (DEBUG off): the site energy page for each preset, and the heat-pump page over 12 months, median
+and p95 of ``--runs`` runs after a warm-up, beside the same year's site total hand-written as one SQL statement over
+the hourly rollups (the step from each hour's last register value to the next, no resets, no tail), as the ratio
+page / SQL.
+"""
+
+import datetime
+import statistics
+import time
+
+import _django  # before any import from the checkout: sys.path, DEBUG off
+import psycopg
+from _support import ScratchDatabase, argument_parser, log, machine_facts, result_print
+
+SCRATCH_DB = "fieldwatch_bench_energy"
+
+# Hourly rows of a register advancing ``rate`` kWh per hour, 12 readings an hour (5 minutes apart).
+_ROLLUPS = """
+    INSERT INTO telemetry_rollup_1h
+        (series_id, bucket, count, sum, sum_sq, min, max, first_ts, first_value, last_ts, last_value)
+    SELECT s.id, b, 12, 12 * (s.base + s.rate * h) + s.rate * 5.5, 0,
+           s.base + s.rate * h, s.base + s.rate * (h + 11.0 / 12),
+           b, s.base + s.rate * h, b + interval '55 minutes', s.base + s.rate * (h + 11.0 / 12)
+    FROM (SELECT id, 1000.0 + id AS base, 2.0 + (id %% 7) AS rate FROM telemetry_series WHERE id = ANY(%(ids)s)) s
+    CROSS JOIN generate_series(0, %(hours)s - 1) AS h
+    CROSS JOIN LATERAL (SELECT %(start)s::timestamptz + h * interval '1 hour' AS b) bucket
+"""
+_RAW = """
+    INSERT INTO telemetry_reading (series_id, ts, value)
+    SELECT s.id, %(start)s::timestamptz + g * interval '5 minutes',
+           1000.0 + s.id + (2.0 + (s.id %% 7)) * (%(offset)s + g / 12.0)
+    FROM telemetry_series s CROSS JOIN generate_series(0, %(points)s - 1) AS g
+    WHERE s.id = ANY(%(ids)s)
+"""
+# The year's site total by hand: each hour's advance plus the step from the hour before, registers only.
+_HAND_SQL = """
+    SELECT sum(advance) FROM (
+        SELECT last_value - coalesce(lag(last_value) OVER (PARTITION BY series_id ORDER BY bucket), first_value)
+               AS advance
+        FROM telemetry_rollup_1h WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s
+    ) steps
+"""
+
+
+def _percentiles(samples: list[float]) -> dict:
+    ordered = sorted(samples)
+    return {
+        "median_ms": round(statistics.median(ordered) * 1000, 1),
+        "p95_ms": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] * 1000, 1),
+        "runs": len(ordered),
+    }
+
+
+def _seed(devices: int, heat_pumps: int, days: int, now: datetime.datetime):
+    from apps.devices.choices import MetricKind, MetricRole
+    from apps.devices.models import Device, DeviceType, MetricDefinition, Site
+    from apps.telemetry.models import RollupWatermark, Series
+    from apps.users.choices import Role
+    from apps.users.models import Organization, User
+    from apps.users.services import user_set_role
+
+    organization = Organization.objects.create(name="Bench", slug="bench")
+    site = Site.objects.create(
+        organization=organization,
+        name="Bench site",
+        timezone="Europe/Berlin",
+        tariff_flat_price="0.30",
+        tariff_bands=[{"from": "00:00", "to": "06:00", "price": 0.12}],
+    )
+    meter = DeviceType.objects.create(organization=organization, name="Energy meter")
+    pump = DeviceType.objects.create(organization=organization, name="Heat pump")
+    register = {"unit": "kWh", "kind": MetricKind.TOTALIZER}
+    MetricDefinition.objects.bulk_create(
+        [
+            MetricDefinition(device_type=meter, key="energy_kwh", display_name="Energy", **register),
+            MetricDefinition(
+                device_type=pump, key="energy_kwh", display_name="Energy", role=MetricRole.ELECTRICAL_INPUT, **register
+            ),
+            MetricDefinition(
+                device_type=pump, key="heat_kwh", display_name="Heat", role=MetricRole.HEAT_OUTPUT, **register
+            ),
+            MetricDefinition(
+                device_type=pump,
+                key="outdoor_temp",
+                display_name="Outdoor",
+                unit="°C",
+                role=MetricRole.OUTDOOR_TEMPERATURE,
+            ),
+        ]
+    )
+    fleet = Device.objects.bulk_create(
+        Device(uid=f"dev-{n:05d}", name=f"Device {n}", site=site, device_type=pump if n < heat_pumps else meter)
+        for n in range(devices)
+    )
+    keys = {pump.id: ("energy_kwh", "heat_kwh", "outdoor_temp"), meter.id: ("energy_kwh",)}
+    series = Series.objects.bulk_create(
+        Series(device=device, metric_key=key) for device in fleet for key in keys[device.device_type_id]
+    )
+    electrical = [s.id for s in series if s.metric_key == "energy_kwh"]
+    ids = [s.id for s in series]
+    watermark = now.replace(minute=0, second=0, microsecond=0) - datetime.timedelta(hours=2)
+    start = watermark - datetime.timedelta(days=days)
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for chunk in range(0, len(ids), 100):
+            cursor.execute(_ROLLUPS, {"ids": ids[chunk : chunk + 100], "hours": days * 24, "start": start})
+            log(f"rollups: {min(chunk + 100, len(ids))}/{len(ids)} series")
+        raw_start = now - datetime.timedelta(days=8)
+        offset = (raw_start - start).total_seconds() / 3600
+        cursor.execute(_RAW, {"ids": ids, "start": raw_start, "points": 8 * 24 * 12, "offset": offset})
+        cursor.execute("ANALYZE telemetry_rollup_1h; ANALYZE telemetry_reading")
+    RollupWatermark.objects.update_or_create(resolution="1h", defaults={"rolled_until": watermark})
+    admin = User.objects.create_user(username="bench-admin", password="x", organization=organization)
+    user_set_role(user=admin, role=Role.ADMIN)
+    return site, admin, electrical, watermark
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--heat-pumps", type=int, default=100)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--runs", type=int, default=15)
+    args = parser.parse_args()
+    _django.setup()
+    scratch = ScratchDatabase(SCRATCH_DB, args.database_url)
+    scratch.create()
+    try:
+        scratch.use()
+        from django.db import connection
+        from django.test import Client
+        from django.utils import timezone
+
+        now = timezone.now()
+        started = time.monotonic()
+        site, admin, electrical, watermark = _seed(args.devices, args.heat_pumps, args.days, now)
+        log(f"seeded in {time.monotonic() - started:.0f} s")
+        client = Client(HTTP_HOST="localhost")
+        client.force_login(admin)
+        pages = {
+            f"site_energy_{preset}": f"/energy/sites/{site.id}/?preset={preset}"
+            for preset in ("24h", "7d", "8w", "12mo")
+        }
+        pages["heat_pumps_12mo"] = f"/energy/sites/{site.id}/heat-pumps/?preset=12mo"
+        result = {"devices": args.devices, "heat_pumps": args.heat_pumps, "days": args.days, "pages": {}}
+        for name, path in pages.items():
+            assert client.get(path).status_code == 200, path  # warm-up
+            samples = []
+            for _ in range(args.runs):
+                tick = time.perf_counter()
+                response = client.get(path)
+                samples.append(time.perf_counter() - tick)
+                assert response.status_code == 200
+            result["pages"][name] = _percentiles(samples)
+            log(f"{name}: {result['pages'][name]}")
+        hand = []
+        with psycopg.connect(scratch.url) as db:
+            year_start = watermark - datetime.timedelta(days=365)
+            for _ in range(args.runs):
+                tick = time.perf_counter()
+                db.execute(_HAND_SQL, [electrical, year_start, watermark]).fetchone()
+                hand.append(time.perf_counter() - tick)
+            result["hand_sql_year_total"] = _percentiles(hand)
+            result["ratio_site_energy_12mo_over_hand_sql_median"] = round(
+                result["pages"]["site_energy_12mo"]["median_ms"] / result["hand_sql_year_total"]["median_ms"], 2
+            )
+            result["machine"] = machine_facts(db, ("shared_buffers", "work_mem"))
+        with open("/proc/loadavg") as loadavg:
+            result["machine"]["loadavg"] = loadavg.read().split()[:3]
+        connection.close()
+        result_print(result, args.json_out)
+    finally:
+        scratch.drop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Energy figures against values computed by hand, for a Berlin day with the autumn DST change (25 hours), a
+3-hour gap in reporting and an energy-register reset, from raw readings and from hourly rollups: the API and the
+energy report (cost by time-of-use band, CO₂e) must agree with the hand figures from either source."""
+
+import datetime
+import zoneinfo
+
+import pytest
+
+from apps.devices.choices import MetricKind
+from apps.devices.energy import site_tariff
+from apps.devices.models import MetricDefinition
+from apps.telemetry import energy
+from apps.telemetry.models import Reading, RollupWatermark, Series
+from apps.telemetry.rollups import rollups_advance
+from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+
+UTC = datetime.UTC
+BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
+# 26 October 2025 in Berlin: 00:00 CEST (22:00 UTC the day before) to 00:00 CET (23:00 UTC), 25 hours.
+DAY_START = datetime.datetime(2025, 10, 25, 22, tzinfo=UTC)
+DAY_END = datetime.datetime(2025, 10, 26, 23, tzinfo=UTC)
+GAP_FROM = datetime.datetime(2025, 10, 26, 5, tzinfo=UTC)  # no reading after this one ...
+GAP_TO = datetime.datetime(2025, 10, 26, 8, tzinfo=UTC)  # ... until this one: 3 h, over the 900 s bound
+RESET_AT = datetime.datetime(2025, 10, 26, 12, 30, tzinfo=UTC)
+STEP = datetime.timedelta(minutes=10)
+
+# By hand. Power: 6 kW from 00:00 CEST to the gap (22:00-05:00 UTC, 7 h = 42 kWh), nothing across the gap, 3 kW
+# from 08:00 to 23:00 UTC (15 h = 45 kWh): 87 kWh. CO₂e at 0.38 kg/kWh: 33.06 kg. Cost: local 00:00-06:00 (all 7 real
+# hours before the gap, the repeated 02:00 hour included) at the 0.10 night band = 4.20, the rest at the 0.30 flat
+# price = 13.50: 17.70.
+POWER_KWH, POWER_CO2E, POWER_COST = 87.0, 87.0 * 0.38, 4.20 + 13.50
+# Register: +1 kWh every 10 minutes for the day's 25 hours (150 steps, the one across the gap +18), except the step
+# of the reset, which counts the new value 0.5 instead of 1: 150 - 1 + 0.5 = 149.5 kWh.
+REGISTER_KWH = 149.5
+
+
+def _times(start, end):
+    t = start
+    while t <= end:
+        yield t
+        t += STEP
+
+
+def power_readings():
+    """Every 10 minutes from 21:00 UTC the day before to 01:00 UTC the day after, none inside the gap."""
+    start, end = DAY_START - datetime.timedelta(hours=1), DAY_END + datetime.timedelta(hours=2)
+    return [(t, 6.0 if t <= GAP_FROM else 3.0) for t in _times(start, end) if not GAP_FROM < t < GAP_TO]
+
+
+def register_readings():
+    """+1 kWh per 10 minutes (also while silent across the gap), reset to 0 at 12:25 and at 0.5 by 12:30."""
+    readings, value = [], 1000.0
+    for t in _times(DAY_START - datetime.timedelta(hours=1), DAY_END + datetime.timedelta(hours=2)):
+        value = 0.5 if t == RESET_AT else value + 1
+        if not GAP_FROM < t < GAP_TO:
+            readings.append((t, value))
+    return readings
+
+
+@pytest.fixture
+def pump(site_a, settings):
+    settings.ENERGY_MAX_GAP_SECONDS = 900
+    site_a.timezone = "Europe/Berlin"
+    site_a.emission_factor_kg_per_kwh = "0.3800"
+    site_a.tariff_flat_price = "0.3000"
+    site_a.tariff_bands = [{"from": "00:00", "to": "06:00", "price": 0.10}]
+    site_a.full_clean()
+    site_a.save()
+    device_type = DeviceTypeFactory(organization=site_a.organization)
+    MetricDefinitionFactory(
+        device_type=device_type, key="power", unit="kW", kind=MetricKind.GAUGE, min_value=None, max_value=None
+    )
+    MetricDefinitionFactory(
+        device_type=device_type, key="meter", unit="kWh", kind=MetricKind.TOTALIZER, min_value=None, max_value=None
+    )
+    device = DeviceFactory(uid="hp-dst", site=site_a, device_type=device_type)
+    for key, readings in (("power", power_readings()), ("meter", register_readings())):
+        series = Series.objects.create(device=device, metric_key=key)
+        Reading.objects.bulk_create([Reading(series=series, ts=ts, value=value) for ts, value in readings])
+    RollupWatermark.objects.all().delete()
+    rollups_advance(now=DAY_END + datetime.timedelta(days=2), time_budget=60)
+    return device
+
+
+def _get(client, path, **params):
+    response = client.get(path, params)
+    assert response.status_code == 200, response.json()
+    return response.json()
+
+
+@pytest.mark.parametrize("resolution", ["raw", "1h"])
+def test_energy_of_a_dst_day_with_a_gap_matches_the_hand_figures_from_raw_and_from_rollups(
+    client, bob, pump, resolution
+):
+    client.force_login(bob)
+    body = _get(
+        client,
+        "/api/v1/devices/hp-dst/energy",
+        metric="power",
+        start=DAY_START.isoformat(),
+        end=DAY_END.isoformat(),
+        interval="1d",
+        tz="Europe/Berlin",
+        resolution=resolution,
+    )
+    assert body["resolution"] == resolution
+    series = body["series"][0]
+    assert series["points"] == [
+        [int(DAY_START.timestamp() * 1000), pytest.approx(POWER_KWH), pytest.approx(POWER_CO2E)]
+    ]
+    assert series["total"] == {"energy_kwh": pytest.approx(POWER_KWH), "co2e_kg": pytest.approx(POWER_CO2E)}
+
+    hourly = _get(
+        client,
+        "/api/v1/devices/hp-dst/energy",
+        metric="power",
+        start=DAY_START.isoformat(),
+        end=DAY_END.isoformat(),
+        interval="1h",
+        resolution=resolution,
+    )["series"][0]["points"]
+    # 25 hours in the day; the hours of the gap (05:00, 06:00, 07:00 UTC) have no bucket, as none is bridged.
+    assert len(hourly) == 22
+    assert [kwh for _, kwh, _ in hourly[:7]] == [pytest.approx(6.0)] * 7
+
+
+@pytest.mark.parametrize("resolution", ["raw", "1h"])
+def test_register_volume_counts_the_reset_from_zero_and_the_advance_across_the_gap(client, bob, pump, resolution):
+    client.force_login(bob)
+    body = _get(
+        client,
+        "/api/v1/devices/hp-dst/volume",
+        metric="meter",
+        start=DAY_START.isoformat(),
+        end=DAY_END.isoformat(),
+        interval="1d",
+        tz="Europe/Berlin",
+        resolution=resolution,
+    )
+    assert body["resolution"] == resolution
+    assert body["series"][0]["total"] == {"volume": pytest.approx(REGISTER_KWH)}
+
+
+@pytest.mark.parametrize("resolution", ["raw", "1h"])
+def test_energy_report_prices_time_of_use_bands_in_local_hours_from_raw_and_from_rollups(pump, resolution):
+    power = MetricDefinition.objects.get(device_type=pump.device_type, key="power")
+    series_id = Series.objects.get(device=pump, metric_key="power").id
+    now = DAY_END + datetime.timedelta(days=1)  # 28 October 00:00 in Berlin: the 7-day window covers the 26th
+    report = energy.energy_report(
+        sources=[(series_id, power)],
+        preset="7d",
+        tz="Europe/Berlin",
+        emission_factor=0.38,
+        tariff=site_tariff(pump.site),
+        now=now,
+        raw_retention_days=3650,
+        resolution=resolution,
+    )
+    assert report.resolution == resolution
+    day = next(bucket for bucket in report.buckets if bucket.start == DAY_START.astimezone(BERLIN))
+    assert day.kwh == pytest.approx(POWER_KWH)
+    assert day.cost == pytest.approx(POWER_COST)
+    # The readings start 21:00 UTC on the 25th (1 h at 6 kW) and end 01:00 UTC on the 27th (2 h at 3 kW).
+    assert report.total_kwh == pytest.approx(6.0 + POWER_KWH + 6.0)
+    assert report.co2e_kg == pytest.approx(report.total_kwh * 0.38)
+    assert report.previous_kwh == 0.0 and report.change_percent is None
+
+
+def test_sub_hour_buckets_over_a_range_read_from_rollups_are_refused_with_a_reason(client, bob, pump):
+    client.force_login(bob)
+    response = client.get(
+        "/api/v1/devices/hp-dst/energy",
+        {"metric": "power", "start": DAY_START.isoformat(), "end": DAY_END.isoformat(), "interval": "15m"},
+    )
+    assert response.status_code == 400
+    assert "hourly rollups" in response.json()["interval"]
+
+
+@pytest.mark.parametrize(
+    ("bands", "message"),
+    [
+        ([{"from": "07:30", "to": "09:00", "price": 1}], "whole hour"),
+        ([{"from": "09:00", "to": "07:00", "price": 1}], "before 'to'"),
+        ([{"from": "00:00", "to": "06:00", "price": -1}], "between 0"),
+        ([{"from": "00:00", "to": "06:00", "price": 1}, {"from": "05:00", "to": "08:00", "price": 2}], "overlap"),
+        ([{"from": "00:00", "to": "06:00", "price": 1, "weekdays": [7]}], "weekdays"),
+        ("cheap", "JSON list"),
+    ],
+)
+def test_invalid_time_of_use_bands_are_refused_with_what_to_fix(site_a, bands, message):
+    from django.core.exceptions import ValidationError
+
+    site_a.tariff_flat_price = "0.3"
+    site_a.tariff_bands = bands
+    with pytest.raises(ValidationError) as error:
+        site_a.full_clean()
+    assert message in str(error.value.message_dict["tariff_bands"])
