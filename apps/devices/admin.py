@@ -215,7 +215,7 @@ class SiteAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
 # ---------------------------------------------------------------------------------------------------------------------
 class MetricDefinitionInline(admin.TabularInline):
     model = MetricDefinition
-    fields = ("key", "display_name", "unit", "kind", "min_value", "max_value")
+    fields = ("key", "display_name", "unit", "kind", "min_value", "max_value", "precision")
     extra = 0
 
 
