@@ -39,6 +39,7 @@ from apps.core.time import epoch_ms, epoch_ms_sql
 SCRATCH_DB = "fieldwatch_bench_ts"
 METRICS = [f"m{i}" for i in range(5)]  # metrics per device: --series 50 is 10 devices x 5 metrics
 REPEATS = 7
+BENCH_DEVICE_TYPE = "Bench type"  # what _support.catalogue_seed names it
 QUERY_REPEATS = 21  # per query and format: enough for a p95 that is not just the maximum of a handful
 BROWSER_REPEATS = 30  # samples of BROWSER_BATCH decodes each (Chromium's clock is coarsened to 0.1 ms)
 BROWSER_BATCH = 10
@@ -184,6 +185,7 @@ class TimeseriesBenchmark:
 
         site, device_type = catalogue_seed(METRICS, unit="°C")
         self.site, self.device_type = site, device_type
+        self._precision_declare()
         devices = Device.objects.bulk_create(
             Device(uid=f"bts-{i:05d}", name=f"bts-{i:05d}", site=site, device_type=device_type)
             for i in range(math.ceil(series / len(METRICS)))
@@ -195,6 +197,14 @@ class TimeseriesBenchmark:
         user.save()
         self.user = user
         return [row.id for row in rows], [f"{device.uid}:{key}" for device, key in pairs]
+
+    @staticmethod
+    def _precision_declare() -> None:
+        """The generator rounds to 3 decimals, as a sensor resolving 0.001 would report: declare it (the columnar
+        layout then sends float32 where that keeps every value within 0.0005)."""
+        from apps.devices.models import MetricDefinition
+
+        MetricDefinition.objects.filter(device_type__name=BENCH_DEVICE_TYPE, key__in=METRICS).update(precision=3)
 
     def _kept(self, series: int, days: int) -> tuple[list[int], list[str]]:
         """The series, user and range of a database a previous run kept: ``_seed``'s order, its start and end."""
@@ -210,9 +220,9 @@ class TimeseriesBenchmark:
         if len(rows) < series:
             raise SystemExit(f"{self.url} holds {len(rows)} benchmark series; run once with --keep first")
         self.user = get_user_model().objects.get(username="bench-ts")
-        first = self.db.execute("SELECT min(ts) FROM telemetry_reading WHERE series_id = %s", [rows[0][0]]).fetchone()[
-            0
-        ]
+        self._precision_declare()
+        first_sql = "SELECT min(ts) FROM telemetry_reading WHERE series_id = %s"
+        first = self.db.execute(first_sql, [rows[0][0]]).fetchone()[0]
         self.start = first.replace(hour=0, minute=0, second=0, microsecond=0)  # readings start a few seconds late
         self.end = self.start + datetime.timedelta(days=days)
         log(f"reusing {len(rows)} series from {self.start:%Y-%m-%d} to {self.end:%Y-%m-%d}")
