@@ -8,8 +8,10 @@ import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.contrib.postgres.expressions import ArraySubquery
 from django.core.cache import cache
 from django.db.models import OuterRef, Q, Subquery
+from django.db.models.functions import JSONObject
 
 from apps.core.time import epoch_ms
 from apps.devices.choices import MetricKind
@@ -61,39 +63,36 @@ class SeriesPlan:
 
 
 def series_for_user(*, user, pairs: list[tuple[str, str]]) -> list[SeriesRef]:
-    """Resolve ``(device uid, metric key)`` pairs in request order, in three statements whatever their number.
+    """Resolve ``(device uid, metric key)`` pairs in request order, in one statement whatever their number: the
+    visible devices, each with its type's definitions and its series of the metrics asked for as arrays.
 
     A metric the device type defines but that never reported resolves to an empty series (``id`` None); one that is
     neither defined nor stored raises ``MetricNotFound``.
     """
-    uids = {uid for uid, _ in pairs}
-    devices = {device.uid: device for device in device_list_for_user(user=user).filter(uid__in=uids)}
-    for uid, _ in pairs:
-        if uid not in devices:
-            raise DeviceNotFound(uid)
-    definitions = {
-        (type_id, key): (unit, precision)
-        for type_id, key, unit, precision in MetricDefinition.objects.filter(
-            device_type_id__in={device.device_type_id for device in devices.values()}
-        ).values_list("device_type_id", "key", "unit", "precision")
-    }
-    series_ids = {
-        (device_id, key): series_id
-        for series_id, device_id, key in Series.objects.filter(
-            device_id__in=[device.id for device in devices.values()], metric_key__in={metric for _, metric in pairs}
-        ).values_list("id", "device_id", "metric_key")
+    metrics = {metric for _, metric in pairs}
+    definitions = MetricDefinition.objects.filter(device_type_id=OuterRef("device_type_id"), key__in=metrics).values(
+        row=JSONObject(key="key", unit="unit", precision="precision")
+    )
+    series = Series.objects.filter(device_id=OuterRef("id"), metric_key__in=metrics).values(
+        row=JSONObject(key="metric_key", id="id")
+    )
+    devices = {
+        uid: (site_id, {d["key"]: d for d in defined}, {s["key"]: s["id"] for s in stored})
+        for uid, site_id, defined, stored in device_list_for_user(user=user)
+        .filter(uid__in={uid for uid, _ in pairs})
+        .annotate(defined=ArraySubquery(definitions), stored=ArraySubquery(series))
+        .values_list("uid", "site_id", "defined", "stored")
     }
     refs = []
     for uid, metric in pairs:
-        device = devices[uid]
-        series_id = series_ids.get((device.id, metric))
-        definition = definitions.get((device.device_type_id, metric))
+        if uid not in devices:
+            raise DeviceNotFound(uid)
+        site_id, defined, stored = devices[uid]
+        series_id, definition = stored.get(metric), defined.get(metric)
         if series_id is None and definition is None:
             raise MetricNotFound(uid, metric)
-        unit, precision = definition or ("", None)
-        refs.append(
-            SeriesRef(id=series_id, device=uid, metric=metric, unit=unit, site_id=device.site_id, precision=precision)
-        )
+        unit, precision = (definition["unit"], definition["precision"]) if definition else ("", None)
+        refs.append(SeriesRef(id=series_id, device=uid, metric=metric, unit=unit, site_id=site_id, precision=precision))
     return refs
 
 
