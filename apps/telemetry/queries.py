@@ -17,6 +17,7 @@ import datetime
 import hashlib
 import json
 import math
+import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -403,7 +404,7 @@ def series_version(*, refs: list[SeriesRef], query: SeriesQuery) -> str:
         "aggregates": query.aggregates,
         "tz": query.tz,
         "max_points": query.max_points,
-        "generation": cache.get(CACHE_GENERATION_KEY, 0),
+        "generation": _generation(),
     }
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
@@ -413,9 +414,20 @@ def cache_key(*, version: str, encoding: str) -> str:
     return f"telemetry:series-query:{version}:{encoding}"
 
 
+def _generation() -> int:
+    """The data's version. A missing one (a new or flushed Redis) starts at the clock, not at 0, so it never repeats
+    a generation an ETag held by some client was made with."""
+    generation = cache.get(CACHE_GENERATION_KEY)
+    if generation is None:
+        cache.add(CACHE_GENERATION_KEY, time.time_ns(), timeout=None)
+        generation = cache.get(CACHE_GENERATION_KEY)
+    return generation
+
+
 def series_cache_invalidate() -> None:
-    """Make every cached series response unreachable (a rollup run rewrote buckets older than an hour)."""
+    """Make every cached series response unreachable and its ETag stale (stored history changed under ranges that
+    ended over an hour ago)."""
     try:
         cache.incr(CACHE_GENERATION_KEY)
-    except ValueError:
-        cache.set(CACHE_GENERATION_KEY, 1, timeout=None)
+    except ValueError:  # missing: any fresh generation will do
+        cache.add(CACHE_GENERATION_KEY, time.time_ns(), timeout=None)

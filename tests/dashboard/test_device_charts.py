@@ -71,4 +71,4 @@ def test_device_charts_draw_the_columnar_layout_raw_and_rolled_up(open_page, bob
         page.click("[data-range='7d']")
     assert answered.value.headers["content-type"] == COLUMNS
     # Seven days at auto: hourly rollups, only the closed hours of the three that hold readings.
-    status_matching(page, r"[1-3] points, averages per 1h with the min–max band\.")
+    status_matching(page, r"[1-3] points, averages per 1h with the min\u2013max band\.")
