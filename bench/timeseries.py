@@ -38,7 +38,6 @@ from apps.core.time import epoch_ms, epoch_ms_sql
 
 SCRATCH_DB = "fieldwatch_bench_ts"
 METRICS = [f"m{i}" for i in range(5)]  # metrics per device: --series 50 is 10 devices x 5 metrics
-REPEATS = 7
 BENCH_DEVICE_TYPE = "Bench type"  # what _support.catalogue_seed names it
 QUERY_REPEATS = 21  # per query and format: enough for a p95 that is not just the maximum of a handful
 BROWSER_REPEATS = 30  # samples of BROWSER_BATCH decodes each (Chromium's clock is coarsened to 0.1 ms)
@@ -131,7 +130,6 @@ class TimeseriesBenchmark:
                 "scratch_database_dropped": self.scratch.dropped,
                 "django_settings": os.environ["DJANGO_SETTINGS_MODULE"],
                 "debug_during_queries": False,
-                "repeats": REPEATS,
                 "query_repeats": QUERY_REPEATS,
                 "queries_only": queries_only,
             }
@@ -394,35 +392,41 @@ class TimeseriesBenchmark:
         day_ms = 86_400_000
         wide = {"series": ",".join(uids), "start": start_ms, "end": end_ms}
         raw = {"series": uids[0], "start": end_ms - day_ms, "end": end_ms, "interval": "raw"}
+
+        def wide_sql(interval: str) -> list[tuple]:
+            rows = (
+                f"SELECT series_id, {epoch_ms_sql('bucket')}, sum / count FROM telemetry_rollup_{interval}"
+                " WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s ORDER BY series_id, bucket"
+            )
+            # What the API sends the database for this request (one row of arrays per series).
+            statement = queries.columns_sql(
+                queries.rollup_sql(interval=interval, aggregates=["avg"], tz="UTC"), values=1
+            )
+            params = [ids, self.start, self.end]
+            return [
+                ("text", rows, params, False),
+                ("binary", rows, params, True),
+                ("api_statement", statement, params, True),
+            ]
+
+        def raw_sql(interval: str) -> list[tuple]:
+            rows = (
+                f"SELECT {epoch_ms_sql('ts')}, value FROM telemetry_reading"
+                " WHERE series_id = %s AND ts >= %s AND ts < %s ORDER BY ts"
+            )
+            day_before = self.end - datetime.timedelta(days=1)
+            statement = queries.columns_sql(queries.RAW_SQL, values=1)
+            params = [ids[0], day_before, self.end]
+            return [
+                ("text", rows, params, False),
+                ("binary", rows, params, True),
+                ("api_statement", statement, [[ids[0]], day_before, self.end, 10**9], True),
+            ]
+
         log("queries: whole range x every series at auto")
-        wide_figures = self._api(client, wide)
-        interval = wide_figures["interval"]
-        wide_sql = (
-            f"SELECT series_id, {epoch_ms_sql('bucket')}, sum / count FROM telemetry_rollup_{interval}"
-            " WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s ORDER BY series_id, bucket"
-        )
-        # What the API sends the database for this request (one row of arrays per series), on a plain connection.
-        wide_statement = queries.columns_sql(
-            queries.rollup_sql(interval=interval, aggregates=["avg"], tz="UTC"), values=1
-        )
-        wide_figures["sql"] = self._sql(
-            wide_sql, [ids, self.start, self.end], wide_figures["points"], wide_statement, [ids, self.start, self.end]
-        )
+        wide_figures = self._api(client, wide, wide_sql)
         log("queries: 24 h raw of one series")
-        raw_figures = self._api(client, raw)
-        raw_sql = (
-            f"SELECT {epoch_ms_sql('ts')}, value FROM telemetry_reading"
-            " WHERE series_id = %s AND ts >= %s AND ts < %s ORDER BY ts"
-        )
-        day_before = self.end - datetime.timedelta(days=1)
-        raw_statement = queries.columns_sql(queries.RAW_SQL, values=1)
-        raw_figures["sql"] = self._sql(
-            raw_sql,
-            [ids[0], day_before, self.end],
-            raw_figures["points"],
-            raw_statement,
-            [[ids[0]], day_before, self.end, 10**9],
-        )
+        raw_figures = self._api(client, raw, raw_sql)
         for figures in (wide_figures, raw_figures):
             sql = figures["sql"]
             figures["ratio_api_over_sql_median"] = round(figures["api_uncached"]["median_ms"] / sql["median_ms"], 2)
@@ -438,29 +442,46 @@ class TimeseriesBenchmark:
         raw_figures["query"] = "1 series x 24 h, interval=raw"
         return wide_figures, raw_figures
 
-    def _api(self, client, params: dict) -> dict:
+    def _api(self, client, params: dict, sql_for) -> dict:
         """Time GET /api/v1/series in each encoding, uncached (cache generation bumped before each run) and cached,
-        the encodings interleaved run by run so the machine's load falls on each alike; sizes."""
+        and the hand-written SQL of the same rows (``sql_for(interval)``: label, statement, parameters, binary) on a
+        plain psycopg connection, all interleaved run by run so the machine's load falls on each alike; sizes."""
         from apps.telemetry.queries import series_cache_invalidate
 
         url = f"/api/v1/series?{urlencode(params)}"
         bodies = {}
-        for accept in ENCODINGS.values():  # warm-up (imports, connection, plans), not timed
+        for encoding, accept in ENCODINGS.items():  # warm-up (imports, connection, plans), not timed
             response = client.get(url, HTTP_ACCEPT=accept)
             if response.status_code != 200:
                 raise SystemExit(f"GET {url[:200]} answered {response.status_code}: {response.content[:300]!r}")
             if not response["Content-Type"].startswith(accept):
                 raise SystemExit(f"asked for {accept}, got {response['Content-Type']}")
+            bodies[encoding] = response.content
+        payload = json.loads(bodies["json"])
+        points = sum(len(series["points"]) for series in payload["series"])
+        variants = sql_for(payload["interval"])
         uncached = {encoding: [] for encoding in ENCODINGS}
         cached = {encoding: [] for encoding in ENCODINGS}
-        for _ in range(QUERY_REPEATS):
-            for encoding, accept in ENCODINGS.items():
-                series_cache_invalidate()
-                started = time.perf_counter()
-                response = client.get(url, HTTP_ACCEPT=accept)
-                uncached[encoding].append(time.perf_counter() - started)
-                assert response.status_code == 200, response.status_code
-                bodies[encoding] = response.content
+        sql = {label: [] for label, *_ in variants}
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            cursor = connection.cursor()
+            for label, statement, values, binary in variants:  # warm-up, and the same rows as the API's
+                rows = cursor.execute(statement, values, binary=binary).fetchall()
+                fetched = sum(len(row[1]) for row in rows) if label == "api_statement" else len(rows)
+                if fetched != points:
+                    raise SystemExit(f"{label} SQL returned {fetched} points, the API {points}")
+            for _ in range(QUERY_REPEATS):
+                for encoding, accept in ENCODINGS.items():
+                    series_cache_invalidate()
+                    started = time.perf_counter()
+                    response = client.get(url, HTTP_ACCEPT=accept)
+                    uncached[encoding].append(time.perf_counter() - started)
+                    assert response.status_code == 200, response.status_code
+                    bodies[encoding] = response.content
+                for label, statement, values, binary in variants:
+                    started = time.perf_counter()
+                    cursor.execute(statement, values, binary=binary).fetchall()
+                    sql[label].append(time.perf_counter() - started)
         for _ in range(QUERY_REPEATS):
             for encoding, accept in ENCODINGS.items():
                 started = time.perf_counter()
@@ -468,12 +489,11 @@ class TimeseriesBenchmark:
                 cached[encoding].append(time.perf_counter() - started)
                 assert response.content == bodies[encoding]
         series_cache_invalidate()
-        payload = json.loads(bodies["json"])
         columns = msgpack.unpackb(bodies["columns"])
-        points = sum(len(series["points"]) for series in payload["series"])
         if sum(series["count"] for series in columns["series"]) != points:
             raise SystemExit("the columnar body holds another number of points than the JSON one")
         sizes = {encoding: len(body) for encoding, body in bodies.items()}
+        sql_figures = {label: _stats(samples) for label, samples in sql.items()}
         return {
             "interval": payload["interval"],
             "points": points,
@@ -482,6 +502,14 @@ class TimeseriesBenchmark:
             "by_encoding": {
                 encoding: {"api_uncached": _stats(uncached[encoding]), "api_cached": _stats(cached[encoding])}
                 for encoding in ENCODINGS
+            },
+            "sql": {
+                **sql_figures,
+                # The faster of text and binary: the ratio shows the API's overhead over the best plain fetch.
+                "median_ms": min(sql_figures["text"]["median_ms"], sql_figures["binary"]["median_ms"]),
+                "statement": " ".join(variants[0][1].split()),
+                "api_statement_sql": " ".join(variants[2][1].split()),
+                "rows": points,
             },
             "columns_types": sorted({kind for series in columns["series"] for kind in series["types"]}),
             "bytes": {
@@ -492,40 +520,8 @@ class TimeseriesBenchmark:
             "method": "django.test.Client GET in-process (session auth as a superuser, all middleware, DRF "
             "negotiation, the series view's encoders); wall time of client.get; 1 warm-up; uncached = cache "
             "generation bumped before each run (so the body is fetched, encoded and stored in Redis); cached = "
-            "Redis hit; json, msgpack and columns requests interleaved",
-        }
-
-    def _sql(self, sql: str, params: list, points: int, statement: str, statement_params: list) -> dict:
-        """The hand-written statement on a plain psycopg connection: execute + fetchall, 1 warm-up, QUERY_REPEATS runs.
-
-        Timed with psycopg's default text results and with binary results; ``median_ms`` is the faster, so the ratio
-        shows the API's overhead over the best plain fetch of the same rows. ``api_statement`` times the statement
-        the API itself sends (arrays per series, binary) the same way, for the ratio to the same statement.
-        """
-        figures = {}
-        variants = (("text", sql, params, False), ("binary", sql, params, True))
-        variants += (("api_statement", statement, statement_params, True),)
-        samples = {label: [] for label, *_ in variants}
-        with psycopg.connect(self.url, autocommit=True) as connection:
-            cursor = connection.cursor()
-            for label, text, values, binary in variants:
-                rows = cursor.execute(text, values, binary=binary).fetchall()
-                fetched = sum(len(row[1]) for row in rows) if label == "api_statement" else len(rows)
-                if fetched != points:
-                    raise SystemExit(f"{label} SQL returned {fetched} points, the API {points}")
-            for _ in range(QUERY_REPEATS):
-                for label, text, values, binary in variants:
-                    started = time.perf_counter()
-                    cursor.execute(text, values, binary=binary).fetchall()
-                    samples[label].append(time.perf_counter() - started)
-        figures = {label: _stats(values) for label, values in samples.items()}
-        best = min(figures["text"]["median_ms"], figures["binary"]["median_ms"])
-        return {
-            **figures,
-            "median_ms": best,
-            "statement": " ".join(sql.split()),
-            "api_statement_sql": " ".join(statement.split()),
-            "rows": points,
+            "Redis hit; json, msgpack and columns requests and the hand-written SQL (execute + fetchall on a plain "
+            "psycopg connection, text and binary results, and the API's own statement) interleaved run by run",
         }
 
     def _browser_decode(self, client, params: dict) -> dict:
