@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("devices", "0008_registry_site_emission_default"),
+        ("devices", "0010_discovered_device_admin_permissions"),
     ]
 
     operations = [
