@@ -525,8 +525,8 @@ class TimeseriesBenchmark:
         }
 
     def _browser_decode(self, client, params: dict) -> dict:
-        """Chromium (Playwright): ``JSON.parse`` of the JSON body beside ``fieldwatchSeriesColumns.decode`` of the
-        columnar one (static/fieldwatch/series-columns.js, what the dashboard's charts use), interleaved, each sample
+        """Chromium (Playwright): ``JSON.parse`` of the JSON body beside ``fieldwatchSeries.decodeColumns`` of the
+        columnar one (static/fieldwatch/series_client.js, what the dashboard's charts use), interleaved, each sample
         a batch of BROWSER_BATCH; the bodies are handed to the page first (not timed)."""
         import base64
         from pathlib import Path
@@ -538,7 +538,7 @@ class TimeseriesBenchmark:
         url = f"/api/v1/series?{urlencode(params)}"
         text = client.get(url, HTTP_ACCEPT=ENCODINGS["json"]).content.decode()
         packed = base64.b64encode(client.get(url, HTTP_ACCEPT=SERIES_COLUMNS).content).decode()
-        script = Path(_django.REPO_ROOT, "static/fieldwatch/series-columns.js")
+        script = Path(_django.REPO_ROOT, "static/fieldwatch/series_client.js")
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
             try:
@@ -547,7 +547,7 @@ class TimeseriesBenchmark:
                 figures = page.evaluate(
                     """([text, packed, repeats, batch]) => {
                         const buffer = Uint8Array.from(atob(packed), (c) => c.charCodeAt(0)).buffer;
-                        const decode = window.fieldwatchSeriesColumns.decode;
+                        const decode = window.fieldwatchSeries.decodeColumns;
                         const points = (body) => body.series.reduce((n, s) => n + s.points.length, 0);
                         const decoded = (body) => body.series.reduce((n, s) => n + s.ts.length, 0);
                         const same = points(JSON.parse(text)) === decoded(decode(buffer));
@@ -576,7 +576,7 @@ class TimeseriesBenchmark:
             "ratio_columns_over_json": round(figures["columns_decode_ms"] / figures["json_parse_ms"], 2),
             "chromium": version,
             "method": f"median of {BROWSER_REPEATS} samples, each {BROWSER_BATCH} decodes, interleaved; JSON.parse of "
-            "the JSON body vs fieldwatchSeriesColumns.decode (typed arrays) of the columnar body",
+            "the JSON body vs fieldwatchSeries.decodeColumns (typed arrays) of the columnar body",
         }
 
     # --- summary ----------------------------------------------------------------------------------------------------

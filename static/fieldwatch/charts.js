@@ -3,7 +3,7 @@
  *
  * Data comes from GET /api/v1/series with interval=auto, so the server picks raw readings or a rollup resolution
  * that fits the range; aggregated views draw the average as a line over a min–max band, raw views a plain line.
- * It is fetched in the columnar layout (series-columns.js decodes it into typed arrays, no object per point).
+ * It is fetched in the columnar layout through series_client.js (decoded into typed arrays, no object per point).
  * Each chart's CSV link is the same query (with the interval the server chose) as format=csv: what is shown.
  *
  * The "1 h" preset is live: window.fieldwatchCharts.append(uid, metric, ts_ms, value), called by live.js for each
@@ -23,7 +23,7 @@
   var charts = new Map(); // "uid:metric" -> chart state
   var state = { preset: LIVE_PRESET, start: 0, end: 0, request: 0 };
   var seriesUrl = (controls && controls.getAttribute("data-series-url")) || "/api/v1/series";
-  var columnsLayout = window.fieldwatchSeriesColumns;
+  var seriesClient = window.fieldwatchSeries; // series_client.js: the one reader of the series API
 
   function key(uid, metric) {
     return uid + ":" + metric;
@@ -146,24 +146,17 @@
     });
     showRange();
     byDevice.forEach(function (list, uid) {
-      var url =
-        seriesUrl +
-        "?" +
-        query({
+      seriesClient
+        .fetchColumns(seriesUrl, {
           device: uid,
           metrics: list.map(function (c) { return c.metric; }).join(","),
           start: state.start,
           end: state.end,
           interval: "auto",
           agg: AGGREGATES,
-        });
-      fetch(url, { credentials: "same-origin", headers: { Accept: columnsLayout.MEDIA_TYPE } })
-        .then(function (response) {
-          if (!response.ok) throw new Error("HTTP " + response.status);
-          return response.arrayBuffer();
         })
-        .then(function (buffer) {
-          var payload = columnsLayout.decode(buffer);
+        .then(function (answer) {
+          var payload = answer.payload;
           if (request !== state.request) return; // a newer range was chosen meanwhile
           payload.series.forEach(function (s) {
             var chart = charts.get(key(s.device, s.metric));

@@ -1,5 +1,5 @@
 """The device page's charts in a real browser (Debian's Chromium, Playwright) against a real uvicorn: they fetch the
-columnar layout (application/vnd.fieldwatch.series.v2+msgpack), decode it with static/fieldwatch/series-columns.js
+columnar layout (application/vnd.fieldwatch.series.v2+msgpack), decode it with static/fieldwatch/series_client.js
 and draw what the series API holds, raw readings for the last hour and rollups for longer ranges."""
 
 import datetime
