@@ -1,18 +1,14 @@
 /*
- * The one place the dashboard reads GET /api/v1/series: window.fieldwatchSeries.fetch(url, params) (the saved
- * charts) resolves to { payload, bytes, encoding }. It asks for MessagePack where the browser can decode it
- * (TextDecoder, DataView) and falls back to JSON; the payload is the document the API documents either way.
- * window.fieldwatchSeries.fetchColumns(url, params) (the device page's charts) asks for the columnar layout
- * (application/vnd.fieldwatch.series.v2+msgpack, docs/series-layout.md) and resolves to { payload, bytes, encoding }
- * with payload = decodeColumns(body): per series ts (Float64Array, epoch ms) and values {column: Float32Array or
- * Float64Array}, a NaN standing for the JSON layout's null; no object per point. When the series API's MessagePack
- * layouts change, this file is the only one to follow them.
+ * The one place the dashboard reads GET /api/v1/series: window.fieldwatchSeries.fetchColumns(url, params) (the
+ * device page's and the saved charts) asks for the columnar layout (application/vnd.fieldwatch.series.v2+msgpack,
+ * docs/series-layout.md) and resolves to { payload, bytes, encoding } with payload = decodeColumns(body): per series
+ * ts (Float64Array, epoch ms) and values {column: Float32Array or Float64Array}, a NaN standing for the JSON
+ * layout's null; no object per point. When the series API's layout changes, this file is the only one to follow it.
  */
 (function () {
   "use strict";
 
-  var utf8 = typeof TextDecoder === "function" ? new TextDecoder("utf-8") : null;
-  var MSGPACK = "application/msgpack";
+  var utf8 = new TextDecoder("utf-8");
   var COLUMNS = "application/vnd.fieldwatch.series.v2+msgpack";
   var LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
@@ -172,28 +168,7 @@
       });
   }
 
-  function fetchSeries(url, params) {
-    var wantMsgpack = utf8 !== null && typeof DataView === "function";
-    // Only one type: DRF picks among the listed types by its renderers' order, not by q-values.
-    var accept = wantMsgpack ? MSGPACK : "application/json";
-    return window
-      .fetch(url + "?" + query(params), { credentials: "same-origin", headers: { Accept: accept } })
-      .then(function (response) {
-        return response.arrayBuffer().then(function (buffer) {
-          var type = response.headers.get("Content-Type") || "";
-          var msgpack = type.indexOf("msgpack") !== -1;
-          var payload = msgpack ? decode(buffer) : JSON.parse(utf8 ? utf8.decode(buffer) : String.fromCharCode.apply(null, new Uint8Array(buffer)));
-          if (!response.ok) {
-            var reason = (payload && (payload.detail || JSON.stringify(payload))) || "HTTP " + response.status;
-            throw new Error(reason);
-          }
-          return { payload: payload, bytes: buffer.byteLength, encoding: msgpack ? "MessagePack" : "JSON" };
-        });
-      });
-  }
-
   window.fieldwatchSeries = {
-    fetch: fetchSeries,
     fetchColumns: fetchColumns,
     decode: decode,
     decodeColumns: decodeColumns,
