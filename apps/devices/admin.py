@@ -220,7 +220,7 @@ class SiteAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
 # ---------------------------------------------------------------------------------------------------------------------
 class MetricDefinitionInline(admin.TabularInline):
     model = MetricDefinition
-    fields = ("key", "display_name", "unit", "kind", "min_value", "max_value", "role")
+    fields = ("key", "display_name", "unit", "kind", "min_value", "max_value", "role", "precision")
     extra = 0
 
 

@@ -4,7 +4,7 @@ import decimal
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, RegexValidator
 from django.db import models, router
 from django.db.models import Q
 from django.utils import timezone
@@ -30,6 +30,7 @@ from apps.devices.validators import (
 
 OFFLINE_AFTER_MIN = datetime.timedelta(seconds=1)
 OFFLINE_AFTER_MAX = datetime.timedelta(days=365)
+MAX_PRECISION = 9  # decimal places of a metric; float64 resolves about 15 significant digits
 
 
 class ConstraintErrorsOnFields:
@@ -222,6 +223,14 @@ class MetricDefinition(ConstraintErrorsOnFields, models.Model):
         help_text="For heat-pump efficiency: heat output and electrical input (a power metric in W/kW/MW or an energy "
         "totalizer in Wh/kWh/MWh), outdoor temperature (°C).",
     )
+    # What the sensor resolves, in decimal places (3: 0.001). Series responses in the columnar layout send a
+    # column as float32 only when that keeps every value within half a unit of this last place.
+    precision = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(MAX_PRECISION)],
+        help_text="Decimal places the sensor resolves (e.g. 1 for 0.1 °C); empty if unknown.",
+    )
 
     class Meta:
         ordering = ["device_type", "key"]
@@ -237,12 +246,18 @@ class MetricDefinition(ConstraintErrorsOnFields, models.Model):
                 name="metric_min_not_above_max",
                 violation_error_message="The plausible minimum cannot be greater than the maximum.",
             ),
+            models.CheckConstraint(
+                condition=Q(precision__isnull=True) | Q(precision__lte=MAX_PRECISION),
+                name="metric_precision_bounded",
+                violation_error_message=f"Precision is at most {MAX_PRECISION} decimal places.",
+            ),
         ]
 
     constraint_fields = {
         "metric_key_unique_per_device_type": "key",
         "metric_min_not_above_max": "min_value",
         "metric_role_unique_per_device_type": "role",
+        "metric_precision_bounded": "precision",
     }
 
     def __str__(self):

@@ -51,6 +51,7 @@ from django.utils import timezone
 
 from apps.devices.models import Site
 from apps.telemetry.models import ArchivedDay
+from apps.telemetry.queries import series_cache_invalidate
 
 logger = logging.getLogger(__name__)
 
@@ -377,6 +378,8 @@ def archive_restore(*, site: Site, day: datetime.date) -> RestoreResult:
                 "restored_at": timezone.now(),
             },
         )
+    if restored:
+        series_cache_invalidate()  # cached answers (and their ETags) of ranges over that day are out of date
     logger.info("Restored %s of %s archived readings of site %s on %s", restored, loaded, site.id, day)
     return RestoreResult(
         archived_rows=loaded, restored=restored, unknown_devices=unknown, created_series=created_series

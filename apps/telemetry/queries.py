@@ -15,13 +15,11 @@ standard deviation ``sqrt(max(0, (sum_sq - sum² / count) / (count - 1)))`` (nul
 
 import datetime
 import hashlib
-import itertools
 import json
 import math
+import time
 from dataclasses import dataclass, field
-from operator import itemgetter
 
-import msgpack
 from django.conf import settings
 from django.core.cache import cache
 
@@ -70,6 +68,7 @@ class SeriesRef:
     metric: str
     unit: str
     site_id: int
+    precision: int | None = None  # decimal places the metric's definition declares (None: not declared)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +99,51 @@ class TooManyRows(Exception):
             "estimated_rows": self.estimated_rows,
             "limit": self.limit,
             "suggestions": self.suggestions,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesColumns:
+    """One series of a response, column by column: ``ts`` in epoch ms ascending, and one list per value column (a
+    point is ``ts[i], values[0][i], ...``). Columns as the database aggregated them, so no object per point is built
+    to hold them; the encodings (``api.renderers``) read them as they are."""
+
+    ref: SeriesRef
+    ts: list[int]
+    values: list[list[float | None]]
+
+    def points(self) -> list[tuple]:
+        """The JSON layout's rows ``(ts, *values)``, built in C by ``zip``."""
+        return list(zip(self.ts, *self.values, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesData:
+    """What a series request answers: the range (epoch ms), the interval used, the value columns, the series."""
+
+    start: int
+    end: int
+    interval: str
+    columns: list[str]  # value columns: ["value"] for raw, else the aggregates asked for
+    series: list[SeriesColumns]
+
+    def points_payload(self) -> dict:
+        """The JSON (and MessagePack v1) body: ``series[].points`` rows of ``["ts", *columns]``."""
+        columns = ["ts", *self.columns]
+        return {
+            "start": self.start,
+            "end": self.end,
+            "interval": self.interval,
+            "series": [
+                {
+                    "device": one.ref.device,
+                    "metric": one.ref.metric,
+                    "unit": one.ref.unit,
+                    "columns": columns,
+                    "points": one.points(),
+                }
+                for one in self.series
+            ],
         }
 
 
@@ -149,9 +193,15 @@ def raw_is_candidate(*, start: datetime.datetime, end: datetime.datetime, max_po
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _value_columns(expressions: list[str]) -> str:
+    """``expr AS c0, expr AS c1, ...``: the value columns every row statement names the same way."""
+    return ", ".join(f"{expression} AS c{index}" for index, expression in enumerate(expressions))
+
+
 def rollup_sql(*, interval: str, aggregates: list[str], tz: str) -> str:
-    """Rows ``(series_id, ts_ms, *aggregates)`` ordered by series and bucket; params: ids, start, end (and tz)."""
-    expressions = ", ".join(AGGREGATE_SQL[name] for name in aggregates)
+    """Rows ``(series_id, ts, c0..)`` (``ts`` epoch ms, one ``c`` per aggregate) ordered by series and bucket; params:
+    ids, start, end (and tz)."""
+    values = _value_columns([AGGREGATE_SQL[name] for name in aggregates])
     if interval == Resolution.DAY.value and tz != "UTC":
         # Local calendar days from 1-hour rows: date_trunc with a zone gives the local midnight as timestamptz,
         # so a DST day merges 23 or 25 hourly rows. first/last need an ordered pick, built only when asked for.
@@ -167,7 +217,7 @@ def rollup_sql(*, interval: str, aggregates: list[str], tz: str) -> str:
         if "last" in aggregates:
             merged.append("(array_agg(last_value ORDER BY last_ts DESC))[1] AS last_value")
         return (
-            f"SELECT series_id, {epoch_ms_sql('day')}, {expressions} FROM ("
+            f"SELECT series_id, {epoch_ms_sql('day')} AS ts, {values} FROM ("
             f" SELECT series_id, date_trunc('day', bucket, %s) AS day, {', '.join(merged)}"
             f" FROM telemetry_rollup_1h WHERE series_id = ANY(%s::int4[]) AND bucket >= %s AND bucket < %s"
             f" GROUP BY series_id, day"
@@ -175,7 +225,7 @@ def rollup_sql(*, interval: str, aggregates: list[str], tz: str) -> str:
         )
     table = f"telemetry_rollup_{interval}"
     return (
-        f"SELECT series_id, {epoch_ms_sql('bucket')}, {expressions} FROM {table}"
+        f"SELECT series_id, {epoch_ms_sql('bucket')} AS ts, {values} FROM {table}"
         f" WHERE series_id = ANY(%s::int4[]) AND bucket >= %s AND bucket < %s ORDER BY series_id, bucket"
     )
 
@@ -186,22 +236,40 @@ def rollup_params(*, ids: list[int], start, end, interval: str, tz: str) -> list
 
 
 RAW_SQL = (
-    f"SELECT series_id, {epoch_ms_sql('ts')}, value FROM telemetry_reading"
+    f"SELECT series_id, {epoch_ms_sql('ts')} AS ts, value AS c0 FROM telemetry_reading"
     " WHERE series_id = ANY(%s::int4[]) AND ts >= %s AND ts < %s ORDER BY series_id, ts LIMIT %s"
 )
 
 # auto's raw attempt: at most max_points + 1 readings per series, so a dense series costs a bounded index scan.
 RAW_PER_SERIES_SQL = (
-    f"SELECT s.id, {epoch_ms_sql('r.ts')}, r.value FROM unnest(%s::int4[]) AS s(id)"
+    f"SELECT s.id AS series_id, {epoch_ms_sql('r.ts')} AS ts, r.value AS c0 FROM unnest(%s::int4[]) AS s(id)"
     " CROSS JOIN LATERAL (SELECT ts, value FROM telemetry_reading WHERE series_id = s.id AND ts >= %s AND ts < %s"
     " ORDER BY ts LIMIT %s) r ORDER BY s.id, r.ts"
 )
 
 
-def _group(rows: list[tuple]) -> dict[int, list[tuple]]:
-    """Rows ordered by series id -> {series id: [(ts_ms, ...), ...]}."""
-    # Tuples, not lists: they encode the same in JSON and MessagePack, and slicing is the whole cost here.
-    return {series_id: [row[1:] for row in group] for series_id, group in itertools.groupby(rows, key=itemgetter(0))}
+def columns_sql(rows_sql: str, *, values: int) -> str:
+    """``rows_sql`` (rows ``(series_id, ts, c0..)`` ordered by series and ts) as one row per series of arrays,
+    ``(series_id, ts[], c0[], ...)``.
+
+    A year of 50 series is 18,250 points: fetched as rows, psycopg builds a tuple per point and Python regroups them;
+    as arrays the database sends 50 rows and psycopg's C loaders build the lists. The arrays take the order of the
+    sorted subquery (one sort for every column; ``array_agg(... ORDER BY ts)`` would sort once per column), which
+    PostgreSQL keeps without promising it, so ``_columns`` checks it and sorts a series that came otherwise.
+    """
+    arrays = ", ".join(["array_agg(ts)", *(f"array_agg(c{index})" for index in range(values))])
+    return f"SELECT series_id, {arrays} FROM ({rows_sql}) rows GROUP BY series_id"
+
+
+def _columns(rows: list[tuple]) -> dict[int, tuple[list[int], list[list]]]:
+    """Rows of ``columns_sql`` -> {series id: (ts, [column, ...])}, each column in ascending ``ts``."""
+    grouped = {}
+    for series_id, ts, *values in rows:
+        if ts != sorted(ts):  # O(n) on sorted input: the guard for the order the statement does not promise
+            order = sorted(range(len(ts)), key=ts.__getitem__)
+            ts, values = [ts[i] for i in order], [[column[i] for i in order] for column in values]
+        grouped[series_id] = (ts, values)
+    return grouped
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -261,8 +329,8 @@ def too_many_rows(*, estimated: int, query: SeriesQuery, now) -> TooManyRows:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def series_fetch(*, refs: list[SeriesRef], query: SeriesQuery, now: datetime.datetime | None = None) -> dict:
-    """The response body for ``refs`` (already permission-checked), in one data statement.
+def series_fetch(*, refs: list[SeriesRef], query: SeriesQuery, now: datetime.datetime | None = None) -> SeriesData:
+    """The data of ``refs`` (already permission-checked), column by column, in one data statement.
 
     Raises ``TooManyRows`` for an explicit raw request over ``QUERY_MAX_RAW_ROWS``.
     """
@@ -271,9 +339,9 @@ def series_fetch(*, refs: list[SeriesRef], query: SeriesQuery, now: datetime.dat
     interval, grouped = query.interval, None
 
     if interval == AUTO and raw_is_candidate(start=query.start, end=query.end, max_points=query.max_points):
-        rows = rows_fetch(RAW_PER_SERIES_SQL, [ids, query.start, query.end, query.max_points + 1]) if ids else []
-        grouped = _group(rows)
-        if all(len(points) <= query.max_points for points in grouped.values()):
+        sql = columns_sql(RAW_PER_SERIES_SQL, values=1)
+        grouped = _columns(rows_fetch(sql, [ids, query.start, query.end, query.max_points + 1])) if ids else {}
+        if all(len(ts) <= query.max_points for ts, _ in grouped.values()):
             interval = RAW
         else:
             grouped = None
@@ -286,31 +354,26 @@ def series_fetch(*, refs: list[SeriesRef], query: SeriesQuery, now: datetime.dat
         if estimated > limit:
             raise too_many_rows(estimated=estimated, query=query, now=now)
         # The estimate can miss readings not rolled up at all; the LIMIT makes the bound hold regardless.
-        rows = rows_fetch(RAW_SQL, [ids, query.start, query.end, limit + 1]) if ids else []
-        if len(rows) > limit:
-            raise too_many_rows(estimated=len(rows), query=query, now=now)
-        grouped = _group(rows)
+        sql = columns_sql(RAW_SQL, values=1)
+        grouped = _columns(rows_fetch(sql, [ids, query.start, query.end, limit + 1])) if ids else {}
+        fetched = sum(len(ts) for ts, _ in grouped.values())
+        if fetched > limit:
+            raise too_many_rows(estimated=fetched, query=query, now=now)
     elif grouped is None:
-        sql = rollup_sql(interval=interval, aggregates=query.aggregates, tz=query.tz)
+        rows_sql = rollup_sql(interval=interval, aggregates=query.aggregates, tz=query.tz)
+        sql = columns_sql(rows_sql, values=len(query.aggregates))
         params = rollup_params(ids=ids, start=query.start, end=query.end, interval=interval, tz=query.tz)
-        grouped = _group(rows_fetch(sql, params)) if ids else {}
+        grouped = _columns(rows_fetch(sql, params)) if ids else {}
 
-    columns = ["ts", "value"] if interval == RAW else ["ts", *query.aggregates]
-    return {
-        "start": epoch_ms(query.start),
-        "end": epoch_ms(query.end),
-        "interval": interval,
-        "series": [
-            {
-                "device": ref.device,
-                "metric": ref.metric,
-                "unit": ref.unit,
-                "columns": columns,
-                "points": grouped.get(ref.id, []),
-            }
-            for ref in refs
-        ],
-    }
+    columns = ["value"] if interval == RAW else list(query.aggregates)
+    empty = ([], [[] for _ in columns])
+    return SeriesData(
+        start=epoch_ms(query.start),
+        end=epoch_ms(query.end),
+        interval=interval,
+        columns=columns,
+        series=[SeriesColumns(ref, *grouped.get(ref.id, empty)) for ref in refs],
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -323,38 +386,48 @@ def is_cacheable(*, end: datetime.datetime, now: datetime.datetime) -> bool:
     return end <= now - datetime.timedelta(hours=1)
 
 
-def cache_key(*, refs: list[SeriesRef], query: SeriesQuery) -> str:
-    """Canonical parameters -> cache key.
+def series_version(*, refs: list[SeriesRef], query: SeriesQuery) -> str:
+    """Digest of the canonical parameters and the data's version: the cache key's and the ETag's basis.
 
-    The key holds the resolved series (ids, units) and the sites they belong to, so it is only reachable after the
-    permission check that resolved them (which runs on every request, cached or not). It also holds a generation
-    that ``series_cache_invalidate`` bumps, for rollup runs that rewrite old buckets with late data; without that
-    call, a cached response is at most ``CACHE_TTL_SECONDS`` stale.
+    It holds the resolved series (ids, units, precisions) and the sites they belong to, so it is only reachable after
+    the permission check that resolved them (which runs on every request, cached or not). The data's version is a
+    generation that ``series_cache_invalidate`` bumps whenever stored history changes under a range that ended over
+    an hour ago (a rollup run recomputing late data, retention, an archive restore); so the digest changes when the
+    answer can, without reading or hashing the answer. Without that call, a cached response is at most
+    ``CACHE_TTL_SECONDS`` stale.
     """
     canonical = {
-        "series": [[ref.id, ref.device, ref.metric, ref.unit, ref.site_id] for ref in refs],
+        "series": [[ref.id, ref.device, ref.metric, ref.unit, ref.site_id, ref.precision] for ref in refs],
         "start": epoch_ms(query.start),
         "end": epoch_ms(query.end),
         "interval": query.interval,
         "aggregates": query.aggregates,
         "tz": query.tz,
         "max_points": query.max_points,
-        "generation": cache.get(CACHE_GENERATION_KEY, 0),
+        "generation": _generation(),
     }
-    digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
-    return f"telemetry:series-query:{digest}"
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
-def payload_digest(payload: dict, *, salt: str) -> str:
-    """Hash of the canonical parameters (``salt``, the cache key) and the data: the basis of the ETag."""
-    digest = hashlib.sha256(salt.encode())
-    digest.update(msgpack.packb(payload))  # not JSON: a year of 50 series encodes ten times faster
-    return digest.hexdigest()
+def cache_key(*, version: str, encoding: str) -> str:
+    """Where the encoded body of ``version`` in ``encoding`` (a renderer's format) is cached."""
+    return f"telemetry:series-query:{version}:{encoding}"
+
+
+def _generation() -> int:
+    """The data's version. A missing one (a new or flushed Redis) starts at the clock, not at 0, so it never repeats
+    a generation an ETag held by some client was made with."""
+    generation = cache.get(CACHE_GENERATION_KEY)
+    if generation is None:
+        cache.add(CACHE_GENERATION_KEY, time.time_ns(), timeout=None)
+        generation = cache.get(CACHE_GENERATION_KEY)
+    return generation
 
 
 def series_cache_invalidate() -> None:
-    """Make every cached series response unreachable (a rollup run rewrote buckets older than an hour)."""
+    """Make every cached series response unreachable and its ETag stale (stored history changed under ranges that
+    ended over an hour ago)."""
     try:
         cache.incr(CACHE_GENERATION_KEY)
-    except ValueError:
-        cache.set(CACHE_GENERATION_KEY, 1, timeout=None)
+    except ValueError:  # missing: any fresh generation will do
+        cache.add(CACHE_GENERATION_KEY, time.time_ns(), timeout=None)

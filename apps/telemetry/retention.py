@@ -40,6 +40,7 @@ from apps.core.retention import rows_purge
 from apps.devices.models import DeviceType, Site
 from apps.telemetry.archive import archive_day, day_bounds
 from apps.telemetry.models import ArchivedDay, DeadLetter, Reading, Rollup1d, Rollup1h, Rollup1m, Rollup5m, Series
+from apps.telemetry.queries import series_cache_invalidate
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +201,8 @@ def retention_enforce(*, now: datetime.datetime | None = None, batch_size: int =
     if use_chunks:
         _drop_default_days(now, default_days, blocked, chunk_deletes, batch_size, figures)
     figures["rollups_deleted"] = rollups_retention_enforce(now=now, batch_size=batch_size)
+    if figures["deleted_readings"] or figures["dropped_chunks"] or any(figures["rollups_deleted"].values()):
+        series_cache_invalidate()  # cached answers (and their ETags) of ranges over the dropped days
     logger.info("Retention: %s", figures)
     return figures
 

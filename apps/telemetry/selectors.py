@@ -5,9 +5,11 @@ Series queries, latest values and the derived figures (energy, volume, statistic
 themselves live in ``queries`` and ``derived``, which check no permissions."""
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import OuterRef, Q, Subquery
 
 from apps.core.time import epoch_ms
@@ -55,63 +57,91 @@ class MetricUnsuitable(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class SeriesResult:
-    payload: dict
-    cacheable: bool
-    digest: str | None  # hash of the canonical parameters and the data; None when not cacheable
+class SeriesPlan:
+    """A series request resolved for a user: the series they may read and, for a range that ended over an hour ago,
+    the version of its answer (``queries.series_version``; None for a recent range, which is never cached)."""
+
+    refs: list[SeriesRef]
+    query: SeriesQuery
+    now: datetime.datetime
+    version: str | None
+
+
+# The visible devices (the scoped queryset's SQL) joined to the pairs asked for, with each pair's definition and
+# series. Plain SQL around the scope: the same statement through the ORM (array subqueries of JSON objects) costs more
+# to compile than to run, and this runs on every series request, cached answer or not.
+_SERIES_RESOLVE = """
+    SELECT d.uid, p.metric, d.site_id, m.id IS NOT NULL, m.unit, m.precision, s.id
+    FROM ({scope}) d
+    JOIN unnest(%s::text[], %s::text[]) AS p(uid, metric) ON p.uid = d.uid
+    LEFT JOIN {definitions} m ON m.device_type_id = d.device_type_id AND m.key = p.metric
+    LEFT JOIN {series} s ON s.device_id = d.id AND s.metric_key = p.metric
+"""
 
 
 def series_for_user(*, user, pairs: list[tuple[str, str]]) -> list[SeriesRef]:
-    """Resolve ``(device uid, metric key)`` pairs in request order, in three statements whatever their number.
+    """Resolve ``(device uid, metric key)`` pairs in request order, in one statement whatever their number.
 
     A metric the device type defines but that never reported resolves to an empty series (``id`` None); one that is
     neither defined nor stored raises ``MetricNotFound``.
     """
-    uids = {uid for uid, _ in pairs}
-    devices = {device.uid: device for device in device_list_for_user(user=user).filter(uid__in=uids)}
-    for uid, _ in pairs:
-        if uid not in devices:
-            raise DeviceNotFound(uid)
-    units = {
-        (type_id, key): unit
-        for type_id, key, unit in MetricDefinition.objects.filter(
-            device_type_id__in={device.device_type_id for device in devices.values()}
-        ).values_list("device_type_id", "key", "unit")
-    }
-    series_ids = {
-        (device_id, key): series_id
-        for series_id, device_id, key in Series.objects.filter(
-            device_id__in=[device.id for device in devices.values()], metric_key__in={metric for _, metric in pairs}
-        ).values_list("id", "device_id", "metric_key")
-    }
+    scope = (
+        device_list_for_user(user=user)
+        .filter(uid__in={uid for uid, _ in pairs})
+        .values("id", "uid", "site_id", "device_type_id")
+    )
+    scope_sql, scope_params = scope.query.sql_with_params()
+    sql = _SERIES_RESOLVE.format(
+        scope=scope_sql, definitions=MetricDefinition._meta.db_table, series=Series._meta.db_table
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*scope_params, [uid for uid, _ in pairs], [metric for _, metric in pairs]])
+        found = {(uid, metric): rest for uid, metric, *rest in cursor.fetchall()}
+    visible = {uid for uid, _ in found}
     refs = []
     for uid, metric in pairs:
-        device = devices[uid]
-        series_id = series_ids.get((device.id, metric))
-        unit = units.get((device.device_type_id, metric))
-        if series_id is None and unit is None:
+        if uid not in visible:
+            raise DeviceNotFound(uid)
+        site_id, defined, unit, precision, series_id = found[uid, metric]
+        if series_id is None and not defined:
             raise MetricNotFound(uid, metric)
-        refs.append(SeriesRef(id=series_id, device=uid, metric=metric, unit=unit or "", site_id=device.site_id))
+        refs.append(
+            SeriesRef(id=series_id, device=uid, metric=metric, unit=unit or "", site_id=site_id, precision=precision)
+        )
     return refs
 
 
-def series_query_for_user(*, user, query: SeriesQuery, now: datetime.datetime | None = None) -> SeriesResult:
-    """The series response for ``query``, from the cache when the range ended over an hour ago.
+def series_plan_for_user(*, user, query: SeriesQuery, now: datetime.datetime | None = None) -> SeriesPlan:
+    """Resolve ``query`` for ``user``: the series they may read and, for a historical range, its version.
 
-    Permissions are resolved on every call, cached or not, so a revoked grant takes effect at once. Raises
-    ``DeviceNotFound``, ``MetricNotFound`` and ``queries.TooManyRows``.
+    Permissions are resolved on every call, cached answer or not, so a revoked grant takes effect at once. Nothing
+    is fetched yet, so a client that holds the version's answer (``If-None-Match``) costs no data statement. Raises
+    ``DeviceNotFound`` and ``MetricNotFound``.
     """
     now = now or datetime.datetime.now(datetime.UTC)
     refs = series_for_user(user=user, pairs=query.pairs)
-    if not queries.is_cacheable(end=query.end, now=now):
-        return SeriesResult(payload=queries.series_fetch(refs=refs, query=query, now=now), cacheable=False, digest=None)
-    key = queries.cache_key(refs=refs, query=query)
-    entry = cache.get(key)
-    if entry is None:
-        payload = queries.series_fetch(refs=refs, query=query, now=now)
-        entry = {"digest": queries.payload_digest(payload, salt=key), "payload": payload}
-        cache.set(key, entry, timeout=queries.CACHE_TTL_SECONDS)
-    return SeriesResult(payload=entry["payload"], cacheable=True, digest=entry["digest"])
+    cacheable = queries.is_cacheable(end=query.end, now=now)
+    version = queries.series_version(refs=refs, query=query) if cacheable else None
+    return SeriesPlan(refs=refs, query=query, now=now, version=version)
+
+
+def series_data(*, plan: SeriesPlan) -> queries.SeriesData:
+    """The data of a resolved request, always from the database. Raises ``queries.TooManyRows``."""
+    return queries.series_fetch(refs=plan.refs, query=plan.query, now=plan.now)
+
+
+def series_body(*, plan: SeriesPlan, encoding: str, encode: Callable[[queries.SeriesData], bytes]) -> bytes:
+    """The answer of a resolved request encoded by ``encode`` (named ``encoding``), cached as those bytes in Redis
+    for a historical range: a hit costs one cache read and no decoding, re-encoding or hashing of the points.
+    Raises ``queries.TooManyRows``."""
+    if plan.version is None:
+        return encode(series_data(plan=plan))
+    key = queries.cache_key(version=plan.version, encoding=encoding)
+    body = cache.get(key)
+    if body is None:
+        body = encode(series_data(plan=plan))
+        cache.set(key, body, timeout=queries.CACHE_TTL_SECONDS)
+    return body
 
 
 def _latest_rows(latest):

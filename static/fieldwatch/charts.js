@@ -3,6 +3,7 @@
  *
  * Data comes from GET /api/v1/series with interval=auto, so the server picks raw readings or a rollup resolution
  * that fits the range; aggregated views draw the average as a line over a min–max band, raw views a plain line.
+ * It is fetched in the columnar layout through series_client.js (decoded into typed arrays, no object per point).
  * Each chart's CSV link is the same query (with the interval the server chose) as format=csv: what is shown.
  *
  * The "1 h" preset is live: window.fieldwatchCharts.append(uid, metric, ts_ms, value), called by live.js for each
@@ -22,6 +23,7 @@
   var charts = new Map(); // "uid:metric" -> chart state
   var state = { preset: LIVE_PRESET, start: 0, end: 0, request: 0 };
   var seriesUrl = (controls && controls.getAttribute("data-series-url")) || "/api/v1/series";
+  var seriesClient = window.fieldwatchSeries; // series_client.js: the one reader of the series API
 
   function key(uid, metric) {
     return uid + ":" + metric;
@@ -124,27 +126,20 @@
     return options;
   }
 
-  function draw(chart, payloadSeries, interval) {
-    var columns = payloadSeries.columns;
-    var aggregated = columns[1] !== "value";
-    var xs = [];
-    var ys = [];
-    if (aggregated) {
-      var avg = columns.indexOf("avg"), min = columns.indexOf("min"), max = columns.indexOf("max");
-      ys = [[], [], []];
-      payloadSeries.points.forEach(function (p) {
-        xs.push(p[0] / 1000);
-        ys[0].push(p[avg]);
-        ys[1].push(p[min]);
-        ys[2].push(p[max]);
-      });
-    } else {
-      ys = [[]];
-      payloadSeries.points.forEach(function (p) {
-        xs.push(p[0] / 1000);
-        ys[0].push(p[1]);
-      });
-    }
+  // A decoded column as a plain array (live appends push onto it), NaN (a null of the layout) as uPlot's gap.
+  function plain(column) {
+    var out = new Array(column.length);
+    for (var i = 0; i < column.length; i++) out[i] = column[i] === column[i] ? column[i] : null;
+    return out;
+  }
+
+  function draw(chart, series, interval) {
+    var aggregated = series.columns[0] !== "value";
+    var xs = new Array(series.ts.length);
+    for (var i = 0; i < xs.length; i++) xs[i] = series.ts[i] / 1000;
+    var ys = aggregated
+      ? [plain(series.values.avg), plain(series.values.min), plain(series.values.max)]
+      : [plain(series.values.value)];
     chart.data = [xs].concat(ys);
     chart.aggregated = aggregated;
     if (chart.plot) chart.plot.destroy();
@@ -183,23 +178,17 @@
     });
     showRange();
     byDevice.forEach(function (list, uid) {
-      var url =
-        seriesUrl +
-        "?" +
-        query({
+      seriesClient
+        .fetchColumns(seriesUrl, {
           device: uid,
           metrics: list.map(function (c) { return c.metric; }).join(","),
           start: state.start,
           end: state.end,
           interval: "auto",
           agg: AGGREGATES,
-        });
-      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
-        .then(function (response) {
-          if (!response.ok) throw new Error("HTTP " + response.status);
-          return response.json();
         })
-        .then(function (payload) {
+        .then(function (answer) {
+          var payload = answer.payload;
           if (request !== state.request) return; // a newer range was chosen meanwhile
           payload.series.forEach(function (s) {
             var chart = charts.get(key(s.device, s.metric));

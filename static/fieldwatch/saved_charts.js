@@ -2,7 +2,7 @@
  * Saved charts (uPlot): every [data-saved-chart] figure draws a chart configuration — series across devices, a
  * range (preset or custom), an aggregate, a resolution (auto: the server picks), a style (line, area, bars, steps),
  * the first unit on the left axis and a second on the right. Data comes through window.fieldwatchSeries (the series
- * API, MessagePack where the browser decodes it); the footer shows the payload's size and encoding.
+ * API, its columnar layout); the footer shows the payload's size and encoding.
  *
  * Relative ranges are live: readings pushed by live.js (the "fieldwatch:reading" event) are appended to their
  * series and the window slides. On the builder page ([data-chart-form]) the preview follows the form.
@@ -77,7 +77,7 @@
     self.end = range[1];
     self.status("Loading…");
     window.fieldwatchSeries
-      .fetch(self.url, {
+      .fetchColumns(self.url, {
         series: config.series.map(function (s) { return s.device + ":" + s.metric; }).join(","),
         start: range[0],
         end: range[1],
@@ -88,10 +88,10 @@
         if (request !== self.request) return;
         self.draw(result.payload);
         var text = result.payload.interval === "raw" ? "raw readings" : config.aggregate + " per " + result.payload.interval;
-        var footer = kilobytes(result.bytes) + " " + result.encoding + " · " + text;
+        var footer = kilobytes(result.bytes) + " MessagePack (columns) · " + text;
         if (self.footerEl) {
           self.footerEl.textContent = footer;
-          self.footerEl.title = "Payload: " + result.bytes + " bytes of " + result.encoding + " from the series API";
+          self.footerEl.title = "Payload: " + result.bytes + " bytes of columnar MessagePack from the series API";
         }
       })
       .catch(function (error) {
@@ -109,16 +109,16 @@
     });
     var rows = {};
     var columns = config.series.map(function (wanted, index) {
-      var s = byKey[wanted.device + ":" + wanted.metric] || { points: [], columns: ["ts", "value"], unit: "" };
+      var s = byKey[wanted.device + ":" + wanted.metric] || { ts: [], values: {}, columns: ["value"], unit: "" };
       var unit = s.unit || wanted.unit || "";
       if (units.indexOf(unit) === -1) units.push(unit);
-      var column = s.columns.indexOf(config.aggregate);
-      if (column === -1) column = 1;
-      s.points.forEach(function (point) {
-        var x = point[0] / 1000;
+      var name = s.columns.indexOf(config.aggregate) !== -1 ? config.aggregate : s.columns[0];
+      var column = s.values[name] || [];
+      for (var i = 0; i < s.ts.length; i++) {
+        var x = s.ts[i] / 1000;
         if (!rows[x]) rows[x] = {};
-        rows[x][index] = point[column];
-      });
+        rows[x][index] = column[i] === column[i] ? column[i] : null; // NaN: the layout's null
+      }
       return { label: wanted.label || wanted.device + " · " + wanted.metric, unit: unit };
     });
     var xs = Object.keys(rows).map(Number).sort(function (a, b) { return a - b; });

@@ -1,14 +1,16 @@
 /*
- * The one place the dashboard's saved charts read GET /api/v1/series: window.fieldwatchSeries.fetch(url, params)
- * resolves to { payload, bytes, encoding }. It asks for MessagePack where the browser can decode it (TextDecoder,
- * DataView) and falls back to JSON; the payload is the document the API documents either way. When the series
- * API's MessagePack layout changes, this file is the only one to follow it.
+ * The one place the dashboard reads GET /api/v1/series: window.fieldwatchSeries.fetchColumns(url, params) (the
+ * device page's and the saved charts) asks for the columnar layout (application/vnd.fieldwatch.series.v2+msgpack,
+ * docs/series-layout.md) and resolves to { payload, bytes, encoding } with payload = decodeColumns(body): per series
+ * ts (Float64Array, epoch ms) and values {column: Float32Array or Float64Array}, a NaN standing for the JSON
+ * layout's null; no object per point. When the series API's layout changes, this file is the only one to follow it.
  */
 (function () {
   "use strict";
 
-  var utf8 = typeof TextDecoder === "function" ? new TextDecoder("utf-8") : null;
-  var MSGPACK = "application/msgpack";
+  var utf8 = new TextDecoder("utf-8");
+  var COLUMNS = "application/vnd.fieldwatch.series.v2+msgpack";
+  var LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
   // A MessagePack decoder for what the series API sends: maps, arrays, strings, binaries, integers, floats, nil and
   // booleans (no extension types).
@@ -95,25 +97,82 @@
       .join("&");
   }
 
-  function fetchSeries(url, params) {
-    var wantMsgpack = utf8 !== null && typeof DataView === "function";
-    // Only one type: DRF picks among the listed types by its renderers' order, not by q-values.
-    var accept = wantMsgpack ? MSGPACK : "application/json";
+  // ------------------------------------------------------------------------------------------------- columnar layout
+
+  // A little-endian blob (a fresh copy from decode's bin, so aligned) as a typed array of its type.
+  function typed(blob, type) {
+    var Type = { i32: Int32Array, f32: Float32Array, f64: Float64Array }[type];
+    if (!Type) throw new Error("unknown column type " + type);
+    var count = blob.byteLength / Type.BYTES_PER_ELEMENT;
+    if (LITTLE_ENDIAN) return new Type(blob.buffer, blob.byteOffset, count);
+    var view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
+    var out = new Type(count);
+    for (var i = 0; i < count; i++) {
+      out[i] = type === "i32" ? view.getInt32(i * 4, true) : type === "f32" ? view.getFloat32(i * 4, true) : view.getFloat64(i * 8, true);
+    }
+    return out;
+  }
+
+  function timestamps(series) {
+    var ts = new Float64Array(series.count);
+    if (!series.count) return ts;
+    var deltas = typed(series.ts_deltas, series.ts_delta_type);
+    var at = series.ts_base;
+    ts[0] = at;
+    for (var i = 0; i < deltas.length; i++) {
+      at += deltas[i];
+      ts[i + 1] = at;
+    }
+    return ts;
+  }
+
+  function decodeColumns(buffer) {
+    var body = decode(buffer);
+    if (body.layout !== 2) throw new Error("not the columnar series layout (layout " + body.layout + ")");
+    return {
+      start: body.start,
+      end: body.end,
+      interval: body.interval,
+      series: body.series.map(function (series) {
+        var values = {};
+        var types = {};
+        series.columns.forEach(function (column, index) {
+          types[column] = series.types[index];
+          values[column] = typed(series.values[index], series.types[index]);
+        });
+        return {
+          device: series.device,
+          metric: series.metric,
+          unit: series.unit,
+          precision: series.precision,
+          columns: series.columns,
+          ts: timestamps(series),
+          values: values,
+          types: types,
+        };
+      }),
+    };
+  }
+
+  function fetchColumns(url, params) {
     return window
-      .fetch(url + "?" + query(params), { credentials: "same-origin", headers: { Accept: accept } })
+      .fetch(url + "?" + query(params), { credentials: "same-origin", headers: { Accept: COLUMNS } })
       .then(function (response) {
         return response.arrayBuffer().then(function (buffer) {
-          var type = response.headers.get("Content-Type") || "";
-          var msgpack = type.indexOf("msgpack") !== -1;
-          var payload = msgpack ? decode(buffer) : JSON.parse(utf8 ? utf8.decode(buffer) : String.fromCharCode.apply(null, new Uint8Array(buffer)));
           if (!response.ok) {
-            var reason = (payload && (payload.detail || JSON.stringify(payload))) || "HTTP " + response.status;
-            throw new Error(reason);
+            var refusal = JSON.parse(utf8.decode(buffer)); // refusals are always JSON
+            throw new Error(refusal.detail || JSON.stringify(refusal));
           }
-          return { payload: payload, bytes: buffer.byteLength, encoding: msgpack ? "MessagePack" : "JSON" };
+          return { payload: decodeColumns(buffer), bytes: buffer.byteLength, encoding: "columns" };
         });
       });
   }
 
-  window.fieldwatchSeries = { fetch: fetchSeries, decode: decode, query: query };
+  window.fieldwatchSeries = {
+    fetchColumns: fetchColumns,
+    decode: decode,
+    decodeColumns: decodeColumns,
+    query: query,
+    COLUMNS: COLUMNS,
+  };
 })();

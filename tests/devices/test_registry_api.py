@@ -108,6 +108,20 @@ def test_writes_are_validated_as_in_the_admin_with_field_errors(alice, site_a, h
     assert "minimum cannot be greater" in bad_range.json()["metrics"][0]["min_value"][0]
     assert not DeviceType.objects.filter(name="Meter").exists()  # all or nothing
 
+    too_precise = client.post(
+        reverse("api:device-type-list"),
+        {"name": "Meter", "metrics": [{"key": "flow", "display_name": "Flow", "precision": 10}]},
+        format="json",
+    )
+    assert too_precise.status_code == 400
+    assert "9" in too_precise.json()["metrics"][0]["precision"][0]
+    declared = client.post(
+        reverse("api:device-type-list"),
+        {"name": "Meter", "metrics": [{"key": "flow", "display_name": "Flow", "precision": 2}]},
+        format="json",
+    )
+    assert declared.status_code == 201 and declared.json()["metrics"][0]["precision"] == 2
+
     bad_schema = client.post(
         reverse("api:device-type-list"), {"name": "Meter", "payload_schema": {"type": 12}}, format="json"
     )

@@ -1,12 +1,15 @@
 """GET /api/v1/series and /api/v1/devices/<uid>/latest: every figure against a plain-Python reference over the
 inserted readings, every status code and format, and what each role may not see."""
 
+import array
 import csv
 import datetime
 import io
+import itertools
 import math
 import random
 import statistics
+import sys
 import zoneinfo
 
 import msgpack
@@ -15,9 +18,13 @@ from django.core.cache import cache
 from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from apps.devices.models import MetricDefinition
+from apps.telemetry.api.renderers import float32_keeps
 from apps.telemetry.models import LatestValue, Reading, Rollup1h, Series
-from apps.telemetry.queries import series_cache_invalidate
+from apps.telemetry.queries import CACHE_GENERATION_KEY, series_cache_invalidate
 from apps.telemetry.rollups import rollups_advance
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 
@@ -572,3 +579,166 @@ def test_openapi_documents_the_query_endpoints(client, alice):
         "format",
     }
     assert "/api/v1/devices/{uid}/latest" in schema["paths"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The columnar layout (application/vnd.fieldwatch.series.v2+msgpack)
+# ---------------------------------------------------------------------------------------------------------------------
+
+COLUMNS = "application/vnd.fieldwatch.series.v2+msgpack"
+EVERY_AGGREGATE = "avg,min,max,count,sum,stddev,first,last"
+_ARRAY_CODES = {"i32": "i", "f32": "f", "f64": "d"}
+
+
+def _little_endian(blob: bytes, kind: str) -> list:
+    values = array.array(_ARRAY_CODES[kind])
+    values.frombytes(blob)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values.tolist()
+
+
+def columns_decode(body: bytes) -> dict:
+    """A columnar body back into the JSON layout (``points`` rows of ``[ts, *columns]``, NaN as null), with each
+    series' column types on the side: written from docs/series-layout.md, not from the encoder."""
+    decoded = msgpack.unpackb(body)
+    assert decoded["layout"] == 2
+    series_list, types = [], []
+    for series in decoded["series"]:
+        deltas = _little_endian(series["ts_deltas"], series["ts_delta_type"])
+        ts = list(itertools.accumulate(deltas, initial=series["ts_base"])) if series["count"] else []
+        columns = [_little_endian(blob, kind) for blob, kind in zip(series["values"], series["types"], strict=True)]
+        assert len(ts) == series["count"] and all(len(column) == len(ts) for column in columns)
+        assert all(isinstance(value, int) or value.is_integer() for value in deltas)  # whole milliseconds
+        points = [[int(moment), *(None if math.isnan(c[i]) else c[i] for c in columns)] for i, moment in enumerate(ts)]
+        series_list.append(
+            {
+                "device": series["device"],
+                "metric": series["metric"],
+                "unit": series["unit"],
+                "columns": ["ts", *series["columns"]],
+                "points": points,
+            }
+        )
+        types.append(dict(zip(series["columns"], series["types"], strict=True)))
+    payload = {key: decoded[key] for key in ("start", "end", "interval")}
+    return {**payload, "series": series_list}, types
+
+
+def _declare_precision(metric: str, places: int | None) -> None:
+    MetricDefinition.objects.filter(key=metric).update(precision=places)
+
+
+@pytest.mark.parametrize("interval", ["raw", "1m", "5m", "1h", "1d"])
+def test_columns_decode_to_exactly_the_json_points_for_every_aggregate(client, bob, fleet, interval):
+    params = {
+        "series": "hp-a:supply_temp,hp-a:power,hp-a:cop,hp-a2:supply_temp",  # cop never reported: empty
+        "start": ms(MARCH_START),
+        "end": ms(MARCH_END),
+        "interval": interval,
+        "agg": EVERY_AGGREGATE,
+        "max_points": 100_000,
+    }
+    if interval == "raw":
+        params["start"] = ms(MARCH_GAP[0]) - 86_400_000  # a day before the gap to a day after it
+        params["end"] = ms(MARCH_GAP[1]) + 86_400_000
+    as_json = get(client, bob, params).json()
+    response = get(client, bob, params, Accept=COLUMNS)
+    assert response.status_code == 200 and response["Content-Type"] == COLUMNS
+    decoded, types = columns_decode(response.content)
+    assert decoded == as_json  # no declared precision: float64, bit for bit; counts are exact in float32
+    assert {kind for series in types for name, kind in series.items() if name != "count"} <= {"f64"}
+    [supply, _, cop, _] = decoded["series"]
+    assert cop["points"] == [] and supply["points"]
+    if interval in ("1m", "5m", "1h"):  # the 4-hour gap stays a gap: no bucket inside it
+        inside = [p for p in supply["points"] if ms(MARCH_GAP[0]) <= p[0] < ms(MARCH_GAP[1]) - 3_600_000]
+        assert inside == []
+    if interval == "1m":  # one reading a bucket: a null stddev, which travels as NaN and comes back null
+        assert all(point[6] is None for point in supply["points"])
+
+
+def test_columns_send_float32_only_where_the_declared_precision_survives(client, bob, fleet):
+    _declare_precision("supply_temp", 3)  # readings have 3 decimals, values 20 to 60
+    params = {"device": "hp-a", "metrics": "supply_temp,power", "start": ms(MARCH_START), "end": ms(MARCH_END)}
+    params |= {"interval": "1d", "agg": EVERY_AGGREGATE}
+    as_json = get(client, bob, params).json()
+    response = get(client, bob, params, Accept=COLUMNS)
+    decoded, [supply_types, power_types] = columns_decode(response.content)
+    # A day's sum runs into the thousands: float32 would lose the third decimal there, so it stays float64.
+    assert supply_types == {
+        "avg": "f32", "min": "f32", "max": "f32", "count": "f32", "sum": "f64", "stddev": "f32", "first": "f32",
+        "last": "f32",
+    }  # fmt: skip
+    # power declares no precision: float64, but for the whole numbers, which keep 0 decimals whatever the metric
+    assert power_types == {name: "f32" if name == "count" else "f64" for name in power_types}
+    for got_series, want_series in zip(decoded["series"], as_json["series"], strict=True):
+        assert len(got_series["points"]) == len(want_series["points"])
+        for got, want in zip(got_series["points"], want_series["points"], strict=True):
+            assert got[0] == want[0]
+            for value, expected in zip(got[1:], want[1:], strict=True):
+                assert (value is None) == (expected is None)
+                if expected is not None:
+                    assert not math.isnan(value) and abs(value - expected) <= 0.0005
+    raw = {**params, "interval": "raw", "start": ms(MARCH_GAP[1]), "end": ms(MARCH_GAP[1]) + 86_400_000}
+    decoded, [raw_types, _] = columns_decode(get(client, bob, raw, Accept=COLUMNS).content)
+    assert raw_types == {"value": "f32"}
+    readings = [p[1] for p in get(client, bob, raw).json()["series"][0]["points"]]
+    assert [round(p[1], 3) for p in decoded["series"][0]["points"]] == readings  # readings of 3 decimals: exact
+
+
+def test_columns_of_a_range_without_readings_are_empty(client, bob, fleet):
+    params = {"device": "hp-a", "metrics": "supply_temp", "start": ms(utc(2025, 1, 1)), "end": ms(utc(2025, 1, 2))}
+    decoded, _ = columns_decode(get(client, bob, {**params, "interval": "1h"}, Accept=COLUMNS).content)
+    assert decoded["series"][0]["points"] == [] and decoded["series"][0]["columns"] == ["ts", "avg"]
+
+
+def test_columns_are_asked_for_by_format_too_and_today_s_layouts_stay(client, bob, fleet):
+    response = get(client, bob, {**HISTORICAL, "format": "columns"})
+    assert response["Content-Type"] == COLUMNS and msgpack.unpackb(response.content)["layout"] == 2
+    assert get(client, bob, HISTORICAL)["Content-Type"] == "application/json"
+    assert "points" in msgpack.unpackb(get(client, bob, HISTORICAL, Accept="application/msgpack").content)["series"][0]
+    errors = get(client, bob, {**HISTORICAL, "interval": "2m"}, Accept=COLUMNS)
+    assert errors.status_code == 400 and "interval" in errors.json()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    places=st.integers(min_value=0, max_value=9),
+    values=st.lists(st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=1, max_size=20),
+)
+def test_float32_is_chosen_only_when_every_value_stays_within_half_a_last_place(places, values):
+    keeps = float32_keeps(values, places)
+    packed = array.array("f", values) if keeps else None
+    if keeps:
+        for sent, value in zip(packed.tolist(), values, strict=True):
+            assert not math.isnan(sent) and abs(sent - value) <= 0.5 * 10.0**-places
+    assert not float32_keeps(values, None)
+
+
+def test_columns_stay_within_the_declared_precision_on_real_rollups(client, bob, fleet):
+    for places in (0, 1, 2, 3):
+        _declare_precision("supply_temp", places)
+        params = {"device": "hp-a", "metrics": "supply_temp", "start": ms(MARCH_START), "end": ms(MARCH_END)}
+        params |= {"interval": "1h", "agg": "avg,min,max"}
+        as_json = get(client, bob, params).json()["series"][0]["points"]
+        decoded, [types] = columns_decode(get(client, bob, params, Accept=COLUMNS).content)
+        assert set(types.values()) == {"f32"}
+        for got, want in zip(decoded["series"][0]["points"], as_json, strict=True):
+            assert all(abs(a - b) <= 0.5 * 10.0**-places for a, b in zip(got[1:], want[1:], strict=True))
+
+
+def test_etag_is_the_answer_s_version_304_reads_no_data_and_a_rewrite_changes_it(client, bob, fleet):
+    first = get(client, bob, HISTORICAL, Accept=COLUMNS)
+    etag = first["ETag"]
+    with CaptureQueriesContext(connection) as answered:
+        again = get(client, bob, HISTORICAL, Accept=COLUMNS, If_None_Match=etag)
+    assert again.status_code == 304 and again["ETag"] == etag
+    assert not any("telemetry_rollup" in query["sql"] for query in answered.captured_queries)
+    series_cache_invalidate()  # what a rollup run that recomputed late data does
+    changed = get(client, bob, HISTORICAL, Accept=COLUMNS, If_None_Match=etag)
+    assert changed.status_code == 200 and changed["ETag"] != etag
+    _declare_precision("supply_temp", 1)  # another encoding of the same data: another tag too
+    precise = get(client, bob, HISTORICAL, Accept=COLUMNS)["ETag"]
+    assert precise != changed["ETag"]
+    cache.delete(CACHE_GENERATION_KEY)  # Redis flushed: the generation starts afresh, never at a value seen before
+    assert get(client, bob, HISTORICAL, Accept=COLUMNS, If_None_Match=precise).status_code == 200

@@ -76,7 +76,7 @@ class SiteSerializer(_RegistrySerializer):
 class MetricDefinitionSerializer(_RegistrySerializer):
     class Meta:
         model = MetricDefinition
-        fields = ("key", "display_name", "unit", "kind", "min_value", "max_value")
+        fields = ("key", "display_name", "unit", "kind", "min_value", "max_value", "precision")
         validators = []
 
 

@@ -4,7 +4,7 @@ Views parse parameters, call one selector and shape the HTTP answer (status, for
 and their permission scoping live in ``apps.telemetry.selectors``.
 """
 
-from django.http import HttpResponseNotModified, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseNotModified, StreamingHttpResponse
 from django.utils.cache import patch_vary_headers
 from django.utils.http import parse_etags
 from drf_spectacular.types import OpenApiTypes
@@ -20,13 +20,27 @@ from apps.telemetry.api.query_serializers import (
     SeriesResponseSerializer,
     TooManyRowsSerializer,
 )
-from apps.telemetry.api.renderers import MESSAGEPACK_RENDERERS, CSVRenderer, csv_rows
+from apps.telemetry.api.renderers import (
+    MESSAGEPACK_RENDERERS,
+    SERIES_COLUMNS_MEDIA_TYPE,
+    SERIES_ENCODERS,
+    CSVRenderer,
+    SeriesColumnsRenderer,
+    csv_rows,
+)
 from apps.telemetry.queries import CACHE_TTL_SECONDS, TooManyRows
-from apps.telemetry.selectors import DeviceNotFound, MetricNotFound, latest_values_for_device, series_query_for_user
+from apps.telemetry.selectors import (
+    DeviceNotFound,
+    MetricNotFound,
+    latest_values_for_device,
+    series_body,
+    series_data,
+    series_plan_for_user,
+)
 
 NOT_FOUND = "No such device among the devices you may see."
 
-SERIES_DESCRIPTION = """
+SERIES_DESCRIPTION = f"""
 Readings or rollup aggregates of up to 50 series over `[start, end)`, in one response.
 
 **Interval.** `raw` returns readings (`columns: ["ts", "value"]`). `1m`, `5m`, `1h`, `1d` return one point per
@@ -40,12 +54,14 @@ series has at most `max_points` readings in the range; rollup resolutions past t
 minutes of a range ending now appear once the rollup job has run.
 
 **Formats.** JSON by default; `Accept: application/msgpack` (or `application/x-msgpack`) returns the same
-structure in MessagePack; `format=csv` (or `Accept: text/csv`) streams `device,metric,ts,<columns>` with ISO-8601
-`ts` in `tz`.
+structure in MessagePack; `Accept: {SERIES_COLUMNS_MEDIA_TYPE}` (or `format=columns`) returns
+the columnar layout: per series a base timestamp, int32 deltas and one little-endian float32 or float64 column per
+aggregate, float32 only where the metric's declared `precision` survives it (`types` says which); `format=csv` (or
+`Accept: text/csv`) streams `device,metric,ts,<columns>` with ISO-8601 `ts` in `tz`.
 
 **Caching.** A range that ended over an hour ago answers with an `ETag` and `Cache-Control: private,
 max-age=3600` (send `If-None-Match` for a `304`) and is cached server-side for an hour; other ranges are
-`Cache-Control: no-store`.
+`Cache-Control: no-store`. The tag changes when the parameters or the stored history under the range change.
 """
 
 
@@ -69,7 +85,7 @@ def _series_example():
 class SeriesQueryView(JSONErrorsMixin, APIView):
     """Series data for charts and analysis."""
 
-    renderer_classes = [FastJSONRenderer, *MESSAGEPACK_RENDERERS, CSVRenderer]
+    renderer_classes = [FastJSONRenderer, *MESSAGEPACK_RENDERERS, SeriesColumnsRenderer, CSVRenderer]
 
     @extend_schema(
         operation_id="series_query",
@@ -77,13 +93,18 @@ class SeriesQueryView(JSONErrorsMixin, APIView):
         description=SERIES_DESCRIPTION,
         parameters=[
             SeriesQuerySerializer,
-            OpenApiParameter("format", OpenApiTypes.STR, enum=["json", "msgpack", "csv"], description="Override"),
+            OpenApiParameter(
+                "format", OpenApiTypes.STR, enum=["json", "msgpack", "columns", "csv"], description="Override"
+            ),
         ],
         responses={
             (200, "application/json"): OpenApiResponse(
                 SeriesResponseSerializer, examples=[OpenApiExample("hourly", value=_series_example())]
             ),
             (200, "application/msgpack"): OpenApiResponse(OpenApiTypes.BINARY, description="Same, MessagePack"),
+            (200, SERIES_COLUMNS_MEDIA_TYPE): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The columnar layout, MessagePack (docs/series-layout.md)"
+            ),
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="device,metric,ts,<columns>"),
             304: OpenApiResponse(description="`If-None-Match` matched the ETag of a historical range"),
             400: OpenApiResponse(
@@ -99,26 +120,28 @@ class SeriesQueryView(JSONErrorsMixin, APIView):
         serializer.is_valid(raise_exception=True)
         query = serializer.validated_data
         try:
-            result = series_query_for_user(user=request.user, query=query)
+            plan = series_plan_for_user(user=request.user, query=query)
         except DeviceNotFound:
             raise NotFound(NOT_FOUND) from None
         except MetricNotFound as error:
             field = "series" if "series" in request.query_params else "metrics"
             raise ValidationError({field: [f"Device {error.uid!r} has no metric {error.metric!r}."]}) from None
+
+        renderer = request.accepted_renderer
+        # The tag is the answer's version (parameters and the data's generation), known before any data is read.
+        etag = f'"{plan.version[:40]}-{renderer.format}"' if plan.version else None
+        try:
+            if etag and etag in parse_etags(request.headers.get("If-None-Match", "")):
+                response = HttpResponseNotModified()
+            elif renderer.format == CSVRenderer.format:
+                rows = csv_rows(series_data(plan=plan).points_payload(), tz=query.tz)
+                response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
+                response["Content-Disposition"] = 'inline; filename="series.csv"'
+            else:
+                body = series_body(plan=plan, encoding=renderer.format, encode=SERIES_ENCODERS[renderer.format])
+                response = HttpResponse(body, content_type=renderer.media_type)
         except TooManyRows as error:
             return Response(error.as_dict(), status=413, headers={"Cache-Control": "no-store"})
-
-        renderer_format = request.accepted_renderer.format
-        etag = f'"{result.digest[:40]}-{renderer_format}"' if result.cacheable else None
-        if etag and etag in parse_etags(request.headers.get("If-None-Match", "")):
-            response = HttpResponseNotModified()
-        elif renderer_format == CSVRenderer.format:
-            response = StreamingHttpResponse(
-                csv_rows(result.payload, tz=query.tz), content_type="text/csv; charset=utf-8"
-            )
-            response["Content-Disposition"] = 'inline; filename="series.csv"'
-        else:
-            response = Response(result.payload)
         if etag:
             response["ETag"] = etag
             response["Cache-Control"] = f"private, max-age={CACHE_TTL_SECONDS}"
