@@ -84,6 +84,36 @@ def role_groups(request):
     admin.permissions.add(*Permission.objects.filter(content_type__app_label="alerts", codename__in=codenames))
 
 
+@pytest.fixture(autouse=True)
+def product_flags(request, role_groups):
+    """The product's feature flags as the migrations leave them (apps/core/flags.py), and nothing of another test's
+    flag state cached: a transactional test's flush deletes the rows (recreated here, with new primary keys), and a
+    test that changes a flag leaves waffle's Redis entry and the process's answers behind (cleared after it)."""
+    if not ({"db", "transactional_db"} & set(request.fixturenames) or request.node.get_closest_marker("django_db")):
+        yield
+        return
+    from waffle import get_waffle_flag_model
+
+    from apps.core.flags import FLAGS, flags_forget
+
+    flag_model = get_waffle_flag_model()
+    dialects_on = importlib.import_module("apps.users.migrations.0007_dialect_flags_on").DIALECT_FLAGS
+
+    def forget():
+        for name in FLAGS:
+            flag_model(name=name).flush()
+        flags_forget()
+
+    if flag_model.objects.filter(name__in=FLAGS).count() != len(FLAGS):
+        for name, note in FLAGS.items():
+            flag_model.objects.get_or_create(
+                name=name, defaults={"everyone": True if name in dialects_on else None, "note": note}
+            )
+        forget()
+    yield
+    forget()
+
+
 @pytest.fixture
 def alice(organization, site_a, site_b):
     """Organization admin: every site of the organization, staff access to the admin."""

@@ -5,7 +5,7 @@ import django_filters
 from apps.alerts.choices import OPEN_STATUSES, AlertStatus, Severity
 from apps.alerts.models import Alert, AlertRule
 from apps.alerts.selectors import alert_rule_list_for_user
-from apps.devices.filters import ScopedModelChoiceFilter, SiteFilter
+from apps.devices.filters import InstantFilter, ScopedModelChoiceFilter, SiteFilter
 
 OPEN = "open"  # active or acknowledged: what still needs someone
 
@@ -22,10 +22,10 @@ class AlertFilterSet(django_filters.FilterSet):
     rule = ScopedModelChoiceFilter(
         label="Rule", scope=alert_rule_list_for_user, model=AlertRule, empty_label="Any rule", help_text="Rule id"
     )
-    opened_after = django_filters.IsoDateTimeFilter(
+    opened_after = InstantFilter(
         label="Opened since", field_name="opened_at", lookup_expr="gte", help_text="ISO-8601; inclusive"
     )
-    opened_before = django_filters.IsoDateTimeFilter(
+    opened_before = InstantFilter(
         label="Opened before", field_name="opened_at", lookup_expr="lt", help_text="ISO-8601; exclusive"
     )
 

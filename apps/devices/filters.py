@@ -5,11 +5,14 @@ Every choice a filter offers comes from the requesting user's scope (``apps.devi
 gateway the user may not see is refused as one that does not exist (a 400 in the API; ignored by the dashboard).
 """
 
+import datetime
+
 import django_filters
 from django import forms
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.core.time import INSTANT_MAX_YEAR, INSTANT_MIN_YEAR, instant_in_range
 from apps.devices.choices import DeviceStatus
 from apps.devices.models import Device, DeviceType, Gateway, Site
 from apps.devices.selectors import (
@@ -59,6 +62,37 @@ class ScopedModelChoiceFilter(django_filters.ModelChoiceFilter):
         return super().field
 
 
+class InstantFormField(django_filters.fields.IsoDateTimeField):
+    """An ISO-8601 instant, normalised to UTC and within the years Fieldwatch deals in (``apps.core.time``).
+
+    UTC before it reaches the database: PostgreSQL refuses offsets past ±15:59 that Python accepts (a query with
+    ``+17:49`` failed as a 500), and a time without offset is UTC, as everywhere in the API."""
+
+    default_error_messages = {
+        "out_of_range": f"Give an instant from {INSTANT_MIN_YEAR} through {INSTANT_MAX_YEAR}.",
+    }
+
+    def to_python(self, value):
+        moment = super().to_python(value)
+        if moment is None:
+            return None
+        if timezone.is_naive(moment):
+            moment = moment.replace(tzinfo=datetime.UTC)
+        try:
+            moment = moment.astimezone(datetime.UTC)
+        except (OverflowError, ValueError):  # year 1 or 9999 shifted by its offset past datetime's range
+            raise forms.ValidationError(self.error_messages["out_of_range"], code="out_of_range") from None
+        if not instant_in_range(moment):
+            raise forms.ValidationError(self.error_messages["out_of_range"], code="out_of_range")
+        return moment
+
+
+class InstantFilter(django_filters.IsoDateTimeFilter):
+    """``IsoDateTimeFilter`` through ``InstantFormField``: every time-range filter of every list."""
+
+    field_class = InstantFormField
+
+
 class SiteFilter(ScopedModelChoiceFilter):
     """``?site=<id>`` among the user's sites (``all``: every one); shared by the device and alert FilterSets."""
 
@@ -90,10 +124,10 @@ class DeviceFilterSet(django_filters.FilterSet):
         label="Status", choices=DeviceStatus.choices, method="filter_status", empty_label="Any status"
     )
     tag = django_filters.CharFilter(label="Tag", method="filter_tag", max_length=50)
-    last_seen_after = django_filters.IsoDateTimeFilter(
+    last_seen_after = InstantFilter(
         label="Seen since", field_name="last_seen", lookup_expr="gte", help_text="ISO-8601; inclusive"
     )
-    last_seen_before = django_filters.IsoDateTimeFilter(
+    last_seen_before = InstantFilter(
         label="Seen before", field_name="last_seen", lookup_expr="lt", help_text="ISO-8601; exclusive"
     )
 

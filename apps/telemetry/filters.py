@@ -3,7 +3,7 @@ query string of a list and the body of a replay mean the same letters."""
 
 import django_filters
 
-from apps.devices.filters import SiteFilter
+from apps.devices.filters import InstantFilter, SiteFilter
 from apps.telemetry.choices import RejectReason, ReplayResult
 from apps.telemetry.models import DeadLetter
 
@@ -14,10 +14,10 @@ class DeadLetterFilterSet(django_filters.FilterSet):
     device = django_filters.CharFilter(label="Device", field_name="device_uid", max_length=128, help_text="Device id")
     reason = django_filters.MultipleChoiceFilter(label="Reason", choices=RejectReason.choices)
     site = SiteFilter(field_name="site")
-    received_after = django_filters.IsoDateTimeFilter(
+    received_after = InstantFilter(
         label="Received since", field_name="received_at", lookup_expr="gte", help_text="ISO-8601; inclusive"
     )
-    received_before = django_filters.IsoDateTimeFilter(
+    received_before = InstantFilter(
         label="Received before", field_name="received_at", lookup_expr="lt", help_text="ISO-8601; exclusive"
     )
     replay_result = django_filters.ChoiceFilter(

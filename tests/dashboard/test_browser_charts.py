@@ -15,11 +15,12 @@ import pytest
 from apps.alerts.models import Alert, AlertRule
 from apps.dashboard.chart_services import chart_save
 from apps.dashboard.models import Dashboard, SavedChart
+from apps.telemetry.models import Reading
 from tests.dashboard.conftest import BROWSER_SETTINGS
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 from tests.support.celery_worker import CeleryWorker
 from tests.support.mqtt import ListenerProcess, Publisher, broker_logins
-from tests.support.processes import REPO_ROOT
+from tests.support.processes import REPO_ROOT, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -194,6 +195,8 @@ def test_bob_exports_from_a_device_page_and_downloads_after_live_progress(open_p
     now = int(time.time() * 1000)
     for n in range(5):
         mqtt("hp-a-1", {"supply_temp": 40 + n}, now - (5 - n) * 1000)
+    # Published is not yet committed: the export reads what is stored when it runs.
+    assert wait_until(lambda: Reading.objects.filter(series__device__uid="hp-a-1").count() == 5)
     page = open_page()
     log_in(page, "bob")
     page.goto("/devices/hp-a-1/")

@@ -9,7 +9,8 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import QueryDict
 from django_filters.rest_framework import DjangoFilterBackend
 from django_filters.utils import translate_validation
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
@@ -96,12 +97,16 @@ class DeadLetterPagination(BoundedCursorPagination):
     retrieve=extend_schema(summary="Read a dead letter", responses={200: DeadLetterSerializer, 403: ADMINS_ONLY}),
 )
 class DeadLetterViewSet(_AdminsOnly, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = DeadLetter.objects.none()  # what the schema is derived from; get_queryset scopes every request
+    lookup_value_regex = r"\d+"
     serializer_class = DeadLetterSerializer
     pagination_class = DeadLetterPagination
     filter_backends = [DjangoFilterBackend]
     filterset_class = DeadLetterFilterSet
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # the schema generator has no user
+            return self.queryset
         return dead_letter_list_for_user(user=self.request.user)
 
     @extend_schema(
@@ -165,10 +170,13 @@ class DiscoveredDeviceSerializer(serializers.ModelSerializer):
         return base64.b64encode(bytes(discovered.sample_payload or b"")).decode()
 
 
+@extend_schema_field(OpenApiTypes.INT)
+class DeviceTypeIdField(ScopedPrimaryKeyRelatedField):
+    """A device type of the user's organization, by id."""
+
+
 class AdoptSerializer(serializers.Serializer):
-    device_type = ScopedPrimaryKeyRelatedField(
-        lambda user: device_type_list_for_user(user=user), help_text="Device type id"
-    )
+    device_type = DeviceTypeIdField(lambda user: device_type_list_for_user(user=user), help_text="Device type id")
     name = serializers.CharField(required=False, max_length=200, allow_blank=True)
     replay = serializers.BooleanField(default=True, help_text="Replay its dead-lettered readings into the new series")
 
@@ -192,10 +200,14 @@ class DiscoveredPagination(BoundedCursorPagination):
     ),
 )
 class DiscoveredDeviceViewSet(_AdminsOnly, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = DiscoveredDevice.objects.none()
+    lookup_value_regex = r"\d+"
     serializer_class = DiscoveredDeviceSerializer
     pagination_class = DiscoveredPagination
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return self.queryset
         return discovered_device_list_for_user(user=self.request.user)
 
     @extend_schema(
