@@ -55,7 +55,8 @@
     var box = panel.querySelector("[data-export-progress]");
     var start = Number(form.getAttribute("data-start-ms")), end = Number(form.getAttribute("data-end-ms"));
     if (isFinite(start) && start) form.elements.start.value = localInput(start);
-    if (isFinite(end) && end) form.elements.end.value = localInput(end);
+    // The inputs hold whole minutes: the end is rounded up, so the readings of the current minute are exported too.
+    if (isFinite(end) && end) form.elements.end.value = localInput(Math.ceil(end / 60000) * 60000);
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       var f = form.elements;
