@@ -26,14 +26,13 @@ import threading
 import time
 from dataclasses import dataclass
 
-import paho.mqtt.client as mqtt
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, close_old_connections
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from apps.core.mqtt import listener_broker_address, mqtt_client
+from apps.core.mqtt import StreamingClient, listener_broker_address, mqtt_client
 from apps.telemetry.choices import Dialect, IngestSource
 from apps.telemetry.ingest import metrics
 from apps.telemetry.ingest.dialects import sparkplug
@@ -106,8 +105,8 @@ class MqttListener:
         metrics.LISTENER_BUFFER_BYTES.set_function(lambda: self.inbox_bytes)
 
     # --- MQTT side (paho's network thread) --------------------------------------------------------------------------
-    def _make_client(self) -> mqtt.Client:
-        client = mqtt_client(self.broker, client_id=self.client_id, manual_ack=True)
+    def _make_client(self) -> StreamingClient:
+        client = mqtt_client(self.broker, client_class=StreamingClient, client_id=self.client_id, manual_ack=True)
         # Short and capped: after a broker restart, Mosquitto 2.0.11 routes nothing to the shared group until its
         # listeners subscribe again (docker/mosquitto/mosquitto.conf) and drops what arrives meanwhile. With 1 s
         # doubling to 30 s that window was ~2 s after a 1 s outage and up to 30 s after a long one
@@ -115,7 +114,7 @@ class MqttListener:
         client.reconnect_delay_set(min_delay=0.25, max_delay=1)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
+        client.on_publish_received = self._on_message
         client.on_subscribe = self._on_subscribe
         return client
 
@@ -146,29 +145,28 @@ class MqttListener:
         if not self.stopping.is_set():
             logger.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
-    def _on_message(self, client, userdata, message: mqtt.MQTTMessage):
+    def _on_message(self, topic: str, payload: bytes, mid: int, qos: int):
         received_at = time.time()
-        topic = message.topic
         if sparkplug.is_sparkplug(topic):
             if sparkplug.is_passing_traffic(topic):  # commands (ours too) and STATE: Sparkplug, but not telemetry
-                if message.qos:
-                    client.ack(message.mid, message.qos)
+                if qos:
+                    self.client.ack(mid, qos)
                 return
-            ingest = _sparkplug_message(topic, message.payload, _utc(received_at))
+            ingest = _sparkplug_message(topic, payload, _utc(received_at))
         else:
             target = parse_topic(topic, self.prefix)
             ingest = IngestMessage(
                 source=IngestSource.MQTT,
-                payload=message.payload,
+                payload=payload,
                 received_at=_utc(received_at),
                 origin=topic,
                 device_uid=target.device_uid if target else None,
                 gateway_uid=target.gateway_uid if target else None,
                 attributes=target.attributes if target else False,
             )
-        if not self._reserve(len(message.payload)):
+        if not self._reserve(len(payload)):
             return  # stopping: left unacknowledged, so the broker delivers it again to the next session
-        self.inbox.put(Delivery(message.mid, message.qos, ingest, received_at, self.connection))
+        self.inbox.put(Delivery(mid, qos, ingest, received_at, self.connection))
 
     def _reserve(self, size: int) -> bool:
         """Wait until the inbox has room for ``size`` more bytes (it always takes one message when empty); False
@@ -346,9 +344,9 @@ class MqttListener:
 
     def _ack(self, batch: list[Delivery]) -> None:
         connection = self.connection  # see __init__: only deliveries of the current connection
-        for delivery in batch:
-            if delivery.qos and delivery.connection == connection:
-                self.client.ack(delivery.mid, delivery.qos)
+        self.client.ack_many(
+            delivery.mid for delivery in batch if delivery.qos == 1 and delivery.connection == connection
+        )
 
 
 def _sparkplug_message(topic: str, payload: bytes, received_at) -> IngestMessage:
