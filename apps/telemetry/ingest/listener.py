@@ -12,10 +12,12 @@ Memory is bounded whatever senders do. A flush closes at ``flush_messages`` mess
 ``flush_bytes`` payload bytes, whichever comes first (messages are parsed as they are taken, so the readings are
 known). Messages received but not yet in a flush wait in the inbox, bounded by ``buffer_bytes``: when it is full,
 paho's network thread waits in ``_on_message`` and stops reading the socket, so TCP pushes back on the broker,
-which holds the rest in the session's queue. Peak memory is about buffer_bytes + flush_bytes + one flush's
-readings, plus one message over each bound.
+which holds the rest in the session's queue. One batch commits (on the committer thread) while the main thread
+prepares the next, so peak memory is about buffer_bytes + 2 x (flush_bytes + one flush's readings), plus one
+message over each bound and the network thread's receive chunk (``StreamingClient.RECEIVE_BYTES``).
 """
 
+import contextlib
 import fcntl
 import functools
 import logging
@@ -100,6 +102,11 @@ class MqttListener:
         # it is stored. So a delivery from an earlier connection is written (idempotently) but not acknowledged:
         # its resent copy is, when that copy's batch commits.
         self.connection = 0
+        # The batch being committed (by the committer thread) while the main thread prepares the next; see _hand_over.
+        self._committing: queue.Queue[tuple[IngestBatch, list[Delivery]] | None] = queue.Queue(maxsize=1)
+        self._in_flight: IngestBatch | None = None
+        self._commit_error: BaseException | None = None
+        self._batch_lock = threading.Lock()
         self.last_progress = time.monotonic()
         metrics.LISTENER_LOOP_AGE.set_function(lambda: time.monotonic() - self.last_progress)
         metrics.LISTENER_BUFFER_BYTES.set_function(lambda: self.inbox_bytes)
@@ -188,7 +195,7 @@ class MqttListener:
             self.room.notify()
         return delivery
 
-    # --- flushing (main thread) -------------------------------------------------------------------------------------
+    # --- flushing (the main thread prepares, the committer thread writes) ---------------------------------------------
     def run(self) -> None:
         connect_properties = Properties(PacketTypes.CONNECT)
         connect_properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
@@ -200,20 +207,51 @@ class MqttListener:
         # The public form: the private group's name is as good as the password and stays out of logs.
         topics = ", ".join(subscriptions(self.prefix, self.public_group))
         logger.info("listening on %s as %s (user %s)", topics, self.client_id, self.broker.username or "anonymous")
+        committer = threading.Thread(target=self._commit_loop, name="ingest-commit", daemon=True)
+        committer.start()
         try:
             while not self.stopping.is_set():
                 batch, deliveries = self._collect()
                 if deliveries:
-                    self._flush(batch, deliveries)
+                    self._hand_over(batch, deliveries)
                 self.last_progress = time.monotonic()
             # Drain: whatever arrived before the stop is written and acknowledged, then we leave.
             batch, deliveries = self._collect(drain=True)
             if deliveries:
-                self._flush(batch, deliveries)
+                self._hand_over(batch, deliveries)
+            self._committing.join()
+            if self._commit_error is not None:
+                raise self._commit_error
         finally:
+            self.stop()  # ends the committer's retries, should we leave on an error
+            with contextlib.suppress(queue.Full):
+                self._committing.put_nowait(None)
+            committer.join(60)
             self.client.disconnect()
             self.client.loop_stop()
             logger.info("listener stopped")
+
+    def _hand_over(self, batch: IngestBatch, deliveries: list[Delivery]) -> None:
+        """Give a prepared batch to the committer thread once it finished the previous one: the main thread parses
+        and validates the next batch while this one commits (psycopg releases the GIL while the server works), and
+        at most two batches are held. Batches commit, and are acknowledged, in the order they were received."""
+        self._committing.join()
+        if self._commit_error is not None:
+            raise self._commit_error
+        self._in_flight = batch
+        self._committing.put((batch, deliveries))
+
+    def _commit_loop(self) -> None:
+        while (item := self._committing.get()) is not None:
+            try:
+                self._flush(*item)
+            except BaseException as error:  # a bug in the flush's own handling: stop rather than hang the listener
+                logger.exception("flushing raised; stopping the listener (nothing unacknowledged is lost)")
+                self._commit_error = error
+                self.stop()
+            finally:
+                self._committing.task_done()
+        self._committing.task_done()
 
     def stop(self, *_args) -> None:
         self.stopping.set()
@@ -223,9 +261,12 @@ class MqttListener:
     def _new_batch(self) -> IngestBatch | None:
         # The one step of a batch that may query (a stale device catalogue reloads): retried like a write, so a
         # database outage holds the message up instead of dropping it. None when a stop request ends the retries.
-        return self._retrying(
-            1, lambda: IngestBatch(self.directory, self.sparkplug_nodes), what="loading the device catalogue"
-        )
+        # Both threads create batches (the committer when it splits one): the lock keeps the catalogue's reload
+        # to one thread at a time.
+        with self._batch_lock:
+            return self._retrying(
+                1, lambda: IngestBatch(self.directory, self.sparkplug_nodes), what="loading the device catalogue"
+            )
 
     def _add(self, batch: IngestBatch, delivery: Delivery, *, logged: bool = False) -> None:
         try:
@@ -264,8 +305,14 @@ class MqttListener:
             except queue.Empty:
                 if deliveries or drain or self.stopping.is_set():
                     break
+                self.last_progress = time.monotonic()  # idle, not stuck: the healthcheck's loop age stays low
                 continue
             if batch is None:
+                in_flight = self._in_flight
+                if in_flight is not None and in_flight.sparkplug is not None and in_flight.sparkplug.changed:
+                    # Sparkplug births and sequence numbers reach the edge nodes' state when their batch commits:
+                    # the next batch is prepared against them.
+                    self._committing.join()
                 # Created with its first message, so its catalogue snapshot and clock are fresh.
                 batch = self._new_batch()
                 if batch is None:
