@@ -159,10 +159,12 @@ def fieldwatch_drain(args) -> dict:
                 stored = conn.execute("SELECT count(*) FROM telemetry_reading").fetchone()[0]
                 if stored and first is None:
                     first = (time.monotonic(), stored)
+                    cpu_at_first = cpu_seconds(listeners)
                 if stored >= expected:
                     break
                 time.sleep(0.05)
         finished = time.monotonic()
+        cpu = cpu_seconds(listeners) - cpu_at_first
         seconds = finished - first[0]
         drained = stored - first[1]
         for process in listeners:
@@ -182,6 +184,10 @@ def fieldwatch_drain(args) -> dict:
             "readings_per_s": round(drained / seconds),
             "messages_per_s": round(drained / seconds / args.readings_per_message),
             "start_to_first_commit_s": round(first[0] - started, 3),
+            # CPU the listener processes used from the first to the last commit: on a machine others are using,
+            # readings per CPU second compare two versions better than readings per second do.
+            "listener_cpu_s": round(cpu, 2),
+            "readings_per_listener_cpu_s": round(drained / cpu) if cpu else None,
             "writer_alone": writer,
             "plain_copy": copy,
             "ratio_listener_to_writer": round(drained / seconds / writer["readings_per_s"], 2),
@@ -193,6 +199,16 @@ def fieldwatch_drain(args) -> dict:
                 process.kill()
         broker.close()
         scratch.drop()
+
+
+def cpu_seconds(processes: list[subprocess.Popen]) -> float:
+    """User + system CPU time of running processes so far (Linux ``/proc``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for process in processes:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
+    return total / ticks
 
 
 def writer_alone(scratch: ScratchDatabase, readings_per_message: int) -> dict:

@@ -1,5 +1,6 @@
 """``manage.py mqtt_listen``: the MQTT ingest listener (a thin command over apps.telemetry.ingest.listener)."""
 
+import os
 import signal
 import threading
 
@@ -56,10 +57,19 @@ class Command(BaseCommand):
             flush_interval=flush_ms / 1000,
         )
 
+        # A handler runs on the main thread between any two bytecodes, possibly while that thread holds a lock the
+        # stop needs (the stop event's, or threading's own when starting a thread): so the handler only writes a
+        # byte to a pipe, and a thread waiting on the pipe asks the listener to stop.
+        stop_read, stop_write = os.pipe()
+
+        def wait_for_stop_request():
+            os.read(stop_read, 1)
+            listener.stop()
+
+        threading.Thread(target=wait_for_stop_request, name="stop-request", daemon=True).start()
+
         def request_stop(signum, frame):
-            # A handler runs on the main thread between any two bytecodes, possibly while that thread holds the stop
-            # event's own lock (inside Event.wait, retrying a flush): setting the event from here could deadlock.
-            threading.Thread(target=listener.stop, name="stop-request", daemon=True).start()
+            os.write(stop_write, b"s")
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
