@@ -150,3 +150,30 @@ def machine_facts(db: psycopg.Connection, pg_settings: tuple[str, ...]) -> dict:
     for name in pg_settings:
         facts[f"pg_{name}"] = db.execute(f"SHOW {name}").fetchone()[0]
     return facts
+
+
+def plain_copy_baseline(db: psycopg.Connection) -> dict:
+    """Every row of ``telemetry_reading`` copied out, then binary-``COPY``ed from memory into a table like it (one
+    transaction): the cost of merely storing those rows, the floor for anything that ingests them."""
+    buffer = bytearray()
+    with db.cursor().copy("COPY telemetry_reading (series_id, ts, value) TO STDOUT (FORMAT binary)") as copy:
+        for block in copy:
+            buffer += block
+    db.execute("DROP TABLE IF EXISTS bench_copy")
+    db.execute("CREATE TABLE bench_copy (LIKE telemetry_reading INCLUDING ALL)")
+    data = bytes(buffer)
+    started = time.perf_counter()
+    statement = "COPY bench_copy (series_id, ts, value) FROM STDIN (FORMAT binary)"
+    with db.transaction(), db.cursor().copy(statement) as copy:
+        for offset in range(0, len(data), 1 << 20):
+            copy.write(data[offset : offset + (1 << 20)])
+    elapsed = time.perf_counter() - started
+    copied = db.execute("SELECT count(*) FROM bench_copy").fetchone()[0]
+    db.execute("DROP TABLE bench_copy")
+    return {
+        "rows": copied,
+        "seconds": round(elapsed, 3),
+        "readings_per_s": round(copied / elapsed),
+        "note": "client-side binary COPY into CREATE TABLE (LIKE telemetry_reading INCLUDING ALL), one transaction, "
+        "data pre-loaded in memory",
+    }

@@ -22,7 +22,15 @@ from pathlib import Path
 
 import _django  # before any import from the checkout: sys.path, DEBUG off
 import psycopg
-from _support import ScratchDatabase, argument_parser, catalogue_seed, log, machine_facts, result_print
+from _support import (
+    ScratchDatabase,
+    argument_parser,
+    catalogue_seed,
+    log,
+    machine_facts,
+    plain_copy_baseline,
+    result_print,
+)
 
 from tests.support.ports import free_port, wait_for_port
 
@@ -498,30 +506,10 @@ class IngestBenchmark:
     def _copy_baseline(self) -> dict:
         """The rows phase (b) committed, COPYed (binary, one transaction) into a like table: the floor of the cost."""
         log("plain COPY baseline")
-        buffer = bytearray()
-        with self.db.cursor().copy("COPY telemetry_reading (series_id, ts, value) TO STDOUT (FORMAT binary)") as copy:
-            for block in copy:
-                buffer += block
-        rows = self._count()
-        self.db.execute("DROP TABLE IF EXISTS bench_copy")
-        self.db.execute("CREATE TABLE bench_copy (LIKE telemetry_reading INCLUDING ALL)")
-        data = bytes(buffer)
-        started = time.perf_counter()
-        statement = "COPY bench_copy (series_id, ts, value) FROM STDIN (FORMAT binary)"
-        with self.db.transaction(), self.db.cursor().copy(statement) as copy:
-            for offset in range(0, len(data), 1 << 20):
-                copy.write(data[offset : offset + (1 << 20)])
-        elapsed = time.perf_counter() - started
-        copied = self.db.execute("SELECT count(*) FROM bench_copy").fetchone()[0]
-        self.db.execute("DROP TABLE bench_copy")
-        return {
-            "rows": copied,
-            "rows_in_b": rows,
-            "seconds": round(elapsed, 3),
-            "readings_per_s": round(copied / elapsed),
-            "note": "client-side binary COPY of the exact rows of (b) into CREATE TABLE (LIKE telemetry_reading "
-            "INCLUDING ALL), one transaction, data pre-loaded in memory",
-        }
+        copy = plain_copy_baseline(self.db)
+        copy["rows_in_b"] = copy["rows"]
+        copy["note"] += " (the rows of (b))"
+        return copy
 
     def _latency(self, uids, *, rate: float) -> dict:
         log(f"latency at {rate:.0f} messages/s")

@@ -7,7 +7,12 @@ session's queue, and the listener(s) started again; the rate is measured from th
 
     python bench/listener_drain.py [--messages 30000] [--readings-per-message 10] [--listeners 1] [--peer nodered]
 
-Uses a scratch database ``fieldwatch_drain`` on the configured server (created and dropped) and a Mosquitto of
+The listeners run ``manage.py mqtt_listen`` with its defaults. After the drain, the same readings are stored again
+by the writer alone (``readings_write``, COPY + the one statement, in flushes of the listener's default size) and
+COPYed plainly (binary, one transaction) into a like table, so the distance to the storage floor is printed beside
+the listener's figure.
+
+Uses a scratch database ``fieldwatch_drain_<pid>`` on the configured server (created and dropped) and a Mosquitto of
 its own with the project config. Prints one JSON object.
 
 ``--peer nodered`` then runs the Node-RED peer's drain script (``--peer-script``; default: ``drain.py`` of the
@@ -17,6 +22,7 @@ receipt (at most once), so it promises less than the listener does.
 """
 
 import argparse
+import datetime
 import json
 import os
 import re
@@ -29,9 +35,9 @@ from pathlib import Path
 import _django  # before any import from the checkout: sys.path, DEBUG off
 import paho.mqtt.client as mqtt
 import psycopg
-from _support import ScratchDatabase
+from _support import ScratchDatabase, log, plain_copy_baseline
 
-DATABASE = "fieldwatch_drain"
+DATABASE = f"fieldwatch_drain_{os.getpid()}"  # per run: two engineers' drains on one server never meet
 DEVICES = 200
 SETUP = f"""
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory, SiteFactory
@@ -112,16 +118,7 @@ def fieldwatch_drain(args) -> dict:
         def start_listeners():
             return [
                 subprocess.Popen(
-                    [
-                        *manage,
-                        "mqtt_listen",
-                        "--client-id",
-                        f"drain-{n}",
-                        "--flush-ms",
-                        "100",
-                        "--flush-messages",
-                        "5000",
-                    ],
+                    [*manage, "mqtt_listen", "--client-id", f"drain-{n}"],  # otherwise its defaults
                     cwd=_django.REPO_ROOT,
                     env=env,
                     stdout=subprocess.DEVNULL,
@@ -162,12 +159,21 @@ def fieldwatch_drain(args) -> dict:
                 stored = conn.execute("SELECT count(*) FROM telemetry_reading").fetchone()[0]
                 if stored and first is None:
                     first = (time.monotonic(), stored)
+                    cpu_at_first = cpu_seconds(listeners)
                 if stored >= expected:
                     break
                 time.sleep(0.05)
         finished = time.monotonic()
+        cpu = cpu_seconds(listeners) - cpu_at_first
         seconds = finished - first[0]
         drained = stored - first[1]
+        for process in listeners:
+            process.terminate()
+            process.wait(30)
+        writer = writer_alone(scratch, args.readings_per_message)
+        with psycopg.connect(scratch.url, autocommit=True) as db:
+            log("plain COPY of the same rows")
+            copy = plain_copy_baseline(db)
         return {
             "listeners": args.listeners,
             "messages": args.messages,
@@ -178,6 +184,14 @@ def fieldwatch_drain(args) -> dict:
             "readings_per_s": round(drained / seconds),
             "messages_per_s": round(drained / seconds / args.readings_per_message),
             "start_to_first_commit_s": round(first[0] - started, 3),
+            # CPU the listener processes used from the first to the last commit: on a machine others are using,
+            # readings per CPU second compare two versions better than readings per second do.
+            "listener_cpu_s": round(cpu, 2),
+            "readings_per_listener_cpu_s": round(drained / cpu) if cpu else None,
+            "writer_alone": writer,
+            "plain_copy": copy,
+            "ratio_listener_to_writer": round(drained / seconds / writer["readings_per_s"], 2),
+            "ratio_writer_to_plain_copy": round(writer["readings_per_s"] / copy["readings_per_s"], 2),
         }
     finally:
         for process in listeners:
@@ -185,6 +199,49 @@ def fieldwatch_drain(args) -> dict:
                 process.kill()
         broker.close()
         scratch.drop()
+
+
+def cpu_seconds(processes: list[subprocess.Popen]) -> float:
+    """User + system CPU time of running processes so far (Linux ``/proc``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for process in processes:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
+    return total / ticks
+
+
+def writer_alone(scratch: ScratchDatabase, readings_per_message: int) -> dict:
+    """The drained readings stored again by the writer alone (COPY + the one statement, as a listener flush calls
+    it, in flushes of the listener's default size), into the emptied tables: what the listener costs beyond it."""
+    from django.conf import settings
+
+    from apps.telemetry.ingest.records import ValidReading
+    from apps.telemetry.ingest.writer import readings_write
+
+    log("the writer alone on the same readings")
+    scratch.use()
+    with psycopg.connect(scratch.url, autocommit=True) as db:
+        rows = db.execute(
+            "SELECT s.device_id, s.metric_key, r.ts, r.value FROM telemetry_reading r "
+            "JOIN telemetry_series s ON s.id = r.series_id ORDER BY r.ts, s.device_id, s.metric_key"
+        ).fetchall()
+        db.execute("TRUNCATE telemetry_reading, telemetry_latestvalue, telemetry_rollupdirtybucket")
+    readings = [ValidReading(*row) for row in rows]
+    flush = min(settings.INGEST_FLUSH_MESSAGES * readings_per_message, settings.INGEST_FLUSH_READINGS)
+    received_at = datetime.datetime.now(datetime.UTC)
+    started = time.perf_counter()
+    inserted = sum(
+        readings_write(readings[offset : offset + flush], received_at=received_at).inserted
+        for offset in range(0, len(readings), flush)
+    )
+    elapsed = time.perf_counter() - started
+    return {
+        "readings": inserted,
+        "flush_readings": flush,
+        "seconds": round(elapsed, 3),
+        "readings_per_s": round(inserted / elapsed),
+    }
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ both after commit, never by polling the database. Two parts:
   the issue's "at most one update per device per second per client", decided once here for every client. A value
   is never withheld longer than ``interval``: the sender wakes up when the next key falls due.
 * ``LivePublisher``: one daemon thread per process running its own asyncio loop, which owns the channel layer's
-  Redis connections and does the ``group_send`` calls. The readings receiver only merges into the coalescer under a lock
-  (O(batch), no I/O), so a slow or absent Redis never blocks a flush; what piles up meanwhile is bounded by the
-  number of devices and alerts (one pending entry each: drop-oldest per key, the newest value is all that matters).
+  Redis connections and does the ``group_send`` calls. The receivers only hand their batch over (O(1), no I/O);
+  that thread merges it into the coalescer (O(batch), in a worker thread, in hand-over order), so neither a slow
+  Redis nor the per-reading merge holds back a flush. What piles up is bounded by the number of devices and alerts
+  (one pending entry each: drop-oldest per key, the newest value is all that matters) plus ``HANDOVER_LIMIT``
+  batches not merged yet; beyond that the caller merges on its own thread.
 
 Message shapes (the websocket protocol; a frame holds one message object, or an array of them when several were
 due for the same group at once):
@@ -20,6 +22,7 @@ due for the same group at once):
 """
 
 import asyncio
+import collections
 import contextlib
 import datetime
 import json
@@ -46,6 +49,8 @@ from apps.telemetry.ingest.records import CommittedReading
 logger = logging.getLogger(__name__)
 
 COALESCE_SECONDS = 1.0
+# Operations (committed batches, statuses, alerts) the sender thread may fall behind by before callers catch up.
+HANDOVER_LIMIT = 64
 # The channel-layer message type; LiveConsumer.live_message forwards its ``text`` (JSON) to the browser.
 LIVE_EVENT = "live.message"
 
@@ -166,6 +171,8 @@ class LivePublisher:
         self.coalescer = Coalescer(interval=interval)
         self.directory = directory or LiveDirectory()
         self._lock = threading.Lock()
+        self._apply_lock = threading.Lock()
+        self._handed_over: collections.deque[tuple[Callable, tuple]] = collections.deque()
         self._seen: dict[int, float] = {}  # device id -> wall-clock time this process last saw it report
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -179,7 +186,46 @@ class LivePublisher:
         self.failed = 0
 
     # --- hook side -----------------------------------------------------------------------------------------------
+    # What the signals hand over is only queued here: the merging (per reading) runs on the sender's side, off the
+    # committing thread (the listener's critical path), in the order it was handed over.
     def readings(self, readings: Iterable[CommittedReading]) -> None:
+        """A committed batch: merged (see ``_readings_merge``) on the sender's side."""
+        self._hand_over(self._readings_merge, readings)
+
+    def seen(self, device_id: int, at: float | None) -> None:
+        """What this process knows of a device's last report: ``at`` (a birth), or None for "offline now" (a death),
+        so that its next reading is announced as ``status: online``."""
+        self._hand_over(self._seen_set, device_id, at)
+
+    def publish(self, key, groups: tuple[str, ...], message: dict) -> None:
+        """Queue a message (status, alert) under ``key``: the newest one per key is sent, at most once a second."""
+        self._hand_over(self._put, key, groups, message)
+
+    def _hand_over(self, operation: Callable, *args) -> None:
+        """Run ``operation(*args)`` after everything handed over before it: on the sender's side when it runs in
+        the background, else here. A sender that fell ``HANDOVER_LIMIT`` operations behind has the caller catch
+        up on its own thread, so what waits stays bounded."""
+        with self._lock:
+            self._handed_over.append((operation, args))
+            backlog = len(self._handed_over)
+        if not self._uses_thread() or backlog > HANDOVER_LIMIT:
+            self._apply_handed_over()
+        self._wake()
+
+    def _apply_handed_over(self) -> None:
+        # Only the holder of _apply_lock removes an operation, and only once it ran: a non-empty queue means work
+        # in progress (what flush() waits for).
+        with self._apply_lock:
+            while self._handed_over:
+                operation, args = self._handed_over[0]
+                try:
+                    operation(*args)
+                except Exception:  # best effort, like every live update: the next one repairs it
+                    logger.exception("live fan-out: merging an update failed")
+                with self._lock:
+                    self._handed_over.popleft()
+
+    def _readings_merge(self, readings: Iterable[CommittedReading]) -> None:
         """Newest value per (device, metric) of a committed batch -> one pending ``latest`` per device; a device
         reporting after longer than its offline timeout also gets a ``status: online``."""
         per_device: dict[int, dict[str, list]] = {}
@@ -214,26 +260,24 @@ class LivePublisher:
                     }
                     self.coalescer.put(("status", device_id), groups, status)
                 self._seen[device_id] = now
-        self._wake()
 
-    def seen(self, device_id: int, at: float | None) -> None:
-        """What this process knows of a device's last report: ``at`` (a birth), or None for "offline now" (a death),
-        so that its next reading is announced as ``status: online``."""
+    def _seen_set(self, device_id: int, at: float | None) -> None:
         with self._lock:
             self._seen[device_id] = at if at is not None else float("-inf")
 
-    def publish(self, key, groups: tuple[str, ...], message: dict) -> None:
-        """Queue a message (status, alert) under ``key``: the newest one per key is sent, at most once a second."""
+    def _put(self, key, groups: tuple[str, ...], message: dict) -> None:
         with self._lock:
             self.coalescer.put(key, groups, message)
-        self._wake()
 
     # --- sender side ---------------------------------------------------------------------------------------------
-    def _wake(self) -> None:
+    def _uses_thread(self) -> bool:
         if self.background is None:
             backend = settings.CHANNEL_LAYERS.get("default", {}).get("BACKEND", "")
             self.background = bool(backend) and not backend.endswith("InMemoryChannelLayer")
-        if not self.background or self._closing:
+        return self.background and not self._closing
+
+    def _wake(self) -> None:
+        if not self._uses_thread():
             return
         if self._thread is None or not self._thread.is_alive():
             self._start()
@@ -269,6 +313,10 @@ class LivePublisher:
 
     async def send_due(self, layer) -> float | None:
         """Send every message that is due; return 0 if some were sent, else the seconds until the next is due."""
+        if self._handed_over:
+            # In a worker thread: merging may query the database (a stale directory), which Django refuses to do
+            # in a thread running an event loop.
+            await asyncio.to_thread(self._apply_handed_over)
         with self._lock:
             due, wait = self.coalescer.take_due()
         if not due:
@@ -320,7 +368,7 @@ class LivePublisher:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                empty = not self.coalescer.pending
+                empty = not self.coalescer.pending and not self._handed_over
             if empty:
                 return True
             self._wake()

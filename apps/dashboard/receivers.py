@@ -1,7 +1,8 @@
 """How the dashboard reacts to the apps below it: live fan-out, connected in ``DashboardConfig.ready()``.
 
-The signals are sent after commit with ``send_robust``; the receivers only merge into the publisher's coalescer
-(no I/O on the sender's thread), so a slow or absent Redis never holds back ingest or an alert change.
+The signals are sent after commit with ``send_robust``; the receivers only hand their batch to the publisher, whose
+own thread merges and sends it, so neither a slow or absent Redis nor the per-reading merge holds back ingest or an
+alert change.
 """
 
 from apps.alerts.models import Alert

@@ -73,6 +73,20 @@ def test_unhealthy_while_cut_off_from_the_broker_then_healthy_again(transactiona
         broker.close()
 
 
+def test_a_listener_with_nothing_to_do_stays_healthy(transactional_db):
+    broker, port = Broker(prefix="fwhealth"), free_port()
+    broker.start()
+    process = start_listener(broker, database_url(), port)
+    try:
+        assert wait_until(lambda: healthcheck(port)[0] == 0, timeout=10), healthcheck(port)
+        time.sleep(4)  # twice the healthcheck's stall limit without a single message
+
+        assert healthcheck(port) == (0, "")
+    finally:
+        process.close()
+        broker.close()
+
+
 def test_unhealthy_while_a_flush_is_stuck_on_the_database_then_healthy_again():
     broker, port, cluster = Broker(prefix="fwhealth"), free_port(), TestCluster()
     broker.start()

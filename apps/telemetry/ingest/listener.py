@@ -12,10 +12,12 @@ Memory is bounded whatever senders do. A flush closes at ``flush_messages`` mess
 ``flush_bytes`` payload bytes, whichever comes first (messages are parsed as they are taken, so the readings are
 known). Messages received but not yet in a flush wait in the inbox, bounded by ``buffer_bytes``: when it is full,
 paho's network thread waits in ``_on_message`` and stops reading the socket, so TCP pushes back on the broker,
-which holds the rest in the session's queue. Peak memory is about buffer_bytes + flush_bytes + one flush's
-readings, plus one message over each bound.
+which holds the rest in the session's queue. One batch commits (on the committer thread) while the main thread
+prepares the next, so peak memory is about buffer_bytes + 2 x (flush_bytes + one flush's readings), plus one
+message over each bound and the network thread's receive chunk (``StreamingClient.RECEIVE_BYTES``).
 """
 
+import contextlib
 import fcntl
 import functools
 import logging
@@ -26,14 +28,13 @@ import threading
 import time
 from dataclasses import dataclass
 
-import paho.mqtt.client as mqtt
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, close_old_connections
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from apps.core.mqtt import listener_broker_address, mqtt_client
+from apps.core.mqtt import StreamingClient, listener_broker_address, mqtt_client
 from apps.telemetry.choices import Dialect, IngestSource
 from apps.telemetry.ingest import metrics
 from apps.telemetry.ingest.dialects import sparkplug
@@ -101,13 +102,18 @@ class MqttListener:
         # it is stored. So a delivery from an earlier connection is written (idempotently) but not acknowledged:
         # its resent copy is, when that copy's batch commits.
         self.connection = 0
+        # The batch being committed (by the committer thread) while the main thread prepares the next; see _hand_over.
+        self._committing: queue.Queue[tuple[IngestBatch, list[Delivery]] | None] = queue.Queue(maxsize=1)
+        self._in_flight: IngestBatch | None = None
+        self._commit_error: BaseException | None = None
+        self._batch_lock = threading.Lock()
         self.last_progress = time.monotonic()
         metrics.LISTENER_LOOP_AGE.set_function(lambda: time.monotonic() - self.last_progress)
         metrics.LISTENER_BUFFER_BYTES.set_function(lambda: self.inbox_bytes)
 
     # --- MQTT side (paho's network thread) --------------------------------------------------------------------------
-    def _make_client(self) -> mqtt.Client:
-        client = mqtt_client(self.broker, client_id=self.client_id, manual_ack=True)
+    def _make_client(self) -> StreamingClient:
+        client = mqtt_client(self.broker, client_class=StreamingClient, client_id=self.client_id, manual_ack=True)
         # Short and capped: after a broker restart, Mosquitto 2.0.11 routes nothing to the shared group until its
         # listeners subscribe again (docker/mosquitto/mosquitto.conf) and drops what arrives meanwhile. With 1 s
         # doubling to 30 s that window was ~2 s after a 1 s outage and up to 30 s after a long one
@@ -115,7 +121,7 @@ class MqttListener:
         client.reconnect_delay_set(min_delay=0.25, max_delay=1)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
+        client.on_publish_received = self._on_message
         client.on_subscribe = self._on_subscribe
         return client
 
@@ -146,29 +152,28 @@ class MqttListener:
         if not self.stopping.is_set():
             logger.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
-    def _on_message(self, client, userdata, message: mqtt.MQTTMessage):
+    def _on_message(self, topic: str, payload: bytes, mid: int, qos: int):
         received_at = time.time()
-        topic = message.topic
         if sparkplug.is_sparkplug(topic):
             if sparkplug.is_passing_traffic(topic):  # commands (ours too) and STATE: Sparkplug, but not telemetry
-                if message.qos:
-                    client.ack(message.mid, message.qos)
+                if qos:
+                    self.client.ack(mid, qos)
                 return
-            ingest = _sparkplug_message(topic, message.payload, _utc(received_at))
+            ingest = _sparkplug_message(topic, payload, _utc(received_at))
         else:
             target = parse_topic(topic, self.prefix)
             ingest = IngestMessage(
                 source=IngestSource.MQTT,
-                payload=message.payload,
+                payload=payload,
                 received_at=_utc(received_at),
                 origin=topic,
                 device_uid=target.device_uid if target else None,
                 gateway_uid=target.gateway_uid if target else None,
                 attributes=target.attributes if target else False,
             )
-        if not self._reserve(len(message.payload)):
+        if not self._reserve(len(payload)):
             return  # stopping: left unacknowledged, so the broker delivers it again to the next session
-        self.inbox.put(Delivery(message.mid, message.qos, ingest, received_at, self.connection))
+        self.inbox.put(Delivery(mid, qos, ingest, received_at, self.connection))
 
     def _reserve(self, size: int) -> bool:
         """Wait until the inbox has room for ``size`` more bytes (it always takes one message when empty); False
@@ -190,7 +195,7 @@ class MqttListener:
             self.room.notify()
         return delivery
 
-    # --- flushing (main thread) -------------------------------------------------------------------------------------
+    # --- flushing (the main thread prepares, the committer thread writes) ---------------------------------------------
     def run(self) -> None:
         connect_properties = Properties(PacketTypes.CONNECT)
         connect_properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
@@ -202,20 +207,51 @@ class MqttListener:
         # The public form: the private group's name is as good as the password and stays out of logs.
         topics = ", ".join(subscriptions(self.prefix, self.public_group))
         logger.info("listening on %s as %s (user %s)", topics, self.client_id, self.broker.username or "anonymous")
+        committer = threading.Thread(target=self._commit_loop, name="ingest-commit", daemon=True)
+        committer.start()
         try:
             while not self.stopping.is_set():
                 batch, deliveries = self._collect()
                 if deliveries:
-                    self._flush(batch, deliveries)
+                    self._hand_over(batch, deliveries)
                 self.last_progress = time.monotonic()
             # Drain: whatever arrived before the stop is written and acknowledged, then we leave.
             batch, deliveries = self._collect(drain=True)
             if deliveries:
-                self._flush(batch, deliveries)
+                self._hand_over(batch, deliveries)
+            self._committing.join()
+            if self._commit_error is not None:
+                raise self._commit_error
         finally:
+            self.stop()  # ends the committer's retries, should we leave on an error
+            with contextlib.suppress(queue.Full):
+                self._committing.put_nowait(None)
+            committer.join(60)
             self.client.disconnect()
             self.client.loop_stop()
             logger.info("listener stopped")
+
+    def _hand_over(self, batch: IngestBatch, deliveries: list[Delivery]) -> None:
+        """Give a prepared batch to the committer thread once it finished the previous one: the main thread parses
+        and validates the next batch while this one commits (psycopg releases the GIL while the server works), and
+        at most two batches are held. Batches commit, and are acknowledged, in the order they were received."""
+        self._committing.join()
+        if self._commit_error is not None:
+            raise self._commit_error
+        self._in_flight = batch
+        self._committing.put((batch, deliveries))
+
+    def _commit_loop(self) -> None:
+        while (item := self._committing.get()) is not None:
+            try:
+                self._flush(*item)
+            except BaseException as error:  # a bug in the flush's own handling: stop rather than hang the listener
+                logger.exception("flushing raised; stopping the listener (nothing unacknowledged is lost)")
+                self._commit_error = error
+                self.stop()
+            finally:
+                self._committing.task_done()
+        self._committing.task_done()
 
     def stop(self, *_args) -> None:
         self.stopping.set()
@@ -225,9 +261,12 @@ class MqttListener:
     def _new_batch(self) -> IngestBatch | None:
         # The one step of a batch that may query (a stale device catalogue reloads): retried like a write, so a
         # database outage holds the message up instead of dropping it. None when a stop request ends the retries.
-        return self._retrying(
-            1, lambda: IngestBatch(self.directory, self.sparkplug_nodes), what="loading the device catalogue"
-        )
+        # Both threads create batches (the committer when it splits one): the lock keeps the catalogue's reload
+        # to one thread at a time.
+        with self._batch_lock:
+            return self._retrying(
+                1, lambda: IngestBatch(self.directory, self.sparkplug_nodes), what="loading the device catalogue"
+            )
 
     def _add(self, batch: IngestBatch, delivery: Delivery, *, logged: bool = False) -> None:
         try:
@@ -266,8 +305,14 @@ class MqttListener:
             except queue.Empty:
                 if deliveries or drain or self.stopping.is_set():
                     break
+                self.last_progress = time.monotonic()  # idle, not stuck: the healthcheck's loop age stays low
                 continue
             if batch is None:
+                in_flight = self._in_flight
+                if in_flight is not None and in_flight.sparkplug is not None and in_flight.sparkplug.changed:
+                    # Sparkplug births and sequence numbers reach the edge nodes' state when their batch commits:
+                    # the next batch is prepared against them.
+                    self._committing.join()
                 # Created with its first message, so its catalogue snapshot and clock are fresh.
                 batch = self._new_batch()
                 if batch is None:
@@ -346,9 +391,9 @@ class MqttListener:
 
     def _ack(self, batch: list[Delivery]) -> None:
         connection = self.connection  # see __init__: only deliveries of the current connection
-        for delivery in batch:
-            if delivery.qos and delivery.connection == connection:
-                self.client.ack(delivery.mid, delivery.qos)
+        self.client.ack_many(
+            delivery.mid for delivery in batch if delivery.qos == 1 and delivery.connection == connection
+        )
 
 
 def _sparkplug_message(topic: str, payload: bytes, received_at) -> IngestMessage:

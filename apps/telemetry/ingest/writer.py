@@ -212,7 +212,8 @@ _staging_ready: "weakref.WeakSet" = weakref.WeakSet()
 # two processes inserting overlapping readings take their index locks in the same order. Within the batch the
 # first of two equal (series, ts) wins, as against a stored one (ctid is the COPY order in a fresh temp table).
 # It returns the keys that were NOT inserted (duplicates: usually none) rather than the inserted rows: reading
-# back every row of a 50,000-reading flush cost more than the insert, and the caller already holds the rows.
+# back every row of a 50,000-reading flush cost more than the insert, and the caller already holds the rows. The
+# one row with a count says how many were inserted: when that is every staged row, no key needs looking up.
 _FLUSH = """
     WITH inserted AS (
         INSERT INTO telemetry_reading (series_id, ts, value)
@@ -243,9 +244,13 @@ _FLUSH = """
         ORDER BY 1, 2
         ON CONFLICT DO NOTHING
     )
-    SELECT series_id, ts FROM ingest_staging
-    EXCEPT
-    SELECT series_id, ts FROM inserted
+    SELECT series_id, ts, NULL::int8 FROM (
+        SELECT series_id, ts FROM ingest_staging
+        EXCEPT
+        SELECT series_id, ts FROM inserted
+    ) AS not_inserted
+    UNION ALL
+    SELECT NULL, NULL, count(*) FROM inserted
 """
 
 _DEAD_LETTER_COPY = (
@@ -347,34 +352,36 @@ def _readings_insert(cursor, readings, received_at, resolver, outermost) -> _Ins
         if not outermost:
             binary_execute(cursor, "DELETE FROM ingest_staging")
 
+    staged: list[CommittedReading] = []  # what the insert commits when nothing was stored before
+    append = staged.append
     with logged_statement(_STAGING_COPY), cursor.copy(_STAGING_COPY) as copy:
         copy.set_types(_STAGING_TYPES)
         write_row = copy.write_row
         get_series_id = series_ids.get
-        for reading in readings:
-            series_id = get_series_id((reading.device_id, reading.metric_key))
+        for device_id, metric_key, ts, value in readings:
+            series_id = get_series_id((device_id, metric_key))
             if series_id is not None:
-                write_row((series_id, reading.ts, reading.value))
+                write_row((series_id, ts, value))
+                append(CommittedReading(series_id, device_id, metric_key, ts, value))
 
     # Every device of the batch was seen, also one that only repeated readings already stored.
     device_ids = sorted({device_id for device_id, _ in series_ids})
     binary_execute(cursor, _FLUSH, [received_at, device_ids])
-    stored_before = set(cursor.fetchall())
+    rows = cursor.fetchall()
+    if next(count for _, _, count in rows if count is not None) == len(staged):
+        return _Inserted(True, staged, gone, gone_readings)
 
     # The inserted readings are the staged ones minus those stored before, and minus repeats within the batch
     # (of equal keys the first one staged was inserted, see _FLUSH).
+    stored_before = {(series_id, ts) for series_id, ts, count in rows if count is None}
     committed = []
-    append = committed.append
     seen = set()
-    for reading in readings:
-        series_id = get_series_id((reading.device_id, reading.metric_key))
-        if series_id is None:
-            continue
-        key = (series_id, reading.ts)
+    for reading in staged:
+        key = (reading.series_id, reading.ts)
         if key in stored_before or key in seen:
             continue
         seen.add(key)
-        append(CommittedReading(series_id, reading.device_id, reading.metric_key, reading.ts, reading.value))
+        committed.append(reading)
     return _Inserted(True, committed, gone, gone_readings)
 
 
