@@ -60,10 +60,13 @@ def dead_letters_replay(*, letters: QuerySet, directory: DeviceDirectory | None 
     groups = _messages_of(letters)
     summary.messages = len(groups)
     now = timezone.now()
+    # The gateways HTTP letters name, in one query (their current site and dialect settings apply).
+    named = {(letter.context or {}).get("gateway") for letter in letters if letter.source == IngestSource.HTTP}
+    gateways = {gateway.uid: gateway for gateway in Gateway.objects.filter(uid__in=named - {None})}
     replayable = []
     for group in groups:
         try:
-            replayable.append((group, _message(group[0])))
+            replayable.append((group, _message(group[0], gateways)))
         except NotReplayable as reason:
             _record(group, ReplayResult.NOT_REPLAYABLE, str(reason), now)
     for start in range(0, len(replayable), settings.INGEST_FLUSH_MESSAGES):
@@ -88,7 +91,7 @@ def _messages_of(letters: Iterable[DeadLetter]) -> list[list[DeadLetter]]:
     return list(groups.values())
 
 
-def _message(letter: DeadLetter) -> IngestMessage:
+def _message(letter: DeadLetter, gateways: dict[str, Gateway]) -> IngestMessage:
     """The message a letter was refused from, as ingest first saw it; raises NotReplayable."""
     payload = bytes(letter.payload)
     if len(payload) < letter.payload_size:
@@ -120,7 +123,7 @@ def _message(letter: DeadLetter) -> IngestMessage:
         return IngestMessage(**common, device_uid=context["device"], max_bytes=settings.INGEST_HTTP_MAX_BYTES)
     if "gateway" not in context:
         raise NotReplayable("it was kept before dead letters recorded their sender")
-    gateway = Gateway.objects.filter(uid=context["gateway"]).first()
+    gateway = gateways.get(context["gateway"])
     if gateway is None:
         raise NotReplayable(f"its gateway {context['gateway']!r} no longer exists")
     return IngestMessage(
