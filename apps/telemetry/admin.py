@@ -21,9 +21,8 @@ from apps.core.admin_mixins import OrganizationScopedAdminMixin, ReadOnlyAdminMi
 from apps.devices.models import DeviceType, DiscoveredDevice
 from apps.devices.selectors import user_configures_organization
 from apps.devices.services import discovered_device_adopt
-from apps.telemetry.choices import RejectReason
 from apps.telemetry.models import DeadLetter, LatestValue, Reading, Series
-from apps.telemetry.replay import REPLAY_MAX_LETTERS, dead_letters_replay
+from apps.telemetry.replay import REPLAY_MAX_LETTERS, adopted_devices_replay, dead_letters_replay
 from apps.telemetry.selectors import dead_letters_scope
 
 RECENT_READINGS_SHOWN = 50
@@ -96,6 +95,14 @@ class LatestValueAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.M
         return latest.series.metric_key
 
 
+def _payload_as_text(payload: bytes) -> str:
+    """A received payload for reading: as text, or as hex when it is binary (MessagePack, CBOR, protobuf)."""
+    try:
+        return payload.decode()
+    except UnicodeDecodeError:
+        return f"(binary, e.g. MessagePack; hex) {payload.hex(' ')}"
+
+
 @admin.register(DeadLetter)
 class DeadLetterAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.ModelAdmin):
     """Refused input, for diagnosis and replay. Platform operators may delete it; nobody edits it."""
@@ -151,10 +158,7 @@ class DeadLetterAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, admin.Mo
     @admin.display(description="payload")
     def payload_text(self, dead_letter):
         payload = bytes(dead_letter.payload or b"")
-        try:
-            text = payload.decode()
-        except UnicodeDecodeError:
-            text = f"(binary, e.g. MessagePack; hex) {payload.hex(' ')}"
+        text = _payload_as_text(payload)
         notes = []
         if len(text) > PAYLOAD_SHOWN_CHARS:
             text = text[:PAYLOAD_SHOWN_CHARS]
@@ -214,11 +218,7 @@ class DiscoveredDeviceAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, ad
 
     @admin.display(description="sample payload")
     def sample(self, discovered):
-        payload = bytes(discovered.sample_payload or b"")
-        try:
-            text = payload.decode()
-        except UnicodeDecodeError:
-            text = f"(binary, e.g. MessagePack; hex) {payload.hex(' ')}"
+        text = _payload_as_text(bytes(discovered.sample_payload or b""))[:PAYLOAD_SHOWN_CHARS]
         return format_html('<pre style="white-space: pre-wrap; word-break: break-all;">{}</pre>', text)
 
     @admin.action(description="Adopt: register the selected devices with a type", permissions=["adopt"])
@@ -254,12 +254,7 @@ class DiscoveredDeviceAdmin(ReadOnlyAdminMixin, OrganizationScopedAdminMixin, ad
                 problems.append(f"{item.uid}: {'; '.join(getattr(error, 'messages', [str(error)]))}")
         message = f"Adopted {len(adopted)} device{'s' if len(adopted) != 1 else ''}."
         if adopted and form.cleaned_data["replay"]:
-            letters = DeadLetter.objects.filter(
-                site__in={device.site_id for device in adopted},
-                device_uid__in=[device.uid for device in adopted],
-                reason=RejectReason.UNKNOWN_DEVICE,
-            )
-            summary = dead_letters_replay(letters=letters)
+            summary = adopted_devices_replay(devices=adopted)
             message += f" Replayed {summary.letters} dead letters: {summary.results.get('stored', 0)} stored."
         self.message_user(request, message)
         for problem in problems:

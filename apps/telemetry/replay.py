@@ -19,8 +19,8 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from apps.devices.models import Gateway
-from apps.telemetry.choices import IngestSource, ReplayResult
+from apps.devices.models import Device, Gateway
+from apps.telemetry.choices import IngestSource, RejectReason, ReplayResult
 from apps.telemetry.ingest.dialects import sparkplug as sparkplug_topics
 from apps.telemetry.ingest.directory import DeviceDirectory
 from apps.telemetry.ingest.topics import parse_topic
@@ -80,6 +80,18 @@ def dead_letters_replay(*, letters: QuerySet, directory: DeviceDirectory | None 
     DeadLetter.objects.bulk_update(letters, ["replayed_at", "replay_result", "replay_detail"], batch_size=1000)
     summary.results.update(letter.replay_result for letter in letters)
     return summary
+
+
+def adopted_devices_replay(*, devices: Iterable[Device]) -> ReplaySummary:
+    """Replay what newly registered (adopted) devices sent while unknown: the ``unknown_device`` letters naming
+    them that their sites' senders received."""
+    devices = list(devices)
+    letters = DeadLetter.objects.filter(
+        site__in={device.site_id for device in devices},
+        device_uid__in=[device.uid for device in devices],
+        reason=RejectReason.UNKNOWN_DEVICE,
+    )
+    return dead_letters_replay(letters=letters)
 
 
 def _messages_of(letters: Iterable[DeadLetter]) -> list[list[DeadLetter]]:

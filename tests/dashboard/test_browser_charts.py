@@ -18,15 +18,13 @@ from apps.dashboard.models import Dashboard, SavedChart
 from apps.telemetry.models import Reading
 from tests.dashboard.conftest import BROWSER_SETTINGS
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.support.browser import WIDTHS, log_in, screenshot, wait_js, wait_live
 from tests.support.celery_worker import CeleryWorker
 from tests.support.mqtt import ListenerProcess, Publisher, broker_logins
-from tests.support.processes import REPO_ROOT, wait_until
+from tests.support.processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "correct horse battery staple"
-WIDTHS = (1280, 390)
-SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 # The web process enqueues on Celery's default queue, on this test run's own Redis database (REDIS_URL).
 QUEUE = "celery"
 
@@ -88,32 +86,6 @@ def worker(live_env, tmp_path):
     started.wait_ready()
     yield started
     started.stop()
-
-
-def log_in(page, username: str) -> None:
-    page.goto("/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form button[type=submit], form input[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
-
-
-def wait_js(page, expression: str, arg=None, timeout: float = 10.0) -> None:
-    started = time.monotonic()
-    while not page.evaluate(expression, arg):
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"not true within {timeout} s: {expression}")
-        time.sleep(0.05)
-
-
-def wait_live(page) -> None:
-    wait_js(page, "document.getElementById('live-status').textContent === 'Live'")
-    wait_js(page, "window.fieldwatchLive && window.fieldwatchLive.received.some(m => m.type === 'subscribed')")
-
-
-def screenshot(page, name: str, width: int) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
 
 
 def test_bob_builds_a_chart_across_two_devices_saves_it_adds_it_to_a_dashboard_and_sees_it_live(open_page, fleet, mqtt):

@@ -12,10 +12,10 @@ from django.utils import timezone
 from apps.telemetry.models import Reading, Series
 from apps.telemetry.rollups import rollups_advance
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.support.browser import log_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "correct horse battery staple"  # tests.users.factories.UserFactory's
 COLUMNS = "application/vnd.fieldwatch.series.v2+msgpack"
 
 
@@ -34,14 +34,6 @@ def heat_pump(transactional_db, site_a):
     Reading.objects.bulk_create(Reading(series=series, ts=ts, value=40 + (ts.minute % 7) / 10) for ts in minutes)
     rollups_advance(now=timezone.now(), time_budget=60)
     return device
-
-
-def log_in(page, username: str) -> None:
-    page.goto("/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form button[type=submit], form input[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
 
 
 def status_matching(page, pattern: str, timeout: float = 10.0) -> str:

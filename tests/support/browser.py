@@ -42,3 +42,9 @@ def wait_live(page) -> None:
 
 def text_of(page, selector: str) -> str:
     return page.locator(selector).first.inner_text().strip()
+
+
+def screenshot(page, name: str, width: int) -> None:
+    """The page as it is, full length, into SCREENSHOTS as ``<name>-<width>.png``."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)

@@ -29,7 +29,7 @@ from apps.devices.services import discovered_device_adopt
 from apps.telemetry.choices import RejectReason
 from apps.telemetry.filters import DeadLetterFilterSet
 from apps.telemetry.models import DeadLetter
-from apps.telemetry.replay import dead_letters_replay
+from apps.telemetry.replay import adopted_devices_replay, dead_letters_replay
 from apps.telemetry.selectors import dead_letter_list_for_user
 
 ADMINS_ONLY = OpenApiResponse(description="Only organization admins see dead letters and discovered devices")
@@ -244,8 +244,5 @@ class DiscoveredDeviceViewSet(_AdminsOnly, mixins.ListModelMixin, mixins.Retriev
             raise PermissionDenied(str(error)) from None
         summary = None
         if body.validated_data["replay"]:
-            letters = DeadLetter.objects.filter(
-                site=device.site_id, device_uid=device.uid, reason=RejectReason.UNKNOWN_DEVICE
-            )
-            summary = dead_letters_replay(letters=letters).as_dict()
+            summary = adopted_devices_replay(devices=[device]).as_dict()
         return Response({"device": device.uid, "replay": summary}, status=status.HTTP_201_CREATED)
