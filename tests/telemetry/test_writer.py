@@ -360,7 +360,8 @@ def test_flush_query_count_is_a_constant_independent_of_batch_size(
     with django_capture_on_commit_callbacks(execute=True), CaptureQueriesContext(connection) as cold:
         write(batch(devices, 10), resolver)
     # Cold: savepoint, the devices' lock, series SELECT + INSERT, staging CREATE + DELETE (inside the test's
-    # transaction), COPY, the flush statement, release. Django's debug cursor logs a COPY like any query.
+    # transaction), COPY, the flush statement in its own savepoint, release. Django's debug cursor logs a COPY like
+    # any query.
     assert [q["sql"].split()[0] for q in cold] == [
         "SAVEPOINT",
         "SELECT",
@@ -369,7 +370,9 @@ def test_flush_query_count_is_a_constant_independent_of_batch_size(
         "CREATE",
         "DELETE",
         "COPY",
+        "SAVEPOINT",
         "WITH",
+        "RELEASE",
         "RELEASE",
     ]
 
@@ -380,8 +383,8 @@ def test_flush_query_count_is_a_constant_independent_of_batch_size(
     with CaptureQueriesContext(connection) as with_dead_letters:
         write(batch(devices, 1000, start=5000), resolver, dead_letters=[dead_letter()] * 50)
 
-    assert len(small) == len(large) == 7, [q["sql"] for q in large]  # warm: no series queries
-    assert len(with_dead_letters) == 8
+    assert len(small) == len(large) == 9, [q["sql"] for q in large]  # warm: no series queries
+    assert len(with_dead_letters) == 10
     assert sum("COPY ingest_staging" in q["sql"] for q in large) == 1
 
 
@@ -392,7 +395,29 @@ def test_outside_a_transaction_the_staging_table_is_created_once_per_connection(
     with CaptureQueriesContext(connection) as warm:
         write(batch([device], 10, start=100), resolver)
 
-    assert [q["sql"].split()[0] for q in warm] == ["BEGIN", "SELECT", "COPY", "WITH", "COMMIT"]
+    assert [q["sql"].split()[0] for q in warm] == ["BEGIN", "SELECT", "COPY", "SAVEPOINT", "WITH", "RELEASE", "COMMIT"]
+
+
+def test_a_batch_with_one_stored_reading_falls_back_to_skipping_it_and_stores_the_rest(transactional_db, resolver):
+    """The all-new insert fails on the stored key; its savepoint is undone and the skipping statement stores the rest
+    exactly once, with LatestValue from the newest reading and the stored one counted as a duplicate."""
+    device = DeviceFactory()
+    readings = batch([device], 20)
+    write(readings[5:6], resolver)
+
+    with CaptureQueriesContext(connection) as fallback:
+        result = write(readings, resolver)
+
+    assert (result.inserted, result.duplicates) == (19, 1)
+    stored = (readings[5].metric_key, readings[5].ts)
+    assert stored not in {(r.metric_key, r.ts) for r in result.committed}
+    assert Reading.objects.count() == 20
+    newest = max(readings, key=lambda r: r.ts)
+    assert LatestValue.objects.get(series__metric_key=newest.metric_key).ts == newest.ts
+    statements = [" ".join(q["sql"].split()[:3]) for q in fallback]
+    after_copy = statements[statements.index(next(s for s in statements if s.startswith("SAVEPOINT"))) :]
+    assert [s.split()[0] for s in after_copy] == ["SAVEPOINT", "WITH", "ROLLBACK", "RELEASE", "WITH", "COMMIT"]
+    assert after_copy[2].startswith("ROLLBACK TO SAVEPOINT")  # the statement, not the transaction
 
 
 # --- series resolution ---------------------------------------------------------------------------------------------

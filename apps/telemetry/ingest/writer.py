@@ -6,8 +6,9 @@ This is the hot path, so nothing here runs per reading except building a COPY ro
    since validation are not stored but handed back as refused, so they are reported as ``unknown_device``;
    series ids come from an in-process cache; misses are fetched or created together in at most three statements;
 2. the batch is COPYed (binary) into a session-temporary staging table;
-3. one statement with data-modifying CTEs inserts the new readings (a repeated (series, ts) is skipped, so a
-   redelivered message is idempotent), advances LatestValue and Device.last_seen, and returns the inserted rows;
+3. one statement with data-modifying CTEs inserts the new readings, advances LatestValue and Device.last_seen and
+   marks late buckets for the rollups: a plain insert when nothing of the batch is stored yet, else (a redelivery)
+   one that skips each repeated (series, ts), so a redelivered message is idempotent;
 4. refused input (dead letters) is COPYed in the same transaction, and so is what the caller's ``also`` writes
    (a stateful dialect's state: Sparkplug birth certificates);
 5. before the commit, the inserted readings go to the receivers of ``apps.telemetry.signals.readings_storing``
@@ -24,7 +25,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from psycopg.types.json import Jsonb
 
 from apps.core.db.binary import binary_cursor, binary_execute, logged_statement
@@ -207,23 +208,14 @@ _STAGING_COPY = "COPY ingest_staging (series_id, ts, value) FROM STDIN (FORMAT B
 _STAGING_TYPES = ("int4", "timestamptz", "float8")
 _staging_ready: "weakref.WeakSet" = weakref.WeakSet()
 
-# One round trip for the whole batch. Sub-statements of one statement see the same snapshot, so LatestValue and
-# last_seen are computed from the RETURNING of the insert, not from the table. Rows are inserted in key order so
-# two processes inserting overlapping readings take their index locks in the same order. Within the batch the
-# first of two equal (series, ts) wins, as against a stored one (ctid is the COPY order in a fresh temp table).
-# It returns the keys that were NOT inserted (duplicates: usually none) rather than the inserted rows: reading
-# back every row of a 50,000-reading flush cost more than the insert, and the caller already holds the rows. The
-# one row with a count says how many were inserted: when that is every staged row, no key needs looking up.
-_FLUSH = """
-    WITH inserted AS (
-        INSERT INTO telemetry_reading (series_id, ts, value)
-        SELECT series_id, ts, value FROM ingest_staging ORDER BY series_id, ts, ctid
-        ON CONFLICT (series_id, ts) DO NOTHING
-        RETURNING series_id, ts, value
-    ),
+# One round trip for the whole batch, in one of two forms sharing everything after the insert. Sub-statements of one
+# statement see the same snapshot, so LatestValue, last_seen and the dirty rollup buckets are computed from the
+# readings inserted (``{inserted}``), never read back from the table. Rows are inserted in key order so two processes
+# inserting overlapping readings take their index locks in the same order.
+_FLUSH_TAIL = """
     latest AS (
         INSERT INTO telemetry_latestvalue (series_id, ts, value)
-        SELECT DISTINCT ON (series_id) series_id, ts, value FROM inserted ORDER BY series_id, ts DESC
+        SELECT DISTINCT ON (series_id) series_id, ts, value FROM {inserted} ORDER BY series_id, ts DESC
         ON CONFLICT (series_id) DO UPDATE SET ts = EXCLUDED.ts, value = EXCLUDED.value
         WHERE telemetry_latestvalue.ts < EXCLUDED.ts
     ),
@@ -236,7 +228,7 @@ _FLUSH = """
         -- A reading behind the 1m rollup watermark marks its 1-minute bucket for the next rollup run (see
         -- apps.telemetry.rollups); in key order, so two flushes marking the same buckets cannot deadlock.
         INSERT INTO telemetry_rollupdirtybucket (series_id, bucket, marked_at)
-        SELECT DISTINCT series_id, date_bin('1 minute', ts, '2000-01-01T00:00:00Z'), now() FROM inserted
+        SELECT DISTINCT series_id, date_bin('1 minute', ts, '2000-01-01T00:00:00Z'), now() FROM {inserted}
         WHERE ts < (
             SELECT COALESCE(closing_until, rolled_until) FROM telemetry_rollupwatermark WHERE resolution = '1m'
             FOR SHARE
@@ -244,6 +236,37 @@ _FLUSH = """
         ORDER BY 1, 2
         ON CONFLICT DO NOTHING
     )
+"""
+
+# The usual case: nothing of the batch is stored yet (a redelivery is the exception). A plain INSERT costs half of
+# one with ON CONFLICT and RETURNING (measured: 26 vs 54 ms for 20,000 rows, 36 vs 69 ms for the whole statement),
+# and when it succeeds every staged reading was inserted. Any stored or repeated key fails it with a unique
+# violation instead, inside a savepoint, and the batch goes through _FLUSH_SKIPPING_STORED.
+_FLUSH_ALL_NEW = (
+    """
+    WITH inserted AS (
+        INSERT INTO telemetry_reading (series_id, ts, value)
+        SELECT series_id, ts, value FROM ingest_staging ORDER BY series_id, ts
+    ),"""
+    + _FLUSH_TAIL.format(inserted="ingest_staging")
+    + "SELECT 1"
+)
+
+# A repeated (series, ts) is skipped, so a redelivered message is idempotent. Within the batch the first of two equal
+# keys wins, as against a stored one (ctid is the COPY order in a fresh temp table). It returns the keys that were
+# NOT inserted rather than the inserted rows: reading back every row of a 50,000-reading flush cost more than the
+# insert, and the caller already holds the rows. The one row with a count says how many were inserted: when that is
+# every staged row, no key needs looking up.
+_FLUSH_SKIPPING_STORED = (
+    """
+    WITH inserted AS (
+        INSERT INTO telemetry_reading (series_id, ts, value)
+        SELECT series_id, ts, value FROM ingest_staging ORDER BY series_id, ts, ctid
+        ON CONFLICT (series_id, ts) DO NOTHING
+        RETURNING series_id, ts, value
+    ),"""
+    + _FLUSH_TAIL.format(inserted="inserted")
+    + """
     SELECT series_id, ts, NULL::int8 FROM (
         SELECT series_id, ts FROM ingest_staging
         EXCEPT
@@ -252,6 +275,7 @@ _FLUSH = """
     UNION ALL
     SELECT NULL, NULL, count(*) FROM inserted
 """
+)
 
 _DEAD_LETTER_COPY = (
     "COPY telemetry_deadletter (received_at, source, origin, device_uid, reason, detail, payload, payload_size, "
@@ -366,13 +390,19 @@ def _readings_insert(cursor, readings, received_at, resolver, outermost) -> _Ins
 
     # Every device of the batch was seen, also one that only repeated readings already stored.
     device_ids = sorted({device_id for device_id, _ in series_ids})
-    binary_execute(cursor, _FLUSH, [received_at, device_ids])
+    try:
+        with transaction.atomic():  # a savepoint: a stored or repeated key undoes this statement only
+            binary_execute(cursor, _FLUSH_ALL_NEW, [received_at, device_ids])
+        return _Inserted(True, staged, gone, gone_readings)
+    except IntegrityError:
+        pass  # some of it is stored already: the staged rows are still there for the statement that skips them
+    binary_execute(cursor, _FLUSH_SKIPPING_STORED, [received_at, device_ids])
     rows = cursor.fetchall()
     if next(count for _, _, count in rows if count is not None) == len(staged):
         return _Inserted(True, staged, gone, gone_readings)
 
     # The inserted readings are the staged ones minus those stored before, and minus repeats within the batch
-    # (of equal keys the first one staged was inserted, see _FLUSH).
+    # (of equal keys the first one staged was inserted, see _FLUSH_SKIPPING_STORED).
     stored_before = {(series_id, ts) for series_id, ts, count in rows if count is None}
     committed = []
     seen = set()
