@@ -100,6 +100,8 @@ class StreamingClient(mqtt.Client):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.on_publish_received: Callable[[str, bytes, int, int], None] | None = None
+        # Called after each chunk's packets were handled: where a receiver that buffers per message writes them out.
+        self.on_packets_handled: Callable[[], None] | None = None
         self._received = bytearray()
         self._received_on = None  # the socket ``_received`` came from: a new connection starts empty
 
@@ -130,6 +132,8 @@ class StreamingClient(mqtt.Client):
         received += data
         position, result = self._packets_handle(sock, received)
         del received[:position]
+        if self.on_packets_handled is not None:
+            self.on_packets_handled()
         return result
 
     def _packets_handle(self, sock, received: bytearray) -> tuple[int, MQTTErrorCode]:

@@ -1,5 +1,6 @@
 """Settings shared by every environment. Values come from the environment (see ``config.env``)."""
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -280,6 +281,8 @@ INGEST_DEAD_LETTER_PAYLOAD_BYTES = env_int("INGEST_DEAD_LETTER_PAYLOAD_BYTES", 4
 # rest of a flood of new uids is dead-lettered as unknown_device (and recorded by the following flushes).
 INGEST_DISCOVERIES_PER_FLUSH = env_int("INGEST_DISCOVERIES_PER_FLUSH", 1000)
 INGEST_AUTO_REGISTER_PER_FLUSH = env_int("INGEST_AUTO_REGISTER_PER_FLUSH", 1000)
+# Processes behind `mqtt_listen`'s one MQTT session (apps.telemetry.ingest.processes): the machine's cores.
+INGEST_PROCESSES = env_int("INGEST_PROCESSES", os.cpu_count() or 1)
 # The listener flushes when its batch holds this many messages, readings or payload bytes, or when the oldest
 # message has waited this long, whichever comes first.
 INGEST_FLUSH_MESSAGES = env_int("INGEST_FLUSH_MESSAGES", 2000)

@@ -61,58 +61,29 @@ class Delivery:
     connection: int  # which connection of this process it came on (see MqttListener._on_connect)
 
 
-class MqttListener:
-    def __init__(
-        self,
-        *,
-        url: str,
-        prefix: str,
-        shared_group: str | None,
-        client_id: str,
-        flush_messages: int,
-        flush_interval: float,
-        flush_readings: int | None = None,
-        flush_bytes: int | None = None,
-        buffer_bytes: int | None = None,
-    ):
+class ListenerSession:
+    """The listener's MQTT session: one persistent session (clean_start=False, a session expiry) subscribed with QoS 1
+    and manual acknowledgements, reconnecting quickly. ``on_message(topic, payload, mid, qos)`` runs on paho's network
+    thread for every PUBLISH; whoever owns the session acknowledges with ``ack_many`` once the messages committed."""
+
+    def __init__(self, *, url: str, prefix: str, shared_group: str | None, client_id: str, on_message):
         self.broker = listener_broker_address(url)
         self.prefix = prefix
         # The configured name is public (settings, docs); the group actually joined is derived from our password.
         self.public_group = shared_group
         self.shared_group = private_share_group(shared_group, self.broker.password) if shared_group else None
         self.client_id = client_id
-        self.flush_messages = max(1, flush_messages)
-        self.flush_interval = flush_interval
-        self.flush_readings = max(1, flush_readings or settings.INGEST_FLUSH_READINGS)
-        self.flush_bytes = max(1, flush_bytes or settings.INGEST_FLUSH_BYTES)
-        self.buffer_bytes = max(1, buffer_bytes or settings.INGEST_BUFFER_BYTES)
-        self.inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
-        # Payload bytes in the inbox; _on_message waits on `room` while they are at or above buffer_bytes.
-        self.inbox_bytes = 0
-        self.room = threading.Condition()
-        self.stopping = threading.Event()
-        self.directory = DeviceDirectory()
-        # Sparkplug B edge nodes' births, as this process last committed them (apps.telemetry.sparkplug).
-        self.sparkplug_nodes = SparkplugNodes()
-        self.client = self._make_client()
         self.connected = threading.Event()
+        self.stopping = threading.Event()
         # Packet ids are only meaningful on the connection a message came on. After a reconnect the broker resends
         # every unacknowledged message (same ids, DUP set) and, once the resent copy is acknowledged, may reuse its
         # id for a new message; acknowledging the old delivery's id then would acknowledge that new message before
         # it is stored. So a delivery from an earlier connection is written (idempotently) but not acknowledged:
         # its resent copy is, when that copy's batch commits.
         self.connection = 0
-        # The batch being committed (by the committer thread) while the main thread prepares the next; see _hand_over.
-        self._committing: queue.Queue[tuple[IngestBatch, list[Delivery]] | None] = queue.Queue(maxsize=1)
-        self._in_flight: IngestBatch | None = None
-        self._commit_error: BaseException | None = None
-        self._batch_lock = threading.Lock()
-        self.last_progress = time.monotonic()
-        metrics.LISTENER_LOOP_AGE.set_function(lambda: time.monotonic() - self.last_progress)
-        metrics.LISTENER_BUFFER_BYTES.set_function(lambda: self.inbox_bytes)
+        self.client = self._make_client(on_message)
 
-    # --- MQTT side (paho's network thread) --------------------------------------------------------------------------
-    def _make_client(self) -> StreamingClient:
+    def _make_client(self, on_message) -> StreamingClient:
         client = mqtt_client(self.broker, client_class=StreamingClient, client_id=self.client_id, manual_ack=True)
         # Short and capped: after a broker restart, Mosquitto 2.0.11 routes nothing to the shared group until its
         # listeners subscribe again (docker/mosquitto/mosquitto.conf) and drops what arrives meanwhile. With 1 s
@@ -121,7 +92,7 @@ class MqttListener:
         client.reconnect_delay_set(min_delay=0.25, max_delay=1)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_publish_received = self._on_message
+        client.on_publish_received = on_message
         client.on_subscribe = self._on_subscribe
         return client
 
@@ -152,12 +123,95 @@ class MqttListener:
         if not self.stopping.is_set():
             logger.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
-    def _on_message(self, topic: str, payload: bytes, mid: int, qos: int):
-        received_at = time.time()
+    def open(self) -> None:
+        connect_properties = Properties(PacketTypes.CONNECT)
+        connect_properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
+        connect_properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        self.client.connect_async(
+            self.broker.host, self.broker.port, keepalive=30, clean_start=False, properties=connect_properties
+        )
+        self.client.loop_start()
+        # The public form: the private group's name is as good as the password and stays out of logs.
+        topics = ", ".join(subscriptions(self.prefix, self.public_group))
+        logger.info("listening on %s as %s (user %s)", topics, self.client_id, self.broker.username or "anonymous")
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.client.disconnect()  # after the acknowledgements already queued: paho writes packets in order
+        self.client.loop_stop()
+
+    def ack_many(self, mids, connection: int) -> None:
+        """Acknowledge QoS 1 message ids received on ``connection`` (see __init__); ids of an earlier one are not."""
+        if connection == self.connection:
+            self.client.ack_many(mids)
+
+
+class BatchingListener:
+    """The flushing side of a listener: an inbox of received messages, batches prepared on the main thread and
+    committed on the committer thread, acknowledgements after the commit. What feeds the inbox (``_on_message``) and
+    what an acknowledgement is belongs to the subclass: the MQTT session itself (``MqttListener``) or the process
+    that owns it (``WorkerListener``, under ``mqtt_listen --processes``)."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        flush_messages: int,
+        flush_interval: float,
+        flush_readings: int | None = None,
+        flush_bytes: int | None = None,
+        buffer_bytes: int | None = None,
+    ):
+        self.prefix = prefix
+        self.flush_messages = max(1, flush_messages)
+        self.flush_interval = flush_interval
+        self.flush_readings = max(1, flush_readings or settings.INGEST_FLUSH_READINGS)
+        self.flush_bytes = max(1, flush_bytes or settings.INGEST_FLUSH_BYTES)
+        self.buffer_bytes = max(1, buffer_bytes or settings.INGEST_BUFFER_BYTES)
+        self.inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+        # Payload bytes in the inbox; _on_message waits on `room` while they are at or above buffer_bytes.
+        self.inbox_bytes = 0
+        self.room = threading.Condition()
+        self.stopping = threading.Event()
+        self.directory = DeviceDirectory()
+        # Sparkplug B edge nodes' births, as this process last committed them (apps.telemetry.sparkplug).
+        self.sparkplug_nodes = SparkplugNodes()
+        # The batch being committed (by the committer thread) while the main thread prepares the next; see _hand_over.
+        self._committing: queue.Queue[tuple[IngestBatch, list[Delivery]] | None] = queue.Queue(maxsize=1)
+        self._in_flight: IngestBatch | None = None
+        self._commit_error: BaseException | None = None
+        self._batch_lock = threading.Lock()
+        self.last_progress = time.monotonic()
+        metrics.LISTENER_LOOP_AGE.set_function(lambda: time.monotonic() - self.last_progress)
+        metrics.LISTENER_BUFFER_BYTES.set_function(lambda: self.inbox_bytes)
+
+    # --- what the subclass provides -----------------------------------------------------------------------------------
+    connection = 0  # the connection a delivery came on, as _ack later compares it
+
+    def _receiving_start(self) -> None:
+        raise NotImplementedError
+
+    def _receiving_stop(self) -> None:
+        raise NotImplementedError
+
+    def _ack(self, batch: list["Delivery"]) -> None:
+        """Acknowledge the deliveries of a committed batch."""
+        raise NotImplementedError
+
+    def _ack_passing(self, mid: int, qos: int) -> None:
+        """Acknowledge a message ingest does not store (Sparkplug commands and STATE)."""
+        raise NotImplementedError
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        raise NotImplementedError
+
+    # --- receiving (the thread that feeds the inbox) ---------------------------------------------------------------
+    def _on_message(self, topic: str, payload: bytes, mid: int, qos: int, received_at: float | None = None):
+        received_at = received_at or time.time()
         if sparkplug.is_sparkplug(topic):
             if sparkplug.is_passing_traffic(topic):  # commands (ours too) and STATE: Sparkplug, but not telemetry
                 if qos:
-                    self.client.ack(mid, qos)
+                    self._ack_passing(mid, qos)
                 return
             ingest = _sparkplug_message(topic, payload, _utc(received_at))
         else:
@@ -197,16 +251,7 @@ class MqttListener:
 
     # --- flushing (the main thread prepares, the committer thread writes) ---------------------------------------------
     def run(self) -> None:
-        connect_properties = Properties(PacketTypes.CONNECT)
-        connect_properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
-        connect_properties.ReceiveMaximum = RECEIVE_MAXIMUM
-        self.client.connect_async(
-            self.broker.host, self.broker.port, keepalive=30, clean_start=False, properties=connect_properties
-        )
-        self.client.loop_start()
-        # The public form: the private group's name is as good as the password and stays out of logs.
-        topics = ", ".join(subscriptions(self.prefix, self.public_group))
-        logger.info("listening on %s as %s (user %s)", topics, self.client_id, self.broker.username or "anonymous")
+        self._receiving_start()
         committer = threading.Thread(target=self._commit_loop, name="ingest-commit", daemon=True)
         committer.start()
         try:
@@ -227,8 +272,7 @@ class MqttListener:
             with contextlib.suppress(queue.Full):
                 self._committing.put_nowait(None)
             committer.join(60)
-            self.client.disconnect()
-            self.client.loop_stop()
+            self._receiving_stop()
             logger.info("listener stopped")
 
     def _hand_over(self, batch: IngestBatch, deliveries: list[Delivery]) -> None:
@@ -386,14 +430,43 @@ class MqttListener:
         if batch.sparkplug is None:
             return
         for topic, payload in batch.sparkplug.rebirth_commands():
-            self.client.publish(topic, payload, qos=0)
+            self._publish(topic, payload)
             metrics.SPARKPLUG_REBIRTHS.inc()
 
-    def _ack(self, batch: list[Delivery]) -> None:
-        connection = self.connection  # see __init__: only deliveries of the current connection
-        self.client.ack_many(
-            delivery.mid for delivery in batch if delivery.qos == 1 and delivery.connection == connection
+
+class MqttListener(BatchingListener):
+    """A listener that holds the MQTT session itself: one process, one core's worth of Python."""
+
+    def __init__(self, *, url: str, prefix: str, shared_group: str | None, client_id: str, **flushing):
+        super().__init__(prefix=prefix, **flushing)
+        self.session = ListenerSession(
+            url=url, prefix=prefix, shared_group=shared_group, client_id=client_id, on_message=self._on_message
         )
+        self.client = self.session.client
+        self.client_id = client_id
+
+    @property
+    def connection(self) -> int:
+        return self.session.connection
+
+    def _receiving_start(self) -> None:
+        self.session.open()
+
+    def _receiving_stop(self) -> None:
+        self.session.close()
+
+    def _ack_passing(self, mid: int, qos: int) -> None:
+        self.client.ack(mid, qos)
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=0)
+
+    def _ack(self, batch: list[Delivery]) -> None:
+        # Grouped by connection: only the current one's are acknowledged (see ListenerSession).
+        for connection in {delivery.connection for delivery in batch}:
+            self.session.ack_many(
+                (d.mid for d in batch if d.qos == 1 and d.connection == connection), connection=connection
+            )
 
 
 def _sparkplug_message(topic: str, payload: bytes, received_at) -> IngestMessage:

@@ -46,6 +46,17 @@ def gateway_topic(prefix: str, gateway_uid: str) -> str:
     return f"{prefix}/gateways/{gateway_uid}/telemetry"
 
 
+def sender_key(topic: str) -> str:
+    """The segment of a topic that names its sender: the device or gateway uid, or a Sparkplug edge node's id (the
+    gateway whose login alone may publish there). ``mqtt_listen --processes`` prepares all of one sender's messages
+    in one process, so their order, and a Sparkplug node's birth and sequence state, never span two."""
+    if topic.startswith("spBv1.0/"):
+        parts = topic.split("/", 4)
+        return parts[3] if len(parts) > 3 else topic
+    parts = topic.rsplit("/", 2)
+    return parts[-2] if len(parts) == 3 else topic
+
+
 def parse_topic(topic: str, prefix: str) -> TelemetryTopic | None:
     """The device or gateway a topic addresses, or None for anything else."""
     if not topic.startswith(prefix + "/"):
