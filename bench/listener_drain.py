@@ -5,7 +5,8 @@ publishers themselves top out near 5,500 messages/s. This isolates the listener 
 behind it): the listener's persistent session is created, the listener stopped, N messages published into the
 session's queue, and the listener(s) started again; the rate is measured from the first to the last commit.
 
-    python bench/listener_drain.py [--messages 30000] [--readings-per-message 10] [--listeners 1] [--peer nodered]
+    python bench/listener_drain.py [--messages 30000] [--readings-per-message 10] [--listeners 1] [--processes N]
+                                   [--peer nodered]
 
 The listeners run ``manage.py mqtt_listen`` with its defaults. After the drain, the same readings are stored again
 by the writer alone (``readings_write``, COPY + the one statement, in flushes of the listener's default size) and
@@ -55,6 +56,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--readings-per-message", type=int, default=10, choices=range(1, 11))
     parser.add_argument("--listeners", type=int, default=1)
+    parser.add_argument(
+        "--processes", type=int, default=None, help="mqtt_listen --processes (default: its own, the cores)"
+    )
     parser.add_argument("--peer", choices=["nodered"], default=None, help="Also drain the same messages with a peer.")
     parser.add_argument("--peer-script", default=str(DEFAULT_PEER_SCRIPT))
     args = parser.parse_args()
@@ -96,6 +100,8 @@ def peer_drain(args) -> dict:
 
 def fieldwatch_drain(args) -> dict:
     _django.setup()
+    from django.conf import settings
+
     from tests.support.broker import Broker  # renders its files with the product's code: after django.setup()
 
     scratch = ScratchDatabase(DATABASE)
@@ -115,10 +121,13 @@ def fieldwatch_drain(args) -> dict:
         broker.start()
         env["MQTT_URL"] = broker.url
 
+        processes = ["--processes", str(args.processes)] if args.processes else []
+
         def start_listeners():
             return [
                 subprocess.Popen(
-                    [*manage, "mqtt_listen", "--client-id", f"drain-{n}"],  # otherwise its defaults
+                    # Otherwise its defaults.
+                    [*manage, "mqtt_listen", "--client-id", f"drain-{n}", *processes],
                     cwd=_django.REPO_ROOT,
                     env=env,
                     stdout=subprocess.DEVNULL,
@@ -176,6 +185,7 @@ def fieldwatch_drain(args) -> dict:
             copy = plain_copy_baseline(db)
         return {
             "listeners": args.listeners,
+            "processes_per_listener": args.processes or settings.INGEST_PROCESSES,
             "messages": args.messages,
             "readings_per_message": args.readings_per_message,
             "readings_stored": stored,
@@ -202,11 +212,19 @@ def fieldwatch_drain(args) -> dict:
 
 
 def cpu_seconds(processes: list[subprocess.Popen]) -> float:
-    """User + system CPU time of running processes so far (Linux ``/proc``)."""
+    """User + system CPU time so far of running processes and their running descendants (``mqtt_listen
+    --processes`` workers), from Linux ``/proc``."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
-    for process in processes:
-        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    pids = [process.pid for process in processes]
+    while pids:
+        pid = pids.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                pids.extend(int(child) for child in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
     return total / ticks
 
