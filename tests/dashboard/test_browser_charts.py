@@ -3,8 +3,9 @@ the real uvicorn, listener, Mosquitto, a real Celery worker (exports), PostgreSQ
 
 bob builds a chart across two devices, saves it, adds it to a dashboard, reloads and sees a published reading
 arrive on it; carol sees neither bob's private chart nor a shared one with a Site A series; bob exports from a
-device page and downloads the file after its progress showed; bob backtests a rule, saves it, and a published
-reading opens an alert. Every new page is screenshot at 1280 and 390 px; no page logs an error.
+device page and downloads the file after its progress showed; bob backtests a rule, saves it, a published
+reading opens an alert, and he deletes the rule (with its alert) after confirming. Every new page is screenshot
+at 1280 and 390 px; no page logs an error.
 """
 
 import time
@@ -220,3 +221,17 @@ def test_bob_backtests_a_rule_saves_it_and_a_published_reading_opens_an_alert(op
     while not Alert.objects.filter(rule=rule, device=fleet["a1"]).exists():
         assert time.monotonic() < deadline, "no alert opened"
         time.sleep(0.1)
+
+    # bob deletes the rule he made, its open alert with it, after the confirmation step.
+    page.goto(f"/rules/{rule.id}/")
+    page.click("[data-rule-delete]")
+    page.wait_for_url(f"**/rules/{rule.id}/delete")
+    assert "1 of them still open" in page.inner_text("[data-rule-delete-form]")
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        screenshot(page, "rule-delete", width)
+    page.click("[data-rule-delete-form] button[type=submit]")
+    page.wait_for_url("**/rules/")
+    assert "Rule “Supply too hot” deleted." in page.inner_text(".messages")
+    assert "Supply too hot" not in page.inner_text("table")
+    assert not AlertRule.objects.filter(pk=rule.pk).exists() and not Alert.objects.filter(rule_id=rule.pk).exists()
