@@ -65,6 +65,15 @@ INTERVAL_LENGTHS = {
     "1w": datetime.timedelta(days=7),
     "1mo": datetime.timedelta(days=28),
 }
+# The most buckets one computation answers, API or page: what a request may make the database compute and send.
+MAX_BUCKETS = 10_000
+
+
+def longest_range(interval: str) -> datetime.timedelta:
+    """The longest range computed in buckets of ``interval``: ``MAX_BUCKETS`` of them."""
+    return INTERVAL_LENGTHS[interval] * MAX_BUCKETS
+
+
 LOCAL_INTERVALS = {"1d", "1w", "1mo"}  # calendar buckets, aligned in the requested zone
 ROLLUP_INTERVALS = {"1h", *LOCAL_INTERVALS}  # what hourly rollups can be summed into
 RAW, HOURLY = "raw", "1h"

@@ -438,11 +438,11 @@ def _electrical_sources(devices) -> list[tuple[int, MetricDefinition]]:
     return sources
 
 
-def _report(devices, *, site, preset: str, now) -> energy.EnergyReport:
+def _report(devices, *, site, span: str | energy.DayRange, now) -> energy.EnergyReport:
     retention = [device.device_type.raw_retention_days for device in devices if device.device_type.raw_retention_days]
     return energy.energy_report(
         sources=_electrical_sources(devices),
-        preset=preset,
+        span=span,
         tz=site.timezone,
         emission_factor=float(site.emission_factor_kg_per_kwh),
         tariff=site_tariff(site),
@@ -451,28 +451,28 @@ def _report(devices, *, site, preset: str, now) -> energy.EnergyReport:
     )
 
 
-def site_energy_report_for_user(*, user, site_id: int, preset: str, now: datetime.datetime):
-    """The electricity of every device of a visible site (``energy.energy_report``), or None for a site the user
-    may not see."""
+def site_energy_report_for_user(*, user, site_id: int, span: str | energy.DayRange, now: datetime.datetime):
+    """The electricity of every device of a visible site over a preset or a custom range of the site's days
+    (``energy.energy_report``), or None for a site the user may not see."""
     site = site_get_for_user(user=user, site_id=site_id)
     if site is None:
         return None
     devices = list(device_list_for_user(user=user).filter(site=site, is_active=True).select_related("device_type"))
-    return site, _report(devices, site=site, preset=preset, now=now)
+    return site, _report(devices, site=site, span=span, now=now)
 
 
-def device_energy_report_for_user(*, user, uid: str, preset: str, now: datetime.datetime):
+def device_energy_report_for_user(*, user, uid: str, span: str | energy.DayRange, now: datetime.datetime):
     """The electricity of one visible device, or None."""
     device = device_get_for_user(user=user, uid=uid)
     if device is None:
         return None
-    return device, _report([device], site=device.site, preset=preset, now=now)
+    return device, _report([device], site=device.site, span=span, now=now)
 
 
-def site_heat_pumps_for_user(*, user, site_id: int, preset: str, now: datetime.datetime):
+def site_heat_pumps_for_user(*, user, site_id: int, span: str | energy.DayRange, now: datetime.datetime):
     """The site's heat pumps (devices whose type marks a heat output metric), ranked worst seasonal performance
-    factor first over the preset's window, with degree days where an outdoor temperature is marked; None for a site
-    the user may not see."""
+    factor first over the window of a preset or a custom range of days, with degree days where an outdoor
+    temperature is marked; None for a site the user may not see."""
     site = site_get_for_user(user=user, site_id=site_id)
     if site is None:
         return None
@@ -494,6 +494,6 @@ def site_heat_pumps_for_user(*, user, site_id: int, preset: str, now: datetime.d
 
         outdoor_id = series.get((device.id, outdoor.key)) if outdoor else None
         pumps.append((device, source(heat), source(electrical), outdoor_id))
-    window = energy.window_for(preset, now=now, tz=site.timezone)
+    window = energy.window_for(span, now=now, tz=site.timezone)
     figures, plan = energy.heat_pump_figures(pumps=pumps, start=window.start, end=window.end, tz=site.timezone, now=now)
     return site, window, figures, plan

@@ -149,7 +149,7 @@ def test_energy_report_prices_time_of_use_bands_in_local_hours_from_raw_and_from
     now = DAY_END + datetime.timedelta(days=1)  # 28 October 00:00 in Berlin: the 7-day window covers the 26th
     report = energy.energy_report(
         sources=[(series_id, power)],
-        preset="7d",
+        span="7d",
         tz="Europe/Berlin",
         emission_factor=0.38,
         tariff=site_tariff(pump.site),
@@ -196,3 +196,47 @@ def test_invalid_time_of_use_bands_are_refused_with_what_to_fix(site_a, bands, m
     with pytest.raises(ValidationError) as error:
         site_a.full_clean()
     assert message in str(error.value.message_dict["tariff_bands"])
+
+
+def test_a_custom_range_of_one_local_day_is_the_25_hour_dst_day_and_totals_what_the_api_does(client, bob, pump):
+    meter = MetricDefinition.objects.get(device_type=pump.device_type, key="meter")
+    series_id = Series.objects.get(device=pump, metric_key="meter").id
+    day = datetime.date(2025, 10, 26)
+    report = energy.energy_report(
+        sources=[(series_id, meter)],
+        span=energy.DayRange(first=day, last=day),
+        tz="Europe/Berlin",
+        emission_factor=0.38,
+        tariff=None,
+        now=DAY_END + datetime.timedelta(days=30),
+        raw_retention_days=3650,
+    )
+    window = report.window
+    assert (window.start, window.end, window.period, window.through) == (DAY_START, DAY_END, "hour", day)
+    # The day before, 25 October, has 24 hours: the span one range earlier is counted in local days.
+    assert (window.previous_start, window.previous_end) == (DAY_START - datetime.timedelta(hours=24), DAY_START)
+    client.force_login(bob)
+    api = _get(
+        client,
+        "/api/v1/devices/hp-dst/volume",
+        metric="meter",
+        start=DAY_START.isoformat(),
+        end=DAY_END.isoformat(),
+        interval="1d",
+        tz="Europe/Berlin",
+    )
+    assert report.total_kwh == pytest.approx(api["series"][0]["total"]["volume"]) == pytest.approx(REGISTER_KWH)
+
+
+def test_a_custom_range_ending_after_now_ends_now_and_one_starting_after_now_is_empty(pump):
+    now = DAY_START + datetime.timedelta(hours=10)
+    today = datetime.date(2025, 10, 26)
+    window = energy.window_for(energy.DayRange(first=today, last=today), now=now, tz="Europe/Berlin")
+    assert (window.start, window.end) == (DAY_START, now)
+    later = energy.DayRange(first=datetime.date(2025, 11, 1), last=datetime.date(2025, 11, 3))
+    meter = MetricDefinition.objects.get(device_type=pump.device_type, key="meter")
+    series_id = Series.objects.get(device=pump, metric_key="meter").id
+    report = energy.energy_report(
+        sources=[(series_id, meter)], span=later, tz="Europe/Berlin", emission_factor=0.38, tariff=None, now=now
+    )
+    assert report.window.start == report.window.end and report.total_kwh == 0 and report.buckets == []
