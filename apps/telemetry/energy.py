@@ -51,15 +51,28 @@ DEGREE_DAY_BASE_C = 15.5
 
 
 def electrical_source(definitions) -> object | None:
-    """The metric a device's electricity use is read from: the one marked as electrical input, else its energy
-    register (a totalizer in Wh/kWh/MWh), else its power metric (integrated)."""
+    """The metric a device's electricity use is read from, or None.
+
+    The metric marked as electrical input, if any. Otherwise a fallback among the metrics *without a role* only: the
+    first energy register (Wh/kWh/MWh totalizer) by key, else the first power gauge by key. A metric marked as heat
+    output (or with any other role) is never the fallback: a heat pump's heat meter is a kWh register too, and taking
+    it would count heat delivered as electricity. A device whose only energy metric is its heat output has no
+    electricity (``heat_output_only``)."""
     definitions = list(definitions)
-    for definition in definitions:
-        if definition.role == MetricRole.ELECTRICAL_INPUT:
-            return definition
-    registers = [definition for definition in definitions if definition.is_energy_register]
-    powers = [definition for definition in definitions if definition.is_power]
+    marked = role_source(definitions, MetricRole.ELECTRICAL_INPUT)
+    if marked is not None:
+        return marked
+    unmarked = sorted((d for d in definitions if not d.role), key=lambda definition: definition.key)
+    registers = [definition for definition in unmarked if definition.is_energy_register]
+    powers = [definition for definition in unmarked if definition.is_power]
     return (registers or powers or [None])[0]
+
+
+def heat_output_only(definitions) -> bool:
+    """A device type that measures heat output but has no metric electricity can be read from (its heat meter is
+    not counted as electricity): the energy pages say how many such devices they leave out."""
+    definitions = list(definitions)
+    return role_source(definitions, MetricRole.HEAT_OUTPUT) is not None and electrical_source(definitions) is None
 
 
 def role_source(definitions, role: str):
@@ -247,6 +260,8 @@ class EnergyReport:
     covered_start: datetime.datetime | None
     devices_counted: int
     currency: str = ""
+    # Devices measuring heat output only: no electricity metric, so not counted (their heat is not electricity).
+    devices_heat_only: int = 0
     previous_resolution: str = ""
 
     @property
@@ -277,6 +292,7 @@ def energy_report(
     now: datetime.datetime,
     raw_retention_days: int | None = None,
     resolution: str = REPORT_RESOLUTION,
+    devices_heat_only: int = 0,
 ) -> EnergyReport:
     """The electricity of ``sources`` (series id, definition) over the window of ``span`` (a preset or a custom
     range of days) and the window before, in two computations of hourly totals (each one statement per kind of
@@ -313,6 +329,7 @@ def energy_report(
         raw_from=current.raw_from,
         covered_start=current.start,
         devices_counted=len(sources),
+        devices_heat_only=devices_heat_only,
         currency=tariff.currency if tariff else "",
         previous_resolution=previous.resolution,
     )

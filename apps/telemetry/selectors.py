@@ -425,29 +425,34 @@ def _series_ids(devices) -> dict[tuple[int, str], int]:
     }
 
 
-def _electrical_sources(devices) -> list[tuple[int, MetricDefinition]]:
-    """Each device's electricity series (``energy.electrical_source``) that has reported, in three statements."""
+def _electrical_sources(devices) -> tuple[list[tuple[int, MetricDefinition]], int]:
+    """Each device's electricity series (``energy.electrical_source``) that has reported, and how many devices
+    measure heat output only (left out: their heat meter is not electricity), in three statements."""
     by_type = _definitions_by_type(device.device_type_id for device in devices)
     series = _series_ids(devices)
-    sources = []
+    sources, heat_only = [], 0
     for device in devices:
-        definition = energy.electrical_source(by_type.get(device.device_type_id, []))
+        definitions = by_type.get(device.device_type_id, [])
+        definition = energy.electrical_source(definitions)
+        heat_only += energy.heat_output_only(definitions)
         series_id = series.get((device.id, definition.key)) if definition else None
         if series_id is not None:
             sources.append((series_id, definition))
-    return sources
+    return sources, heat_only
 
 
 def _report(devices, *, site, span: str | energy.DayRange, now) -> energy.EnergyReport:
     retention = [device.device_type.raw_retention_days for device in devices if device.device_type.raw_retention_days]
+    sources, heat_only = _electrical_sources(devices)
     return energy.energy_report(
-        sources=_electrical_sources(devices),
+        sources=sources,
         span=span,
         tz=site.timezone,
         emission_factor=float(site.emission_factor_kg_per_kwh),
         tariff=site_tariff(site),
         now=now,
         raw_retention_days=min(retention) if retention else None,
+        devices_heat_only=heat_only,
     )
 
 
@@ -485,7 +490,7 @@ def site_heat_pumps_for_user(*, user, site_id: int, span: str | energy.DayRange,
         heat = energy.role_source(definitions, MetricRole.HEAT_OUTPUT)
         if heat is None:
             continue
-        electrical = energy.electrical_source([d for d in definitions if d.role != MetricRole.HEAT_OUTPUT])
+        electrical = energy.electrical_source(definitions)  # never the heat output metric
         outdoor = energy.role_source(definitions, MetricRole.OUTDOOR_TEMPERATURE)
 
         def source(definition, device=device):

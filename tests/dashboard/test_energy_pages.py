@@ -8,10 +8,11 @@ import zoneinfo
 import pytest
 from django.urls import reverse
 
-from apps.devices.choices import MetricKind
-from apps.telemetry.energy import LONGEST_DAY_RANGE
+from apps.devices.choices import MetricKind, MetricRole
+from apps.telemetry.energy import LONGEST_DAY_RANGE, DayRange
 from apps.telemetry.models import Reading, RollupWatermark, Series
 from apps.telemetry.rollups import rollups_advance
+from apps.telemetry.selectors import site_heat_pumps_for_user
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 
 pytestmark = pytest.mark.django_db
@@ -103,3 +104,69 @@ def test_a_refused_range_on_another_users_site_is_still_404(client, carol, site_
     client.force_login(carol)
     response = client.get(reverse("dashboard:site-energy", args=[site_a.id]), {"from": "2025-03-05", "to": "x"})
     assert response.status_code == 404
+
+
+@pytest.fixture
+def heat_pumps(site_a):
+    """A heat pump with a heat-output kWh register (+3 kWh per 15 min) and an unmarked electrical kWh register
+    (+1 kWh per 15 min), whose heat meter sorts first by key; and a heat meter with no electrical metric at all."""
+    site_a.timezone = "Europe/Berlin"
+    site_a.save()
+    start = datetime.datetime(2025, 3, 1, tzinfo=datetime.UTC)
+
+    def register(device, key, role, step):
+        MetricDefinitionFactory(
+            device_type=device.device_type,
+            key=key,
+            unit="kWh",
+            kind=MetricKind.TOTALIZER,
+            role=role,
+            min_value=None,
+            max_value=None,
+        )
+        series = Series.objects.create(device=device, metric_key=key)
+        Reading.objects.bulk_create(
+            Reading(series=series, ts=start + datetime.timedelta(minutes=15 * i), value=100.0 + step * i)
+            for i in range(7 * 96)
+        )
+
+    pump = DeviceFactory(
+        uid="hp-a-1", name="Pump A-1", site=site_a, device_type=DeviceTypeFactory(organization=site_a.organization)
+    )
+    register(pump, "heat_kwh", MetricRole.HEAT_OUTPUT, 3.0)
+    register(pump, "meter_kwh", MetricRole.NONE, 1.0)
+    heat_meter = DeviceFactory(
+        uid="hm-a-1",
+        name="Heat meter A-1",
+        site=site_a,
+        device_type=DeviceTypeFactory(organization=site_a.organization),
+    )
+    register(heat_meter, "heat_kwh", MetricRole.HEAT_OUTPUT, 5.0)
+    RollupWatermark.objects.all().delete()
+    rollups_advance(now=start + datetime.timedelta(days=9), time_budget=60)
+    return pump, heat_meter
+
+
+def test_a_heat_output_meter_is_never_counted_as_electricity(client, bob, site_a, heat_pumps):
+    client.force_login(bob)
+    params = {"from": FIRST.isoformat(), "to": LAST.isoformat()}
+    page = client.get(reverse("dashboard:site-energy", args=[site_a.id]), params)
+    assert page.status_code == 200
+    # Only the pump's unmarked electrical register: 3 days of +1 kWh per 15 minutes; no heat from either device.
+    assert _shown_kwh(page) == pytest.approx(3 * 96)
+    assert "1 device with an energy metric" in page.content.decode()
+    assert "1 measuring heat output only, not counted as electricity" in page.content.decode()
+    heat_meter_page = client.get(reverse("dashboard:device-energy", args=["hm-a-1"]), params)
+    assert heat_meter_page.status_code == 200 and _shown_kwh(heat_meter_page) == 0
+
+
+def test_the_heat_pump_page_divides_heat_output_by_the_unmarked_electrical_register(bob, site_a, heat_pumps):
+    now = datetime.datetime(2025, 3, 10, tzinfo=datetime.UTC)
+    _, _, figures, _ = site_heat_pumps_for_user(
+        user=bob, site_id=site_a.id, span=DayRange(first=FIRST, last=LAST), now=now
+    )
+    by_uid = {figure.device.uid: figure for figure in figures}
+    assert by_uid["hp-a-1"].heat_kwh == pytest.approx(3 * 3 * 96)
+    assert by_uid["hp-a-1"].electricity_kwh == pytest.approx(3 * 96)
+    assert by_uid["hp-a-1"].spf == pytest.approx(3.0)
+    assert by_uid["hm-a-1"].electricity_kwh is None and by_uid["hm-a-1"].spf is None
