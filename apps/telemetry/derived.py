@@ -303,7 +303,7 @@ def _volume_rollup_sql(interval: str, key: str) -> str:
     # predecessor without sorting them (inside the range, ordering by bucket is ordering by first_ts). The step into
     # the range, from the hour before it, is one more row per series. The factor is joined once per row by hash.
     # Over a year of 1,000 series (8.06 M rows) that took 8.4 s against 12.0 s with _ROLLUP_ROWS, whose sort by
-    # (series, first_ts) spilled 584 MB to disk (bench/energy_pages.py data; docs/perf/energy-pages.md).
+    # (series, first_ts) spilled 584 MB to disk (bench/energy_pages.py data; docs/energy-pages-performance.md).
     return f"""
 WITH s AS (
     SELECT id, factor FROM unnest(%(ids)s::int4[], %(factors)s::float8[]) AS s (id, factor)
