@@ -412,6 +412,8 @@ PAGE_MATRIX = {
         ("anonymous", None, LOGIN),
     ],
     ("rule-edit", "GET"): rows(READ_A, [("carol", "b", 403), ("mallory", "x", 200)], anonymous=LOGIN),
+    ("rule-delete", "GET"): rows(READ_A, [("carol", "b", 403), ("mallory", "x", 200)], anonymous=LOGIN),
+    ("rule-delete", "POST"): PAGE_ACTION_A,
     ("energy", "GET"): [(user, None, 302) for user in USERS[:-1]] + [("anonymous", None, LOGIN)],
     ("site-energy", "GET"): rows(READ_A, OWN_READS, anonymous=LOGIN),
     ("heat-pumps", "GET"): rows(READ_A, OWN_READS, anonymous=LOGIN),
@@ -452,7 +454,7 @@ def test_dashboard_page_matrix(world, client, name, method, user, target, status
         kwargs = {"chart_id": world[target]["chart"].pk}
     elif name == "dashboard-detail":
         kwargs = {"dashboard_id": world[target]["dashboard"].pk}
-    elif name == "rule-edit":
+    elif name in ("rule-edit", "rule-delete"):
         kwargs = {"rule_id": world[target]["rule"].pk}
     url = reverse(f"dashboard:{name}", kwargs=kwargs)
     response = client.post(url, {"note": "seen"}) if method == "POST" else client.get(url)

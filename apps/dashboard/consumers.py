@@ -1,8 +1,9 @@
 """The live websocket (``/ws/live/``): one per dashboard page, joined only to groups of what the user may see.
 
-The client asks (``{"type": "subscribe", "sites": [...]}``, ``{"type": "subscribe_device", "device": uid}``); the
-server decides: requested sites are intersected with ``site_ids_for_user`` and a device is looked up through
-``device_get_for_user``, so asking for another site's id or device gets nothing. Authentication is the Django
+The client asks (``{"type": "subscribe", "sites": [...]}``, ``{"type": "subscribe_device", "device": uid}``,
+``{"type": "subscribe_exports"}``); the server decides: requested sites are intersected with ``site_ids_for_user``, a
+device is looked up through ``device_get_for_user``, and the export group is the session user's own (the frame names
+no user), so asking for another site's id, device or user's exports gets nothing. Authentication is the Django
 session (AuthMiddlewareStack in config/asgi.py, behind AllowedHostsOriginValidator for the origin check);
 anonymous sockets are accepted only to be closed with 4401, which a browser can tell apart from a network drop.
 """
@@ -11,7 +12,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from apps.core.json_bounded import MAX_DEPTH, JSONTooDeep, json_loads_bounded
-from apps.dashboard.fanout import device_group, site_group
+from apps.dashboard.fanout import device_group, export_group, site_group
 from apps.devices.selectors import device_get_for_user, site_ids_for_user
 from apps.devices.validators import EXTERNAL_ID_RE
 
@@ -51,8 +52,8 @@ _TOO_DEEP = object()
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
-    """Forwards ``live.message`` events of the joined ``site.<id>`` / ``device.<id>`` groups: each is one frame
-    holding a message object or an array of them (see apps.dashboard.fanout)."""
+    """Forwards ``live.message`` events of the joined ``site.<id>`` / ``device.<id>`` / ``exports.<user id>``
+    groups: each is one frame holding a message object or an array of them (see apps.dashboard.fanout)."""
 
     async def connect(self):
         user = self.scope.get("user")
@@ -93,6 +94,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self._subscribe_sites(content.get("sites"))
         elif kind == "subscribe_device":
             await self._subscribe_device(content.get("device"))
+        elif kind == "subscribe_exports":
+            await self._subscribe_exports()
         else:
             await self.send_json({"type": "error", "error": "unknown message type"})
 
@@ -124,6 +127,13 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
             self.joined.add(group)
         await self.send_json({"type": "subscribed_device", "device": uid})
+
+    async def _subscribe_exports(self):
+        group = export_group(self.scope["user"].pk)
+        if group not in self.joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.joined.add(group)
+        await self.send_json({"type": "subscribed_exports"})
 
     async def live_message(self, event):
         """Forward a fan-out frame (JSON text, encoded once by the publisher for every socket of the group)."""

@@ -1,6 +1,9 @@
 """The energy pages: a site's and a device's electricity (kWh, CO₂e, cost, this period against the one before) and
 a site's heat pumps ranked by seasonal performance factor. Server-rendered from the telemetry selectors, which scope
 every read to the user's sites and say which resolution (raw readings or hourly rollups) a figure came from.
+
+Each page shows a preset (``?preset=``) or a custom range of the site's local days (``?from=&to=``, both included,
+``EnergyRangeForm``): a refused range is the page with the form's reason, answered 400.
 """
 
 from django.contrib.auth.decorators import login_required
@@ -11,21 +14,29 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from apps.dashboard import selectors
+from apps.dashboard.forms import EnergyRangeForm
 from apps.dashboard.views import _render, _scope
-from apps.telemetry.energy import PERIODS
+from apps.devices.selectors import device_get_for_user
+from apps.telemetry.energy import PERIODS, DayRange
 from apps.telemetry.selectors import (
     device_energy_report_for_user,
     site_energy_report_for_user,
+    site_get_for_user,
     site_heat_pumps_for_user,
 )
 
 DEFAULT_PRESET = "7d"
+HEAT_PUMPS_PRESET = "12mo"
 
 
-def _preset(request) -> str:
-    """The chosen preset; an unknown one falls back to the default (a page, not an API: nothing to refuse)."""
-    preset = request.GET.get("preset", DEFAULT_PRESET)
-    return preset if preset in PERIODS else DEFAULT_PRESET
+def _span(request, default: str) -> tuple[str | DayRange | None, EnergyRangeForm]:
+    """A custom range when the query string has one (``from``, ``to``; None while it is refused, the form saying
+    why), else the chosen preset; an unknown preset falls back to the default (a link, not an input to refuse)."""
+    if "from" in request.GET or "to" in request.GET:
+        form = EnergyRangeForm(request.GET)
+        return (form.cleaned_data["span"] if form.is_valid() else None), form
+    preset = request.GET.get("preset", default)
+    return (preset if preset in PERIODS else default), EnergyRangeForm()
 
 
 def _site_scope(request, site):
@@ -33,8 +44,23 @@ def _site_scope(request, site):
     return selectors.SiteScope(user=request.user, sites=scope.sites, selected=site)
 
 
-def _context(preset: str) -> dict:
-    return {"preset": preset, "presets": [(key, label) for key, (label, _, _) in PERIODS.items()]}
+def _context(span, form: EnergyRangeForm) -> dict:
+    return {
+        "preset": span if isinstance(span, str) else None,
+        "presets": [(key, label) for key, (label, _, _) in PERIODS.items()],
+        "range_form": form,
+    }
+
+
+def _page(request, template: str, site, span, form, context: dict):
+    """The page, or for a refused range the page's form with the reason (400) and no figures."""
+    return _render(
+        request,
+        template,
+        _site_scope(request, site),
+        {**_context(span, form), "site": site, "switcher_action": reverse("dashboard:energy"), **context},
+        status=400 if span is None else 200,
+    )
 
 
 @login_required
@@ -51,67 +77,42 @@ def energy_home(request):
 @login_required
 @require_GET
 def site_energy(request, site_id: int):
-    preset = _preset(request)
-    found = site_energy_report_for_user(user=request.user, site_id=site_id, preset=preset, now=timezone.now())
-    if found is None:
+    span, form = _span(request, DEFAULT_PRESET)
+    if span is None:
+        site, report = site_get_for_user(user=request.user, site_id=site_id), None
+    else:
+        found = site_energy_report_for_user(user=request.user, site_id=site_id, span=span, now=timezone.now())
+        site, report = found or (None, None)
+    if site is None:
         raise Http404("No such site among the sites you may see.")
-    site, report = found
-    return _render(
-        request,
-        "dashboard/energy.html",
-        _site_scope(request, site),
-        {
-            **_context(preset),
-            "site": site,
-            "report": report,
-            "subject": site.name,
-            "switcher_action": reverse("dashboard:energy"),
-        },
-    )
+    return _page(request, "dashboard/energy.html", site, span, form, {"report": report, "subject": site.name})
 
 
 @login_required
 @require_GET
 def device_energy(request, uid: str):
-    preset = _preset(request)
-    found = device_energy_report_for_user(user=request.user, uid=uid, preset=preset, now=timezone.now())
-    if found is None:
+    span, form = _span(request, DEFAULT_PRESET)
+    if span is None:
+        device, report = device_get_for_user(user=request.user, uid=uid), None
+    else:
+        found = device_energy_report_for_user(user=request.user, uid=uid, span=span, now=timezone.now())
+        device, report = found or (None, None)
+    if device is None:
         raise Http404("No such device among the devices you may see.")
-    device, report = found
-    return _render(
-        request,
-        "dashboard/energy.html",
-        _site_scope(request, device.site),
-        {
-            **_context(preset),
-            "site": device.site,
-            "device": device,
-            "report": report,
-            "subject": device.name,
-            "switcher_action": reverse("dashboard:energy"),
-        },
-    )
+    context = {"device": device, "report": report, "subject": device.name}
+    return _page(request, "dashboard/energy.html", device.site, span, form, context)
 
 
 @login_required
 @require_GET
 def heat_pumps(request, site_id: int):
-    preset = request.GET.get("preset", "12mo")
-    preset = preset if preset in PERIODS else "12mo"
-    found = site_heat_pumps_for_user(user=request.user, site_id=site_id, preset=preset, now=timezone.now())
-    if found is None:
+    span, form = _span(request, HEAT_PUMPS_PRESET)
+    if span is None:
+        site, window, figures, plan = site_get_for_user(user=request.user, site_id=site_id), None, [], None
+    else:
+        found = site_heat_pumps_for_user(user=request.user, site_id=site_id, span=span, now=timezone.now())
+        site, window, figures, plan = found or (None, None, [], None)
+    if site is None:
         raise Http404("No such site among the sites you may see.")
-    site, window, figures, plan = found
-    return _render(
-        request,
-        "dashboard/heat_pumps.html",
-        _site_scope(request, site),
-        {
-            **_context(preset),
-            "site": site,
-            "window": window,
-            "figures": figures,
-            "plan": plan,
-            "switcher_action": reverse("dashboard:energy"),
-        },
-    )
+    context = {"window": window, "figures": figures, "plan": plan}
+    return _page(request, "dashboard/heat_pumps.html", site, span, form, context)

@@ -1,5 +1,6 @@
 """The Exports page: the user's own export jobs (as the export API scopes them), newest first, with their progress,
-download and expiry; ``exports.js`` polls the export API for the unfinished ones."""
+download and expiry; ``exports.js`` follows the unfinished ones by the progress pushed over the live websocket
+(``fanout.export_fanout``, the owner's group only) and polls the export API while the websocket is down."""
 
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render

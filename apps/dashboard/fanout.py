@@ -1,7 +1,8 @@
-"""Live fan-out: committed readings and alert transitions -> channel groups ``site.<id>`` and ``device.<id>``.
+"""Live fan-out: committed readings and alert transitions -> channel groups ``site.<id>`` and ``device.<id>``; an
+export job's progress -> its owner's group ``exports.<user id>``.
 
-Fed by two signals (``apps.dashboard.receivers``): telemetry's ``readings_committed`` and alerts' ``alerts_changed``,
-both after commit, never by polling the database. Two parts:
+Fed by signals (``apps.dashboard.receivers``): telemetry's ``readings_committed`` and ``export_progressed`` and
+alerts' ``alerts_changed``, all after commit, never by polling the database. Two parts:
 
 * ``Coalescer`` (pure, clock-injected, unit-tested without threads): per key (a device's latest values, a device's
   status, an alert) it keeps only the newest pending message and releases a key at most once per ``interval`` -
@@ -18,7 +19,8 @@ Message shapes (the websocket protocol; a frame holds one message object, or an 
 due for the same group at once):
 ``{"type": "latest", "device": uid, "values": {metric: [ts_ms, value]}}``,
 ``{"type": "status", "device": uid, "status": "online"|"offline", "last_seen": ts_ms, "previous": ...}``,
-``{"type": "alert", "alert": {"id", "status", "severity", "message", "device", "site", "opened_at"}}``.
+``{"type": "alert", "alert": {"id", "status", "severity", "message", "device", "site", "opened_at"}}``,
+``{"type": "export", "export": {...}}`` (the job as ``GET /api/v1/exports/<id>`` answers it).
 """
 
 import asyncio
@@ -43,8 +45,11 @@ from apps.alerts.models import Alert
 from apps.core.time import epoch_ms
 from apps.core.versioned import CACHE_ERRORS, VersionedSnapshot
 from apps.devices.models import Device
+from apps.telemetry.api.export_serializers import ExportJobSerializer
+from apps.telemetry.choices import ExportStatus
 from apps.telemetry.ingest.directory import CATALOGUE_VERSION
 from apps.telemetry.ingest.records import CommittedReading
+from apps.telemetry.models import ExportJob
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +66,11 @@ def site_group(site_id: int) -> str:
 
 def device_group(device_id: int) -> str:
     return f"device.{device_id}"
+
+
+def export_group(user_id: int) -> str:
+    """One user's export jobs: only that user's own sockets join it (``LiveConsumer``, from the session's user)."""
+    return f"exports.{user_id}"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -416,6 +426,18 @@ def alerts_fanout(alert_ids: list[int]) -> None:
     ):
         groups = (site_group(alert.device.site_id), device_group(alert.device_id))
         publisher.publish(("alert", alert.id), groups, alert_message(alert))
+
+
+def export_fanout(*, export_id, user_id: int) -> None:
+    """Publish an export job's stored state, in the export API's shape, to its owner's group only (one query). A
+    finished job is sent before returning: the worker that ran it may have nothing else to send for a long time."""
+    job = ExportJob.objects.filter(pk=export_id, user_id=user_id).first()
+    if job is None:
+        return
+    message = {"type": "export", "export": ExportJobSerializer(job).data}
+    publisher.publish(("export", job.pk), (export_group(user_id),), message)
+    if job.status in (ExportStatus.DONE, ExportStatus.FAILED):
+        publisher.flush(timeout=2.0)
 
 
 def device_status_changed(*, device_id: int, uid: str, site_id: int, status: str, last_seen: float | None) -> None:

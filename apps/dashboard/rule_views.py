@@ -1,8 +1,9 @@
 """Alert rules in the dashboard: the rules of the user's sites, and for operators of a site creating and editing
 rules there with a backtest first ("over the last 7 days this rule would have opened N alerts").
 
-Writes go through ``alert_rule_create`` / ``alert_rule_update`` (their validation and permission checks are the
-API's); the backtest through ``apps.alerts.backtest.rule_backtest`` after the same validation."""
+Writes go through ``alert_rule_create`` / ``alert_rule_update`` / ``alert_rule_delete`` (their validation and
+permission checks are the API's); the backtest through ``apps.alerts.backtest.rule_backtest`` after the same
+validation."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -12,9 +13,10 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.alerts.backtest import BACKTEST_DAYS, rule_backtest
+from apps.alerts.choices import OPEN_STATUSES
 from apps.alerts.models import AlertRule
 from apps.alerts.selectors import alert_rule_list_for_user
-from apps.alerts.services import alert_rule_create, alert_rule_update, alert_rule_validate
+from apps.alerts.services import alert_rule_create, alert_rule_delete, alert_rule_update, alert_rule_validate
 from apps.core.time import epoch_ms
 from apps.dashboard.chart_forms import RuleForm
 from apps.dashboard.selectors import site_scope_for_user
@@ -87,15 +89,45 @@ def rule_new(request):
     return _save(request)
 
 
-@login_required
-@require_http_methods(["GET", "POST"])
-def rule_edit(request, rule_id: int):
+def _changeable_rule(request, rule_id: int) -> AlertRule:
+    """A rule of the user's sites that the user may change: another site's is 404 (its existence is not told), a
+    rule the user only views is 403."""
     rule = alert_rule_list_for_user(user=request.user).filter(pk=rule_id).first()
     if rule is None:
         raise Http404("No such rule among the rules of your sites.")
     if not _may_operate(request.user, rule):
         raise PermissionDenied("Only operators of the rule's site and admins may change it.")
-    return _save(request, rule)
+    return rule
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def rule_edit(request, rule_id: int):
+    return _save(request, _changeable_rule(request, rule_id))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def rule_delete(request, rule_id: int):
+    """GET asks for confirmation; POST deletes the rule with its alerts and their history, as the API's DELETE
+    does (``alert_rule_delete``), so the page says how many of those alerts are still open."""
+    rule = _changeable_rule(request, rule_id)
+    if request.method == "GET":
+        alerts = rule.alerts.all()
+        return render(
+            request,
+            "dashboard/rule_delete.html",
+            _context(
+                request,
+                rule=rule,
+                alert_count=alerts.count(),
+                open_alert_count=alerts.filter(status__in=OPEN_STATUSES).count(),
+            ),
+        )
+    name = rule.name
+    alert_rule_delete(rule=rule, user=request.user)
+    messages.success(request, f"Rule “{name}” deleted.")
+    return redirect("dashboard:rule-list")
 
 
 @login_required

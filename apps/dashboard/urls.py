@@ -25,6 +25,7 @@ urlpatterns = [
     path("rules/new", rule_views.rule_new, name="rule-new"),
     path("rules/backtest", rule_views.rule_backtest_view, name="rule-backtest"),
     path("rules/<int:rule_id>/", rule_views.rule_edit, name="rule-edit"),
+    path("rules/<int:rule_id>/delete", rule_views.rule_delete, name="rule-delete"),
     path("energy/", energy_views.energy_home, name="energy"),
     path("energy/sites/<int:site_id>/", energy_views.site_energy, name="site-energy"),
     path("energy/sites/<int:site_id>/heat-pumps/", energy_views.heat_pumps, name="heat-pumps"),

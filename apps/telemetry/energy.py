@@ -21,6 +21,7 @@ from apps.telemetry.derived import (
     DerivedPlan,
     derived_plan,
     energy_figures,
+    longest_range,
     volume_figures,
 )
 from apps.telemetry.queries import AGGREGATE_SQL
@@ -32,6 +33,11 @@ PERIODS = {
     "8w": ("Last 8 weeks by week", "week", 8),
     "12mo": ("Last 12 months by month", "month", 12),
 }
+# Totals are computed per hour and folded into local periods here, because the tariff prices each local hour.
+REPORT_INTERVAL = "1h"
+# A custom range of local days: at most the hours one computation of REPORT_INTERVAL buckets answers (the energy
+# API's own limit), so the page's figures are ones the API gives for the same range. It covers the longest preset.
+LONGEST_DAY_RANGE = longest_range(REPORT_INTERVAL).days
 # Reports read hourly rollups up to the hourly watermark and raw readings after it, whatever the range: a site of
 # 1,000 devices took 13 s over 7 days from raw readings (bench/energy_pages.py); the API reads raw by default.
 REPORT_RESOLUTION = "1h"
@@ -45,15 +51,28 @@ DEGREE_DAY_BASE_C = 15.5
 
 
 def electrical_source(definitions) -> object | None:
-    """The metric a device's electricity use is read from: the one marked as electrical input, else its energy
-    register (a totalizer in Wh/kWh/MWh), else its power metric (integrated)."""
+    """The metric a device's electricity use is read from, or None.
+
+    The metric marked as electrical input, if any. Otherwise a fallback among the metrics *without a role* only: the
+    first energy register (Wh/kWh/MWh totalizer) by key, else the first power gauge by key. A metric marked as heat
+    output (or with any other role) is never the fallback: a heat pump's heat meter is a kWh register too, and taking
+    it would count heat delivered as electricity. A device whose only energy metric is its heat output has no
+    electricity (``heat_output_only``)."""
     definitions = list(definitions)
-    for definition in definitions:
-        if definition.role == MetricRole.ELECTRICAL_INPUT:
-            return definition
-    registers = [definition for definition in definitions if definition.is_energy_register]
-    powers = [definition for definition in definitions if definition.is_power]
+    marked = role_source(definitions, MetricRole.ELECTRICAL_INPUT)
+    if marked is not None:
+        return marked
+    unmarked = sorted((d for d in definitions if not d.role), key=lambda definition: definition.key)
+    registers = [definition for definition in unmarked if definition.is_energy_register]
+    powers = [definition for definition in unmarked if definition.is_power]
     return (registers or powers or [None])[0]
+
+
+def heat_output_only(definitions) -> bool:
+    """A device type that measures heat output but has no metric electricity can be read from (its heat meter is
+    not counted as electricity): the energy pages say how many such devices they leave out."""
+    definitions = list(definitions)
+    return role_source(definitions, MetricRole.HEAT_OUTPUT) is not None and electrical_source(definitions) is None
 
 
 def role_source(definitions, role: str):
@@ -137,10 +156,36 @@ class Window:
     previous_start: datetime.datetime
     previous_end: datetime.datetime
     period: str
+    through: datetime.date | None = None  # the last local day of a custom range; None: up to now
 
 
-def window_for(preset: str, *, now: datetime.datetime, tz: str) -> Window:
-    _, period, count = PERIODS[preset]
+@dataclass(frozen=True)
+class DayRange:
+    """A custom range of the energy pages: the local days ``first`` through ``last`` of the site, both included."""
+
+    first: datetime.date
+    last: datetime.date
+
+    @property
+    def days(self) -> int:
+        return (self.last - self.first).days + 1
+
+
+def day_range_period(days: int) -> str:
+    """The buckets a custom range of ``days`` local days is shown in: about a dozen to sixty rows."""
+    if days <= 2:
+        return "hour"
+    if days <= 62:
+        return "day"
+    return "week" if days <= 26 * 7 else "month"
+
+
+def window_for(span: str | DayRange, *, now: datetime.datetime, tz: str) -> Window:
+    """The window of a preset (up to now) or of a custom range of days (up to the end of its last day, or now if
+    that is earlier), and the same span one range earlier."""
+    if isinstance(span, DayRange):
+        return _day_range_window(span, now=now, tz=tz)
+    _, period, count = PERIODS[span]
     zone = zoneinfo.ZoneInfo(tz)
     local_now = now.astimezone(zone).replace(tzinfo=None)
     local_start = shift(period_start(local_now, period), period, count - 1)
@@ -151,6 +196,21 @@ def window_for(preset: str, *, now: datetime.datetime, tz: str) -> Window:
         previous_start=_aware(previous_start, zone),
         previous_end=_aware(previous_end, zone),
         period=period,
+    )
+
+
+def _day_range_window(span: DayRange, *, now: datetime.datetime, tz: str) -> Window:
+    zone = zoneinfo.ZoneInfo(tz)
+    local_start = datetime.datetime.combine(span.first, datetime.time())
+    local_end = datetime.datetime.combine(span.last + datetime.timedelta(days=1), datetime.time())
+    local_end = max(local_start, min(local_end, now.astimezone(zone).replace(tzinfo=None)))  # nothing after now
+    return Window(
+        start=_aware(local_start, zone),
+        end=_aware(local_end, zone),
+        previous_start=_aware(shift(local_start, "day", span.days), zone),
+        previous_end=_aware(shift(local_end, "day", span.days), zone),
+        period=day_range_period(span.days),
+        through=span.last,
     )
 
 
@@ -200,6 +260,8 @@ class EnergyReport:
     covered_start: datetime.datetime | None
     devices_counted: int
     currency: str = ""
+    # Devices measuring heat output only: no electricity metric, so not counted (their heat is not electricity).
+    devices_heat_only: int = 0
     previous_resolution: str = ""
 
     @property
@@ -223,28 +285,32 @@ def _cost(buckets: list[Bucket]) -> float | None:
 def energy_report(
     *,
     sources: list[tuple[int, object]],
-    preset: str,
+    span: str | DayRange,
     tz: str,
     emission_factor: float,
     tariff: Tariff | None,
     now: datetime.datetime,
     raw_retention_days: int | None = None,
     resolution: str = REPORT_RESOLUTION,
+    devices_heat_only: int = 0,
 ) -> EnergyReport:
-    """The electricity of ``sources`` (series id, definition) over the preset's window and the window before, in
-    two computations of hourly totals (each one statement per kind of source)."""
-    window = window_for(preset, now=now, tz=tz)
+    """The electricity of ``sources`` (series id, definition) over the window of ``span`` (a preset or a custom
+    range of days) and the window before, in two computations of hourly totals (each one statement per kind of
+    source)."""
+    window = window_for(span, now=now, tz=tz)
 
     def hourly(start, end) -> DerivedBuckets:
         plan = derived_plan(
             start=start,
             end=end,
-            interval="1h",
+            interval=REPORT_INTERVAL,
             now=now,
             raw_retention_days=raw_retention_days,
             resolution=resolution,
         )
-        return kwh(sources, plan=plan, interval="1h", tz=tz, combine=True).get(None, DerivedBuckets(start=plan.start))
+        return kwh(sources, plan=plan, interval=REPORT_INTERVAL, tz=tz, combine=True).get(
+            None, DerivedBuckets(start=plan.start)
+        )
 
     current, previous = hourly(window.start, window.end), hourly(window.previous_start, window.previous_end)
     buckets = fold(current.points, period=window.period, tz=tz, tariff=tariff)
@@ -263,6 +329,7 @@ def energy_report(
         raw_from=current.raw_from,
         covered_start=current.start,
         devices_counted=len(sources),
+        devices_heat_only=devices_heat_only,
         currency=tariff.currency if tariff else "",
         previous_resolution=previous.resolution,
     )

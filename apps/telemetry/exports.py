@@ -5,7 +5,8 @@ Lifecycle: ``export_create`` stores a pending ``ExportJob`` and its caller (the 
 (pending -> running, so a redelivered or duplicated task never runs one job twice), streams the rows out of
 PostgreSQL series by series and records done or failed; ``export_retry`` puts a failed job back to pending, to be
 enqueued again by its caller; ``exports_expire`` (beat) deletes the files of expired jobs and, a grace period later,
-their rows. This module does not know the task queue: the tasks import it, not the other way round.
+their rows. This module does not know the task queue: the tasks import it, not the other way round. Every state
+``export_run`` writes is announced with ``signals.export_progressed`` (the dashboard pushes it to the owner).
 
 File formats, all with timestamps in epoch milliseconds like the series API:
 
@@ -48,6 +49,7 @@ from apps.devices.selectors import device_list_for_user
 from apps.telemetry.choices import ExportFormat, ExportStatus
 from apps.telemetry.models import ExportJob, Series
 from apps.telemetry.queries import AGGREGATE_SQL, DEFAULT_AGGREGATES, RAW
+from apps.telemetry.signals import export_progressed
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +137,7 @@ def export_run(*, export_id) -> None:
         logger.info("Export %s is not pending (already claimed or gone); nothing to do.", export_id)
         return
     job = ExportJob.objects.get(pk=export_id)
+    _progressed(job)
     try:
         if job.file_name:  # a retry: the previous attempt's file, if any, is replaced
             default_storage.delete(job.file_name)
@@ -149,6 +152,7 @@ def export_run(*, export_id) -> None:
             expires_at=now + datetime.timedelta(days=settings.EXPORT_EXPIRY_DAYS),
             file_name="",
         )
+        _progressed(job)
         return
     now = timezone.now()
     ExportJob.objects.filter(pk=export_id).update(
@@ -160,6 +164,12 @@ def export_run(*, export_id) -> None:
         finished_at=now,
         expires_at=now + datetime.timedelta(days=settings.EXPORT_EXPIRY_DAYS),
     )
+    _progressed(job)
+
+
+def _progressed(job: ExportJob) -> None:
+    """Tell the apps above that the job's stored state changed (the dashboard pushes it to the job's owner)."""
+    export_progressed.send_robust(sender=ExportJob, export_id=job.pk, user_id=job.user_id)
 
 
 def exports_expire(*, now: datetime.datetime | None = None) -> dict:
@@ -261,6 +271,7 @@ def _export_write(job: ExportJob) -> tuple[int, str, int]:
             for index, item in enumerate(series):
                 total += encoder.series(item, _pages(sql, item["id"], start, end), first=index == 0)
                 ExportJob.objects.filter(pk=job.pk).update(progress=int(100 * (index + 1) / len(series)), rows=total)
+                _progressed(job)
             encoder.close()
         name = f"exports/{job.pk}.{extension}"
         with open(path, "rb") as stored:

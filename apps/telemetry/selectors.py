@@ -425,54 +425,59 @@ def _series_ids(devices) -> dict[tuple[int, str], int]:
     }
 
 
-def _electrical_sources(devices) -> list[tuple[int, MetricDefinition]]:
-    """Each device's electricity series (``energy.electrical_source``) that has reported, in three statements."""
+def _electrical_sources(devices) -> tuple[list[tuple[int, MetricDefinition]], int]:
+    """Each device's electricity series (``energy.electrical_source``) that has reported, and how many devices
+    measure heat output only (left out: their heat meter is not electricity), in three statements."""
     by_type = _definitions_by_type(device.device_type_id for device in devices)
     series = _series_ids(devices)
-    sources = []
+    sources, heat_only = [], 0
     for device in devices:
-        definition = energy.electrical_source(by_type.get(device.device_type_id, []))
+        definitions = by_type.get(device.device_type_id, [])
+        definition = energy.electrical_source(definitions)
+        heat_only += energy.heat_output_only(definitions)
         series_id = series.get((device.id, definition.key)) if definition else None
         if series_id is not None:
             sources.append((series_id, definition))
-    return sources
+    return sources, heat_only
 
 
-def _report(devices, *, site, preset: str, now) -> energy.EnergyReport:
+def _report(devices, *, site, span: str | energy.DayRange, now) -> energy.EnergyReport:
     retention = [device.device_type.raw_retention_days for device in devices if device.device_type.raw_retention_days]
+    sources, heat_only = _electrical_sources(devices)
     return energy.energy_report(
-        sources=_electrical_sources(devices),
-        preset=preset,
+        sources=sources,
+        span=span,
         tz=site.timezone,
         emission_factor=float(site.emission_factor_kg_per_kwh),
         tariff=site_tariff(site),
         now=now,
         raw_retention_days=min(retention) if retention else None,
+        devices_heat_only=heat_only,
     )
 
 
-def site_energy_report_for_user(*, user, site_id: int, preset: str, now: datetime.datetime):
-    """The electricity of every device of a visible site (``energy.energy_report``), or None for a site the user
-    may not see."""
+def site_energy_report_for_user(*, user, site_id: int, span: str | energy.DayRange, now: datetime.datetime):
+    """The electricity of every device of a visible site over a preset or a custom range of the site's days
+    (``energy.energy_report``), or None for a site the user may not see."""
     site = site_get_for_user(user=user, site_id=site_id)
     if site is None:
         return None
     devices = list(device_list_for_user(user=user).filter(site=site, is_active=True).select_related("device_type"))
-    return site, _report(devices, site=site, preset=preset, now=now)
+    return site, _report(devices, site=site, span=span, now=now)
 
 
-def device_energy_report_for_user(*, user, uid: str, preset: str, now: datetime.datetime):
+def device_energy_report_for_user(*, user, uid: str, span: str | energy.DayRange, now: datetime.datetime):
     """The electricity of one visible device, or None."""
     device = device_get_for_user(user=user, uid=uid)
     if device is None:
         return None
-    return device, _report([device], site=device.site, preset=preset, now=now)
+    return device, _report([device], site=device.site, span=span, now=now)
 
 
-def site_heat_pumps_for_user(*, user, site_id: int, preset: str, now: datetime.datetime):
+def site_heat_pumps_for_user(*, user, site_id: int, span: str | energy.DayRange, now: datetime.datetime):
     """The site's heat pumps (devices whose type marks a heat output metric), ranked worst seasonal performance
-    factor first over the preset's window, with degree days where an outdoor temperature is marked; None for a site
-    the user may not see."""
+    factor first over the window of a preset or a custom range of days, with degree days where an outdoor
+    temperature is marked; None for a site the user may not see."""
     site = site_get_for_user(user=user, site_id=site_id)
     if site is None:
         return None
@@ -485,7 +490,7 @@ def site_heat_pumps_for_user(*, user, site_id: int, preset: str, now: datetime.d
         heat = energy.role_source(definitions, MetricRole.HEAT_OUTPUT)
         if heat is None:
             continue
-        electrical = energy.electrical_source([d for d in definitions if d.role != MetricRole.HEAT_OUTPUT])
+        electrical = energy.electrical_source(definitions)  # never the heat output metric
         outdoor = energy.role_source(definitions, MetricRole.OUTDOOR_TEMPERATURE)
 
         def source(definition, device=device):
@@ -494,6 +499,6 @@ def site_heat_pumps_for_user(*, user, site_id: int, preset: str, now: datetime.d
 
         outdoor_id = series.get((device.id, outdoor.key)) if outdoor else None
         pumps.append((device, source(heat), source(electrical), outdoor_id))
-    window = energy.window_for(preset, now=now, tz=site.timezone)
+    window = energy.window_for(span, now=now, tz=site.timezone)
     figures, plan = energy.heat_pump_figures(pumps=pumps, start=window.start, end=window.end, tz=site.timezone, now=now)
     return site, window, figures, plan

@@ -20,6 +20,12 @@ crash of the process: work that must not be lost belongs behind ``readings_stori
 which devices announced their own state: a Sparkplug birth (online) or death (offline at once, not after the type's
 timeout; ``Device.offline_since`` is set in that transaction). The dashboard pushes it live. Same rules as
 ``readings_committed``: synchronous, quick, ``send_robust``.
+
+``export_progressed(sender=ExportJob, export_id=UUID, user_id=int)`` is sent by ``exports.export_run`` after each
+write of an export job's state: claimed (running), each series written (progress, rows), done or failed. Those
+writes are autocommitted, so a receiver reads what a poller of the export API would. The dashboard pushes it to the
+job's owner. Same rules as ``readings_committed``: synchronous, quick, ``send_robust`` (a failed push never fails
+the export; the page still sees the job's state on reload or by polling).
 """
 
 from typing import NamedTuple
@@ -38,3 +44,4 @@ class LivenessChange(NamedTuple):
 readings_storing = Signal()
 readings_committed = Signal()
 devices_liveness_changed = Signal()
+export_progressed = Signal()

@@ -1,12 +1,24 @@
 /*
  * Exports from the dashboard: a [data-export-form] starts an export through POST /api/v1/exports (the async export
- * the API documents) and follows its progress by polling the job until it is done (download link and expiry) or
- * failed; on the Exports page, every unfinished [data-export-row data-export-url] is followed the same way.
+ * the API documents) and follows its progress until it is done (download link and expiry) or failed; on the Exports
+ * page, every unfinished [data-export-row data-export-id data-export-url] is followed the same way.
+ *
+ * Progress is pushed: live.js subscribes the page's websocket to the user's own exports and dispatches each job
+ * state as `fieldwatch:export`. While the websocket is down (`fieldwatch:live-closed`, or not up yet) the job is
+ * polled instead, every FALLBACK_POLL_MS; after a reconnect, and for rows rendered before the subscription, it is
+ * looked at once, since what changed meanwhile was not pushed. A push is at most once, so a job not heard of for
+ * QUIET_CHECK_MS is looked at once more.
  */
 (function () {
   "use strict";
 
-  var POLL_MS = 700;
+  var FALLBACK_POLL_MS = 2000;
+  var QUIET_CHECK_MS = 15000;
+  var EARLY_KEEP = 20;
+  var FINISHED = { done: true, failed: true };
+
+  var followed = {}; // job id -> {url, update, timer, heardAt}
+  var early = {}; // pushes for a job whose POST answer has not come back yet
 
   function pad(n) {
     return (n < 10 ? "0" : "") + n;
@@ -16,24 +28,89 @@
     return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T" + pad(d.getHours()) + ":" + pad(d.getMinutes());
   }
 
-  // Follow one job: update(job) after every poll, until it is done or failed.
-  function follow(url, update) {
+  function pushing() {
+    var live = window.fieldwatchLive;
+    return !!(live && live.connected && live.exportsSubscribed);
+  }
+
+  function apply(id, job) {
+    var entry = followed[id];
+    if (!entry) return;
+    entry.heardAt = Date.now();
+    entry.update(job);
+    if (FINISHED[job.status]) {
+      window.clearTimeout(entry.timer);
+      delete followed[id];
+    }
+  }
+
+  function schedule(id, wait) {
+    var entry = followed[id];
+    if (!entry) return;
+    window.clearTimeout(entry.timer);
+    entry.timer = window.setTimeout(function () {
+      var current = followed[id];
+      if (!current) return;
+      if (pushing() && Date.now() - current.heardAt < QUIET_CHECK_MS) schedule(id);
+      else poll(id);
+    }, wait !== undefined ? wait : pushing() ? QUIET_CHECK_MS : FALLBACK_POLL_MS);
+  }
+
+  function poll(id) {
+    var entry = followed[id];
+    if (!entry) return;
     window
-      .fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .fetch(entry.url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) {
         if (!response.ok) throw new Error("HTTP " + response.status);
         return response.json();
       })
       .then(function (job) {
-        update(job);
-        if (job.status === "pending" || job.status === "running") {
-          window.setTimeout(function () { follow(url, update); }, POLL_MS);
-        }
+        apply(id, job);
+        schedule(id);
       })
       .catch(function () {
-        window.setTimeout(function () { follow(url, update); }, POLL_MS * 4);
+        schedule(id, FALLBACK_POLL_MS * 2);
       });
   }
+
+  // Follow one job: update(job) on every state pushed or polled, until it is done or failed.
+  function follow(id, url, update, rendered) {
+    followed[id] = { url: url, update: update, timer: null, heardAt: Date.now(), rendered: !!rendered };
+    if (early[id]) {
+      var job = early[id];
+      delete early[id];
+      apply(id, job);
+    }
+    schedule(id);
+  }
+
+  document.addEventListener("fieldwatch:export", function (event) {
+    var job = event.detail;
+    if (!job || !job.id) return;
+    if (followed[job.id]) {
+      apply(job.id, job);
+      return;
+    }
+    early[job.id] = job;
+    var ids = Object.keys(early);
+    if (ids.length > EARLY_KEEP) delete early[ids[0]];
+  });
+  document.addEventListener("fieldwatch:live-closed", function () {
+    Object.keys(followed).forEach(function (id) { schedule(id, FALLBACK_POLL_MS); });
+  });
+  document.addEventListener("fieldwatch:exports-live", function (event) {
+    var reconnected = event.detail && event.detail.reconnected;
+    Object.keys(followed).forEach(function (id) {
+      var entry = followed[id];
+      if (reconnected || entry.rendered) {
+        entry.rendered = false;
+        poll(id);
+      } else {
+        schedule(id);
+      }
+    });
+  });
 
   function show(container, job) {
     var progress = container.querySelector("progress");
@@ -84,7 +161,7 @@
           });
         })
         .then(function (answer) {
-          follow(answer.url, function (job) { show(box, job); });
+          follow(answer.id, answer.url, function (job) { show(box, job); });
         })
         .catch(function (error) {
           show(box, { status: "refused", progress: 0, error: error.message });
@@ -93,6 +170,7 @@
   });
 
   Array.prototype.forEach.call(document.querySelectorAll("[data-export-row][data-export-url]"), function (row) {
-    follow(row.getAttribute("data-export-url"), function (job) { show(row, job); });
+    var id = row.getAttribute("data-export-id");
+    follow(id, row.getAttribute("data-export-url"), function (job) { show(row, job); }, true);
   });
 })();

@@ -7,6 +7,10 @@
  * - "status"  -> [data-status="uid"] Online/Offline and the overview's online/offline counters;
  * - "alert"   -> re-fetches every <tbody data-alert-list data-alert-list-url> (pull-on-notify: the server renders
  *   rows with the buttons this user may press);
+ * - on a page with export controls ([data-export-form], [data-export-row]) it also subscribes to the user's own
+ *   exports: "export" -> the `fieldwatch:export` DOM event (detail: the job, as the export API answers it);
+ *   `fieldwatch:exports-live` when pushes are on (detail.reconnected: after a reconnect), `fieldwatch:live-closed`
+ *   when the socket drops (exports.js polls meanwhile);
  * - shows the connection in #live-status and reconnects by itself with backoff (1 s doubling to 10 s).
  * Every lookup is guarded: a page without some of these elements simply has nothing to update.
  * window.fieldwatchLive exposes the state (and `received`, the messages of this page) for tests and debugging.
@@ -32,6 +36,7 @@
     connects: 0,
     socket: null,
     subscribedSites: [],
+    exportsSubscribed: false,
   };
   window.fieldwatchLive = live;
 
@@ -324,7 +329,27 @@
     });
   }
 
-  var HANDLERS = { latest: onLatest, status: onStatus, alert: onAlert, counters: onCounters };
+  function onExport(message) {
+    document.dispatchEvent(new CustomEvent("fieldwatch:export", { detail: message.export }));
+  }
+
+  function onExportsSubscribed() {
+    live.exportsSubscribed = true;
+    document.dispatchEvent(new CustomEvent("fieldwatch:exports-live", { detail: { reconnected: live.connects > 1 } }));
+  }
+
+  function wantsExports() {
+    return !!document.querySelector("[data-export-form], [data-export-row]");
+  }
+
+  var HANDLERS = {
+    latest: onLatest,
+    status: onStatus,
+    alert: onAlert,
+    counters: onCounters,
+    export: onExport,
+    subscribed_exports: onExportsSubscribed,
+  };
 
   // A frame holds one message, or an array of messages the server sent together.
   function onFrame(event) {
@@ -414,6 +439,9 @@
       if (device) {
         socket.send(JSON.stringify({ type: "subscribe_device", device: device }));
       }
+      if (wantsExports()) {
+        socket.send(JSON.stringify({ type: "subscribe_exports" }));
+      }
     };
     socket.onmessage = onFrame;
     socket.onerror = function () {
@@ -422,6 +450,10 @@
     socket.onclose = function (event) {
       live.connected = false;
       live.socket = null;
+      if (live.exportsSubscribed) {
+        live.exportsSubscribed = false;
+        document.dispatchEvent(new CustomEvent("fieldwatch:live-closed"));
+      }
       if (event && event.code === 4401) {
         // Signed out (session ended): reconnecting cannot help until the user signs in again.
         stopped = true;

@@ -3,8 +3,9 @@ the real uvicorn, listener, Mosquitto, a real Celery worker (exports), PostgreSQ
 
 bob builds a chart across two devices, saves it, adds it to a dashboard, reloads and sees a published reading
 arrive on it; carol sees neither bob's private chart nor a shared one with a Site A series; bob exports from a
-device page and downloads the file after its progress showed; bob backtests a rule, saves it, and a published
-reading opens an alert. Every new page is screenshot at 1280 and 390 px; no page logs an error.
+device page and downloads the file after its progress was pushed over the websocket (no poll; without a websocket
+the page polls); bob backtests a rule, saves it, a published reading opens an alert, and he deletes the rule (with
+its alert) after confirming. Every new page is screenshot at 1280 and 390 px; no page logs an error.
 """
 
 import time
@@ -15,7 +16,7 @@ import pytest
 from apps.alerts.models import Alert, AlertRule
 from apps.dashboard.chart_services import chart_save
 from apps.dashboard.models import Dashboard, SavedChart
-from apps.telemetry.models import Reading
+from apps.telemetry.models import ExportJob, Reading
 from tests.dashboard.conftest import BROWSER_SETTINGS
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 from tests.support.browser import WIDTHS, log_in, screenshot, wait_js, wait_live
@@ -171,12 +172,21 @@ def test_bob_exports_from_a_device_page_and_downloads_after_live_progress(open_p
     assert wait_until(lambda: Reading.objects.filter(series__device__uid="hp-a-1").count() == 5)
     page = open_page()
     log_in(page, "bob")
+    polls = []  # reads of a job's state: with the websocket up, none is needed
+    page.on("request", lambda r: r.method == "GET" and "/api/v1/exports/" in r.url and polls.append(r.url))
     page.goto("/devices/hp-a-1/")
+    wait_live(page)
+    wait_js(page, "window.fieldwatchLive.exportsSubscribed")
     page.select_option("#export-format-device", "json")
     page.click("[data-export-form] button[type=submit]")
     wait_js(page, "!document.querySelector('[data-export-download]').hidden", timeout=30)
     assert "done" in page.inner_text("[data-export-status]")
     assert "expires" in page.inner_text("[data-export-expiry]")
+    job = ExportJob.objects.get(user__username="bob")
+    pushed = page.evaluate("window.fieldwatchLive.received.filter(m => m.type === 'export').map(m => m.export)")
+    assert [state["id"] for state in pushed] == [str(job.id)] * len(pushed)
+    assert pushed[0]["status"] == "running" and pushed[-1]["status"] == "done", pushed
+    assert polls == [], "the page polled the export although its progress was pushed"
     with page.expect_download() as download_info:
         page.click("[data-export-download]")
     path = download_info.value.path()
@@ -187,6 +197,21 @@ def test_bob_exports_from_a_device_page_and_downloads_after_live_progress(open_p
         page.goto("/exports/")
         assert "Download" in page.inner_text("table")
         screenshot(page, "exports", width)
+
+
+def test_without_the_websocket_the_export_page_falls_back_to_polling(open_page, fleet, mqtt, worker):
+    mqtt("hp-a-1", {"supply_temp": 40.0}, int(time.time() * 1000) - 1000)
+    assert wait_until(lambda: Reading.objects.filter(series__device__uid="hp-a-1").exists())
+    page = open_page()
+    page.add_init_script("window.WebSocket = undefined;")  # a proxy that drops websockets, say
+    log_in(page, "bob")
+    polls = []
+    page.on("request", lambda r: r.method == "GET" and "/api/v1/exports/" in r.url and polls.append(r.url))
+    page.goto("/devices/hp-a-1/")
+    page.click("[data-export-form] button[type=submit]")
+    wait_js(page, "!document.querySelector('[data-export-download]').hidden", timeout=30)
+    assert "done" in page.inner_text("[data-export-status]")
+    assert polls and page.evaluate("window.fieldwatchLive.received.length") == 0
 
 
 def test_bob_backtests_a_rule_saves_it_and_a_published_reading_opens_an_alert(open_page, fleet, mqtt, site_a):
@@ -220,3 +245,17 @@ def test_bob_backtests_a_rule_saves_it_and_a_published_reading_opens_an_alert(op
     while not Alert.objects.filter(rule=rule, device=fleet["a1"]).exists():
         assert time.monotonic() < deadline, "no alert opened"
         time.sleep(0.1)
+
+    # bob deletes the rule he made, its open alert with it, after the confirmation step.
+    page.goto(f"/rules/{rule.id}/")
+    page.click("[data-rule-delete]")
+    page.wait_for_url(f"**/rules/{rule.id}/delete")
+    assert "1 of them still open" in page.inner_text("[data-rule-delete-form]")
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        screenshot(page, "rule-delete", width)
+    page.click("[data-rule-delete-form] button[type=submit]")
+    page.wait_for_url("**/rules/")
+    assert "Rule “Supply too hot” deleted." in page.inner_text(".messages")
+    assert "Supply too hot" not in page.inner_text("table")
+    assert not AlertRule.objects.filter(pk=rule.pk).exists() and not Alert.objects.filter(rule_id=rule.pk).exists()

@@ -3,6 +3,7 @@ energy and volume API answer for the same range and devices; every energy page r
 errors (screenshots in test-artifacts/screenshots/)."""
 
 import datetime
+import zoneinfo
 
 import pytest
 from django.utils import timezone
@@ -11,7 +12,7 @@ from apps.devices.choices import MetricKind, MetricRole
 from apps.telemetry import energy
 from apps.telemetry.models import Reading, Series
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
-from tests.support.browser import SCREENSHOTS, WIDTHS, log_in
+from tests.support.browser import SCREENSHOTS, WIDTHS, log_in, screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -87,6 +88,52 @@ def test_the_energy_page_shows_the_kwh_and_co2e_the_api_answers_for_the_same_ran
     page.goto(f"/energy/sites/{site.id}/heat-pumps/?preset=7d")
     # Heat 0.6 kWh per 5 minutes against 2-4 kW electrical: an SPF between 1.8 and 3.6.
     assert 1.5 < float(page.text_content("[data-device=hp-a-1] [data-figure=spf]")) < 4.0
+
+
+def test_a_custom_range_of_local_days_shows_the_figures_the_api_answers_for_those_days(open_page, energy_fleet):
+    site = energy_fleet["site"]
+    zone = zoneinfo.ZoneInfo(site.timezone)
+    today = timezone.now().astimezone(zone).date()
+    first, last = today - datetime.timedelta(days=3), today - datetime.timedelta(days=1)
+    page = open_page(1280)
+    log_in(page, "bob")
+    page.goto(f"/energy/sites/{site.id}/")
+    page.fill("[data-energy-range] input[name=from]", first.isoformat())
+    page.fill("[data-energy-range] input[name=to]", last.isoformat())
+    page.click("[data-energy-range] button[type=submit]")
+    page.wait_for_url(f"**/energy/sites/{site.id}/?from={first.isoformat()}&to={last.isoformat()}")
+    shown_kwh = float(page.get_attribute("[data-figure=kwh]", "data-value"))
+    shown_co2e = float(page.get_attribute("[data-figure=co2e]", "data-value"))
+    assert f"through {last.day} {last:%b %Y}" in page.text_content("[data-figure=source]")
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        screenshot(page, "site-energy-range", width)
+
+    start = datetime.datetime.combine(first, datetime.time(), zone).astimezone(datetime.UTC)
+    end = datetime.datetime.combine(today, datetime.time(), zone).astimezone(datetime.UTC)
+    span = "start={}&end={}".format(*(moment.isoformat().replace("+00:00", "Z") for moment in (start, end)))
+    power = _api_total(page, f"/api/v1/devices/hp-a-1/energy?metric=power_kw&interval=1d&{span}", "energy_kwh")
+    register = _api_total(page, f"/api/v1/devices/em-a-1/volume?metric=energy_import_kwh&interval=1d&{span}", "volume")
+    assert power > 0 and register > 0
+    assert shown_kwh == pytest.approx(power + register, rel=1e-6)
+    assert shown_co2e == pytest.approx((power + register) * 0.38, rel=1e-6)
+
+
+def test_a_bad_custom_range_says_why_on_the_page(open_page, energy_fleet):
+    site = energy_fleet["site"]
+    page = open_page(1280, allow=("from=",))  # the 400 of the refused range is the point
+    log_in(page, "bob")
+    page.goto(f"/energy/sites/{site.id}/heat-pumps/")
+    page.fill("[data-energy-range] input[name=from]", "2025-03-05")
+    page.fill("[data-energy-range] input[name=to]", "2025-03-01")
+    with page.expect_response(lambda response: "from=" in response.url) as answer:
+        page.click("[data-energy-range] button[type=submit]")
+    assert answer.value.status == 400
+    assert "The last day is before the first" in page.inner_text("[data-range-error]")
+    assert page.locator("[data-figure=spf]").count() == 0
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        screenshot(page, "heat-pumps-range-refused", width)
 
 
 def test_carol_cannot_open_site_a_energy_and_sees_no_site_a_device_on_hers(open_page, energy_fleet, site_b):

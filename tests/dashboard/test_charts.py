@@ -5,11 +5,14 @@ import datetime
 
 import pytest
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.alerts.models import AlertRule
+from apps.alerts.models import Alert, AlertEvent, AlertRule
+from apps.audit.models import AuditEvent
+from apps.core.audit import AuditAction
 from apps.dashboard.chart_selectors import chart_list_for_user, dashboard_list_for_user
 from apps.dashboard.chart_services import chart_save, dashboard_chart_add, dashboard_save, dashboard_stat_add
 from apps.dashboard.models import SavedChart
@@ -18,6 +21,7 @@ from apps.telemetry.exports import export_create
 from apps.users.choices import Role
 from apps.users.services import user_set_role
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
+from tests.support.evaluation import Feed, evaluate, hot_rule
 from tests.users.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -185,6 +189,46 @@ def test_a_rule_on_a_site_bob_does_not_operate_is_refused_with_a_reason(client, 
         {"name": "x", "kind": "no_data", "severity": "major", "site": site_b.pk, "silence": "00:05:00"},
     )
     assert response.status_code == 400 and "Select a valid choice" in response.content.decode()
+
+
+def test_bob_deletes_a_rule_after_confirming_and_its_open_alert_goes_with_it(client, bob, site_a, fleet):
+    rule = hot_rule(site_a, name="Too hot")
+    evaluate(Feed().batch((fleet["a1"], "supply_temp", 0, 90)))
+    alert = Alert.objects.get(rule=rule)
+    url = reverse("dashboard:rule-delete", args=[rule.pk])
+    client.force_login(bob)
+    assert (
+        reverse("dashboard:rule-delete", args=[rule.pk])
+        in client.get(reverse("dashboard:rule-edit", args=[rule.pk])).content.decode()
+    )
+    confirm = client.get(url)
+    assert confirm.status_code == 200 and AlertRule.objects.filter(pk=rule.pk).exists()
+    assert "1 of them still open" in confirm.content.decode()
+    response = client.post(url, follow=True)
+    assert response.redirect_chain == [(reverse("dashboard:rule-list"), 302)]
+    assert "Rule “Too hot” deleted." in response.content.decode()
+    assert not AlertRule.objects.filter(pk=rule.pk).exists()
+    assert not Alert.objects.filter(pk=alert.pk).exists() and not AlertEvent.objects.filter(alert_id=alert.pk).exists()
+    deleted = AuditEvent.objects.filter(action=AuditAction.CONFIG_DELETE, target_id=str(rule.pk)).get()
+    assert (deleted.actor, deleted.target_type.model, deleted.before["name"]) == (bob, "alertrule", "Too hot")
+
+
+def test_a_viewer_may_not_delete_a_rule_of_her_site_nor_see_one_of_another(client, carol, site_a, site_b, fleet):
+    own_site, other_site = hot_rule(site_b, name="B hot"), hot_rule(site_a, name="A hot")
+    client.force_login(carol)
+    for method in (client.get, client.post):
+        assert method(reverse("dashboard:rule-delete", args=[own_site.pk])).status_code == 403
+        assert method(reverse("dashboard:rule-delete", args=[other_site.pk])).status_code == 404
+    assert AlertRule.objects.filter(pk__in=[own_site.pk, other_site.pk]).count() == 2
+
+
+def test_deleting_a_rule_without_the_csrf_token_is_refused(bob, site_a, fleet):
+    rule = hot_rule(site_a)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(bob)
+    response = client.post(reverse("dashboard:rule-delete", args=[rule.pk]))
+    assert response.status_code == 403 and b"CSRF" in response.content
+    assert AlertRule.objects.filter(pk=rule.pk).exists()
 
 
 def test_the_exports_page_lists_only_the_users_own_exports(client, bob, carol, fleet):

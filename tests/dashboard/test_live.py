@@ -25,7 +25,9 @@ from apps.alerts.services import alert_acknowledge
 from apps.dashboard import fanout
 from apps.dashboard.consumers import LiveConsumer
 from apps.dashboard.fanout import Coalescer, LivePublisher, devices_offline_publish, merge_latest
+from apps.telemetry.exports import export_create, export_run
 from apps.telemetry.ingest.records import CommittedReading
+from apps.telemetry.models import Reading, Series
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory
 from tests.support.evaluation import Feed, evaluate, hot_rule
 
@@ -482,3 +484,64 @@ def test_the_publisher_thread_delivers_within_a_second_over_redis_and_never_with
     finally:
         instance.close()
     assert instance.failed == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Export progress: pushed to the job's owner only
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_bobs_export_progress_reaches_bob_and_no_other_user_over_redis(
+    redis_layer, alice, bob, carol, site_a, pump_a, settings, tmp_path, monkeypatch
+):
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    instance = LivePublisher()  # the process-wide publisher's shape: its own thread, over Redis
+    monkeypatch.setattr(fanout, "publisher", instance)
+    series = Series.objects.create(device=pump_a, metric_key="supply_temp")
+    now = timezone.now()
+    Reading.objects.bulk_create(
+        Reading(series=series, ts=now - datetime.timedelta(seconds=10 * i), value=40.0 + i) for i in range(5)
+    )
+    job = export_create(
+        user=bob,
+        series=[{"id": series.id, "device": pump_a.uid, "metric": "supply_temp", "unit": "°C"}],
+        start=now - datetime.timedelta(minutes=5),
+        end=now + datetime.timedelta(seconds=1),
+        interval="raw",
+        aggregates=None,
+        file_format="csv",
+    )
+
+    async def scenario():
+        sockets = {}
+        for user in (bob, alice, carol):
+            socket = await connected(user, sites=[site_a.id])  # alice and bob see site A: not enough
+            # Naming another user is not a thing the frame can do: each joins their own exports only.
+            await socket.send_json_to({"type": "subscribe_exports", "user": bob.pk})
+            assert await socket.receive_json_from() == {"type": "subscribed_exports"}
+            sockets[user.username] = socket
+        await database_sync_to_async(export_run)(export_id=job.id)
+        pushed = []
+        while not pushed or pushed[-1]["export"]["status"] != "done":
+            pushed.extend(await messages_from(sockets["bob"], 1, timeout=3))
+        assert {message["type"] for message in pushed} == {"export"}
+        assert pushed[0]["export"]["status"] == "running" and pushed[0]["export"]["id"] == str(job.id)
+        answer = await database_sync_to_async(lambda: _api_answer(bob, job.id))()
+        assert pushed[-1]["export"] == answer  # the export API's shape and values
+        assert answer["download_url"] and answer["rows"] == 5
+        for name in ("alice", "carol"):
+            assert await sockets[name].receive_nothing(timeout=QUIET), name
+        for socket in sockets.values():
+            await socket.disconnect()
+
+    try:
+        async_to_sync(scenario)()
+    finally:
+        instance.close()
+    assert instance.failed == 0
+
+
+def _api_answer(user, export_id) -> dict:
+    client = Client()
+    client.force_login(user)
+    return client.get(f"/api/v1/exports/{export_id}").json()

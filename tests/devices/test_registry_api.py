@@ -202,3 +202,92 @@ def test_device_type_metrics_are_replaced_by_key(alice, heat_pump):
     response = api(alice).patch(url, body, format="json")
     assert response.status_code == 200, response.json()
     assert sorted((m["key"], m["unit"]) for m in response.json()["metrics"]) == [("power", ""), ("supply_temp", "K")]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tariffs on the site: read by whoever sees the site, written by its organization's admins, validated as in the admin
+# ---------------------------------------------------------------------------------------------------------------------
+NIGHT = {"from": "00:00", "to": "06:00", "price": 0.12}
+
+
+def test_the_sites_tariff_reads_for_everyone_who_sees_the_site(alice, bob, carol, site_a, site_b):
+    site_a.tariff_currency, site_a.tariff_flat_price, site_a.tariff_bands = "GBP", "0.3000", [NIGHT]
+    site_a.emission_factor_kg_per_kwh = "0.2100"
+    site_a.save()
+    for user in (alice, bob):
+        body = api(user).get(reverse("api:site-detail", kwargs={"pk": site_a.pk})).json()
+        assert {key: body[key] for key in ("tariff_currency", "tariff_flat_price", "tariff_bands")} == {
+            "tariff_currency": "GBP",
+            "tariff_flat_price": "0.3000",
+            "tariff_bands": [NIGHT],
+        }
+        assert body["emission_factor_kg_per_kwh"] == "0.2100"
+    listed = api(carol).get(reverse("api:site-list")).json()["results"]
+    assert [(row["id"], row["tariff_currency"], row["tariff_bands"]) for row in listed] == [(site_b.pk, "EUR", [])]
+
+
+def test_an_admin_sets_the_tariff_and_an_operator_may_not(alice, bob, site_a):
+    url = reverse("api:site-detail", kwargs={"pk": site_a.pk})
+    weekday_day = {"from": "06:00", "to": "22:00", "price": "0.35", "weekdays": [0, 1, 2, 3, 4]}
+    change = {"tariff_currency": "CHF", "tariff_flat_price": "0.2500", "tariff_bands": [NIGHT, weekday_day]}
+    refused = api(bob).patch(url, change, format="json")
+    assert refused.status_code == 403
+    site_a.refresh_from_db()
+    assert (site_a.tariff_currency, site_a.tariff_flat_price, site_a.tariff_bands) == ("EUR", None, [])
+    response = api(alice).patch(url, change, format="json")
+    assert response.status_code == 200, response.json()
+    site_a.refresh_from_db()
+    assert (site_a.tariff_currency, str(site_a.tariff_flat_price), site_a.tariff_bands) == (
+        "CHF",
+        "0.2500",
+        [NIGHT, weekday_day],
+    )
+    event = AuditEvent.objects.filter(target_id=str(site_a.pk), action="config.change").latest("id")
+    assert event.actor == alice and event.after["tariff_currency"] == "CHF"
+    # Bands covering every hour need no flat price; a new site takes a tariff when it is created.
+    whole_day = [{"from": "00:00", "to": "24:00", "price": 0.3}]
+    cleared = api(alice).patch(url, {"tariff_flat_price": None, "tariff_bands": whole_day}, format="json")
+    assert cleared.status_code == 200 and cleared.json()["tariff_flat_price"] is None
+    created = api(alice).post(
+        reverse("api:site-list"), {"name": "Site T", "tariff_flat_price": "0.1", "tariff_bands": [NIGHT]}, format="json"
+    )
+    assert created.status_code == 201 and created.json()["tariff_flat_price"] == "0.1000"
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"tariff_currency": "eur"}, "tariff_currency", "An ISO 4217 code such as EUR, GBP or USD."),
+        ({"tariff_currency": "EURO"}, "tariff_currency", "Ensure this field has no more than 3 characters."),
+        ({"tariff_flat_price": "-0.1"}, "tariff_flat_price", "The flat price cannot be negative."),
+        ({"tariff_flat_price": "NaN"}, "tariff_flat_price", "A valid number is required."),
+        ({"tariff_flat_price": "12345.6789"}, "tariff_flat_price", "no more than 8 digits in total"),
+        ({"emission_factor_kg_per_kwh": "-1"}, "emission_factor_kg_per_kwh", "greater than or equal to 0"),
+        ({"tariff_bands": {"from": "00:00"}}, "tariff_bands", "Time-of-use bands must be a JSON list of bands."),
+        ({"tariff_bands": [{**NIGHT, "from": "00:30"}]}, "tariff_bands", "Band 1: 'from' must be a whole hour"),
+        ({"tariff_bands": [{**NIGHT, "from": "06:00"}]}, "tariff_bands", "Band 1: 'from' must be before 'to'"),
+        ({"tariff_bands": [{**NIGHT, "price": -1}]}, "tariff_bands", "Band 1: 'price' must be between 0 and 1000"),
+        ({"tariff_bands": [{**NIGHT, "price": "lots"}]}, "tariff_bands", "Band 1: 'price' must be a number"),
+        ({"tariff_bands": [{**NIGHT, "weekdays": [7]}]}, "tariff_bands", "Band 1: 'weekdays' must be a non-empty"),
+        ({"tariff_bands": [{**NIGHT, "colour": "red"}]}, "tariff_bands", "Band 1: unknown key(s) colour."),
+        (
+            {"tariff_bands": [NIGHT, {**NIGHT, "from": "05:00", "to": "07:00"}]},
+            "tariff_bands",
+            "Bands 1 and 2 overlap.",
+        ),
+        ({"tariff_bands": [NIGHT] * 49}, "tariff_bands", "At most 48 time-of-use bands."),
+        (
+            {"tariff_flat_price": None, "tariff_bands": [NIGHT]},
+            "tariff_flat_price",
+            "Time-of-use bands that leave hours uncovered need a flat price for those hours.",
+        ),
+    ],
+)
+def test_a_bad_tariff_is_a_400_naming_the_field_and_what_to_fix(alice, site_a, change, field, message):
+    site_a.tariff_flat_price = "0.3000"
+    site_a.save()
+    response = api(alice).patch(reverse("api:site-detail", kwargs={"pk": site_a.pk}), change, format="json")
+    assert response.status_code == 400
+    assert list(response.json()) == [field] and any(message in text for text in response.json()[field])
+    site_a.refresh_from_db()
+    assert (site_a.tariff_currency, site_a.tariff_bands) == ("EUR", [])

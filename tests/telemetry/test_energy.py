@@ -149,7 +149,7 @@ def test_energy_report_prices_time_of_use_bands_in_local_hours_from_raw_and_from
     now = DAY_END + datetime.timedelta(days=1)  # 28 October 00:00 in Berlin: the 7-day window covers the 26th
     report = energy.energy_report(
         sources=[(series_id, power)],
-        preset="7d",
+        span="7d",
         tz="Europe/Berlin",
         emission_factor=0.38,
         tariff=site_tariff(pump.site),
@@ -196,3 +196,108 @@ def test_invalid_time_of_use_bands_are_refused_with_what_to_fix(site_a, bands, m
     with pytest.raises(ValidationError) as error:
         site_a.full_clean()
     assert message in str(error.value.message_dict["tariff_bands"])
+
+
+def test_a_custom_range_of_one_local_day_is_the_25_hour_dst_day_and_totals_what_the_api_does(client, bob, pump):
+    meter = MetricDefinition.objects.get(device_type=pump.device_type, key="meter")
+    series_id = Series.objects.get(device=pump, metric_key="meter").id
+    day = datetime.date(2025, 10, 26)
+    report = energy.energy_report(
+        sources=[(series_id, meter)],
+        span=energy.DayRange(first=day, last=day),
+        tz="Europe/Berlin",
+        emission_factor=0.38,
+        tariff=None,
+        now=DAY_END + datetime.timedelta(days=30),
+        raw_retention_days=3650,
+    )
+    window = report.window
+    assert (window.start, window.end, window.period, window.through) == (DAY_START, DAY_END, "hour", day)
+    # The day before, 25 October, has 24 hours: the span one range earlier is counted in local days.
+    assert (window.previous_start, window.previous_end) == (DAY_START - datetime.timedelta(hours=24), DAY_START)
+    client.force_login(bob)
+    api = _get(
+        client,
+        "/api/v1/devices/hp-dst/volume",
+        metric="meter",
+        start=DAY_START.isoformat(),
+        end=DAY_END.isoformat(),
+        interval="1d",
+        tz="Europe/Berlin",
+    )
+    assert report.total_kwh == pytest.approx(api["series"][0]["total"]["volume"]) == pytest.approx(REGISTER_KWH)
+
+
+def test_a_custom_range_ending_after_now_ends_now_and_one_starting_after_now_is_empty(pump):
+    now = DAY_START + datetime.timedelta(hours=10)
+    today = datetime.date(2025, 10, 26)
+    window = energy.window_for(energy.DayRange(first=today, last=today), now=now, tz="Europe/Berlin")
+    assert (window.start, window.end) == (DAY_START, now)
+    later = energy.DayRange(first=datetime.date(2025, 11, 1), last=datetime.date(2025, 11, 3))
+    meter = MetricDefinition.objects.get(device_type=pump.device_type, key="meter")
+    series_id = Series.objects.get(device=pump, metric_key="meter").id
+    report = energy.energy_report(
+        sources=[(series_id, meter)], span=later, tz="Europe/Berlin", emission_factor=0.38, tariff=None, now=now
+    )
+    assert report.window.start == report.window.end and report.total_kwh == 0 and report.buckets == []
+
+
+# A long range across the spring DST change (30 March 2025 in Berlin: a 23-hour day), from hourly rollups and from
+# raw readings: weekly buckets, a time-of-use night band, a register reset and a 3-hour gap inside the range.
+LONG_FIRST, LONG_LAST = datetime.date(2025, 3, 3), datetime.date(2025, 5, 11)  # 70 local days: weekly buckets
+
+
+@pytest.fixture
+def long_meter(site_a, settings):
+    site_a.timezone = "Europe/Berlin"
+    site_a.tariff_flat_price = "0.3000"
+    site_a.tariff_bands = [{"from": "00:00", "to": "06:00", "price": 0.10}]
+    site_a.full_clean()
+    site_a.save()
+    device_type = DeviceTypeFactory(organization=site_a.organization)
+    meter = MetricDefinitionFactory(
+        device_type=device_type, key="meter", unit="kWh", kind=MetricKind.TOTALIZER, min_value=None, max_value=None
+    )
+    device = DeviceFactory(uid="em-long", site=site_a, device_type=device_type)
+    series = Series.objects.create(device=device, metric_key="meter")
+    start = datetime.datetime(2025, 3, 1, tzinfo=UTC)
+    reset_at = datetime.datetime(2025, 4, 9, 10, 15, tzinfo=UTC)
+    gap = (datetime.datetime(2025, 4, 20, 1, tzinfo=UTC), datetime.datetime(2025, 4, 20, 4, tzinfo=UTC))
+    readings, value, t = [], 500.0, start
+    while t < datetime.datetime(2025, 5, 14, tzinfo=UTC):
+        # Uneven use (more by day than by night) so that the night band's price matters.
+        value = 0.25 if t == reset_at else value + (0.5 if 6 <= t.hour < 18 else 0.125)
+        if not gap[0] < t < gap[1]:
+            readings.append(Reading(series=series, ts=t, value=value))
+        t += datetime.timedelta(minutes=15)
+    Reading.objects.bulk_create(readings)
+    RollupWatermark.objects.all().delete()
+    rollups_advance(now=datetime.datetime(2025, 5, 20, tzinfo=UTC), time_budget=120)
+    return series.id, meter
+
+
+def test_a_long_range_from_hourly_rollups_equals_the_raw_computation_across_a_dst_change(long_meter, site_a):
+    series_id, meter = long_meter
+    reports = {
+        resolution: energy.energy_report(
+            sources=[(series_id, meter)],
+            span=energy.DayRange(first=LONG_FIRST, last=LONG_LAST),
+            tz="Europe/Berlin",
+            emission_factor=0.38,
+            tariff=site_tariff(site_a),
+            now=datetime.datetime(2025, 5, 20, tzinfo=UTC),
+            raw_retention_days=3650,
+            resolution=resolution,
+        )
+        for resolution in ("raw", "1h")
+    }
+    raw, hourly = reports["raw"], reports["1h"]
+    assert (raw.resolution, hourly.resolution, hourly.window.period) == ("raw", "1h", "week")
+    assert len(hourly.buckets) == 10
+    assert [bucket.start for bucket in hourly.buckets] == [bucket.start for bucket in raw.buckets]
+    assert [bucket.kwh for bucket in hourly.buckets] == pytest.approx([bucket.kwh for bucket in raw.buckets])
+    assert [bucket.cost for bucket in hourly.buckets] == pytest.approx([bucket.cost for bucket in raw.buckets])
+    assert hourly.total_kwh == pytest.approx(raw.total_kwh) and hourly.cost == pytest.approx(raw.cost)
+    # By hand: 70 local days of 24 h (one of 23) at 12 h x 2 kWh + 12 h x 0.5 kWh a day, the DST day's missing hour
+    # is a night one (02:00 local = 00:00-01:00 UTC, 0.5 kWh); the reset step counts 0.25 instead of 0.5.
+    assert hourly.total_kwh == pytest.approx(70 * 30 - 0.5 - 0.25)

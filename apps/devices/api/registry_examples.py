@@ -8,6 +8,10 @@ SITE = {
     "latitude": 51.31,
     "longitude": 9.48,
     "emission_factor_kg_per_kwh": "0.4000",
+    "tariff_currency": "EUR",
+    "tariff_flat_price": "0.3200",
+    "tariff_bands": [{"from": "00:00", "to": "06:00", "price": 0.12}],
+    "discovery_policy": "reject",
     "created_at": "2026-03-01T08:00:00Z",
 }
 SITE_CREATE = {"name": "Site C", "timezone": "Europe/Vienna", "address": "Hauptplatz 3, Graz"}

@@ -4,11 +4,13 @@ scope, so another tenant's id reads as nonexistent."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.core.api.fields import FiniteFloatField, ScopedPrimaryKeyRelatedField, ScopedSlugRelatedField
 from apps.devices import services
 from apps.devices.choices import DeviceStatus
+from apps.devices.energy import MAX_BANDS, MAX_PRICE, tariff_bands_parse
 from apps.devices.models import Device, DeviceType, Gateway, MetricDefinition, Site
 from apps.devices.selectors import device_type_list_for_user, gateway_list_for_user, site_list_for_user
 
@@ -47,11 +49,47 @@ class _RegistrySerializer(serializers.ModelSerializer):
             raise service_errors(error) from None
 
 
+_WHOLE_HOUR = {"type": "string", "pattern": "^([01][0-9]|2[0-4]):00$", "example": "07:00"}
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "maxItems": MAX_BANDS,
+        "items": {
+            "type": "object",
+            "required": ["from", "to", "price"],
+            "additionalProperties": False,
+            "properties": {
+                "from": _WHOLE_HOUR,
+                "to": _WHOLE_HOUR,
+                # A number, or a decimal in a string as the admin's JSON may have it (the validator reads both).
+                "price": {
+                    "oneOf": [
+                        {"type": "number", "minimum": 0, "maximum": float(MAX_PRICE)},
+                        {"type": "string", "example": "0.32"},
+                    ]
+                },
+                "weekdays": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": 6}},
+            },
+        },
+    }
+)
+class TariffBandsField(serializers.JSONField):
+    """The site's time-of-use bands, checked by the model's own validator (``tariff_bands_parse``: whole local
+    hours, no overlaps on a day); the service's ``full_clean`` adds the site-wide rule (a flat price for hours no
+    band covers)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(validators=[tariff_bands_parse], **kwargs)
+
+
 class SiteSerializer(_RegistrySerializer):
     # Declared for its bounds; left out, the model's default applies (DRF would validate that float as a decimal).
     emission_factor_kg_per_kwh = serializers.DecimalField(
         max_digits=6, decimal_places=4, min_value=0, required=False, help_text="kg CO₂e per kWh"
     )
+    tariff_bands = TariffBandsField(required=False, help_text=Site._meta.get_field("tariff_bands").help_text)
     create_service = services.site_create
     update_service = services.site_update
     instance_argument = "site"
@@ -66,6 +104,9 @@ class SiteSerializer(_RegistrySerializer):
             "latitude",
             "longitude",
             "emission_factor_kg_per_kwh",
+            "tariff_currency",
+            "tariff_flat_price",
+            "tariff_bands",
             "discovery_policy",
             "created_at",
         )

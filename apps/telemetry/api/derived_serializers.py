@@ -5,9 +5,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from apps.telemetry.api.fields import DEFAULT_RANGE, InstantField, TimezoneField
-from apps.telemetry.derived import DERIVED_INTERVALS, INTERVAL_LENGTHS
-
-MAX_BUCKETS = 10_000
+from apps.telemetry.derived import DERIVED_INTERVALS, INTERVAL_LENGTHS, MAX_BUCKETS, longest_range
 
 
 class DerivedRangeSerializer(serializers.Serializer):
@@ -47,9 +45,9 @@ class DerivedBucketsSerializer(DerivedRangeSerializer):
 
     def validate(self, attrs):
         attrs = super().validate(attrs)
-        interval = attrs["interval"]
-        count = (attrs["end"] - attrs["start"]) / INTERVAL_LENGTHS[interval]
-        if count > MAX_BUCKETS:
+        interval, span = attrs["interval"], attrs["end"] - attrs["start"]
+        if span > longest_range(interval):
+            count = span / INTERVAL_LENGTHS[interval]
             raise serializers.ValidationError(
                 {"interval": f"{int(count)} buckets of {interval}; at most {MAX_BUCKETS}: choose a coarser interval."}
             )
