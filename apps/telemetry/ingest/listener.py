@@ -17,6 +17,7 @@ prepares the next, so peak memory is about buffer_bytes + 2 x (flush_bytes + one
 message over each bound and the network thread's receive chunk (``StreamingClient.RECEIVE_BYTES``).
 """
 
+import abc
 import contextlib
 import fcntl
 import functools
@@ -146,7 +147,7 @@ class ListenerSession:
             self.client.ack_many(mids)
 
 
-class BatchingListener:
+class BatchingListener(abc.ABC):
     """The flushing side of a listener: an inbox of received messages, batches prepared on the main thread and
     committed on the committer thread, acknowledgements after the commit. What feeds the inbox (``_on_message``) and
     what an acknowledgement is belongs to the subclass: the MQTT session itself (``MqttListener``) or the process
@@ -188,22 +189,25 @@ class BatchingListener:
     # --- what the subclass provides -----------------------------------------------------------------------------------
     connection = 0  # the connection a delivery came on, as _ack later compares it
 
+    @abc.abstractmethod
     def _receiving_start(self) -> None:
-        raise NotImplementedError
+        """Start feeding ``_on_message`` (the MQTT session, or the owner's pipe)."""
 
+    @abc.abstractmethod
     def _receiving_stop(self) -> None:
-        raise NotImplementedError
+        """Stop feeding it, after the last acknowledgements were handed over."""
 
+    @abc.abstractmethod
     def _ack(self, batch: list["Delivery"]) -> None:
         """Acknowledge the deliveries of a committed batch."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _ack_passing(self, mid: int, qos: int) -> None:
         """Acknowledge a message ingest does not store (Sparkplug commands and STATE)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _publish(self, topic: str, payload: bytes) -> None:
-        raise NotImplementedError
+        """Publish a command with QoS 0 (a Sparkplug rebirth request)."""
 
     # --- receiving (the thread that feeds the inbox) ---------------------------------------------------------------
     def _on_message(self, topic: str, payload: bytes, mid: int, qos: int, received_at: float | None = None):
