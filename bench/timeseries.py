@@ -79,6 +79,32 @@ _GENERATE_LOAD = """
 """
 
 
+FLOOR_PATH = "/bench-framework-floor"
+
+
+def _floor_urlconf():
+    """The project's URLs plus ``FLOOR_PATH``: a DRF view with the project's default authentication, permissions and
+    JSON renderer that reads nothing and answers ``{}``, so the request's fixed cost (middleware, session, user, DRF)
+    is timed beside the series requests that pay it too."""
+    import types
+
+    from django.urls import include, path
+    from rest_framework.response import Response
+    from rest_framework.views import APIView
+
+    from apps.core.api.renderers import FastJSONRenderer
+
+    class FrameworkFloor(APIView):
+        renderer_classes = [FastJSONRenderer]
+
+        def get(self, request):
+            return Response({})
+
+    module = types.ModuleType("bench_floor_urls")
+    module.urlpatterns = [path(FLOOR_PATH.lstrip("/"), FrameworkFloor.as_view()), path("", include("config.urls"))]
+    return module
+
+
 def _stats(samples: list[float]) -> dict:
     ordered = sorted(samples)
     return {
@@ -382,12 +408,14 @@ class TimeseriesBenchmark:
 
     # --- queries ----------------------------------------------------------------------------------------------------
     def _queries(self, ids: list[int], uids: list[str]) -> tuple[dict, dict]:
-        from django.test import Client
+        from django.test import Client, override_settings
 
         from apps.telemetry import queries
 
         client = Client(HTTP_HOST="localhost")
         client.force_login(self.user)
+        floor_urls = override_settings(ROOT_URLCONF=_floor_urlconf())
+        floor_urls.enable()
         start_ms, end_ms = epoch_ms(self.start), epoch_ms(self.end)
         day_ms = 86_400_000
         wide = {"series": ",".join(uids), "start": start_ms, "end": end_ms}
@@ -436,8 +464,12 @@ class TimeseriesBenchmark:
             figures["ratio_columns_api_over_sql_median"] = round(
                 figures["by_encoding"]["columns"]["api_uncached"]["median_ms"] / sql["median_ms"], 2
             )
+            figures["ratio_framework_floor_over_sql_median"] = round(
+                figures["framework_floor"]["median_ms"] / sql["median_ms"], 2
+            )
         log("queries: decoding in Chromium")
         wide_figures["browser_decode"] = self._browser_decode(client, wide)
+        floor_urls.disable()
         wide_figures["query"] = f"{len(ids)} series x {(self.end - self.start).days} days, interval=auto, agg=avg"
         raw_figures["query"] = "1 series x 24 h, interval=raw"
         return wide_figures, raw_figures
@@ -463,6 +495,8 @@ class TimeseriesBenchmark:
         uncached = {encoding: [] for encoding in ENCODINGS}
         cached = {encoding: [] for encoding in ENCODINGS}
         sql = {label: [] for label, *_ in variants}
+        floor = []
+        assert client.get(FLOOR_PATH).status_code == 200  # warm-up
         with psycopg.connect(self.url, autocommit=True) as connection:
             cursor = connection.cursor()
             for label, statement, values, binary in variants:  # warm-up, and the same rows as the API's
@@ -482,6 +516,9 @@ class TimeseriesBenchmark:
                     started = time.perf_counter()
                     cursor.execute(statement, values, binary=binary).fetchall()
                     sql[label].append(time.perf_counter() - started)
+                started = time.perf_counter()
+                client.get(FLOOR_PATH)
+                floor.append(time.perf_counter() - started)
         for _ in range(QUERY_REPEATS):
             for encoding, accept in ENCODINGS.items():
                 started = time.perf_counter()
@@ -499,6 +536,8 @@ class TimeseriesBenchmark:
             "points": points,
             "api_uncached": _stats(uncached["json"]),
             "api_cached": _stats(cached["json"]),
+            # The same client's GET of a view that reads nothing: what any authenticated request costs.
+            "framework_floor": _stats(floor),
             "by_encoding": {
                 encoding: {"api_uncached": _stats(uncached[encoding]), "api_cached": _stats(cached[encoding])}
                 for encoding in ENCODINGS
