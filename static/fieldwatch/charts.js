@@ -20,6 +20,7 @@
   var LIVE_PRESET = "1h";
   var AGGREGATES = "avg,min,max";
   var HEIGHT = 220;
+  var BUCKET_NAMES = { "1m": "minute", "5m": "5 minutes", "1h": "hour", "1d": "day (UTC)" };
 
   var controls = document.querySelector("[data-chart-controls]");
   var elements = Array.prototype.slice.call(document.querySelectorAll("[data-chart]"));
@@ -178,7 +179,8 @@
     chart.liveBuckets = open;
     if (!open.length) return setStatus(chart, chart.statusText);
     var newest = open[open.length - 1];
-    setStatus(chart, chart.statusText + " " + (newest.end > Date.now() ? "Current" : "Last") + " minute: live, partial.");
+    var name = BUCKET_NAMES[tracker.interval] || tracker.interval; // auto picks 1m for the live hour, if not raw
+    setStatus(chart, chart.statusText + " " + (newest.end > Date.now() ? "Current" : "Last") + " " + name + ": live, partial.");
   }
 
   // The server's coverage of one device's payload: a new tracker when the live preset shows buckets, or the
