@@ -7,7 +7,10 @@
  * Each chart's CSV link is the same query (with the interval the server chose) as format=csv: what is shown.
  *
  * The "1 h" preset is live: window.fieldwatchCharts.append(uid, metric, ts_ms, value), called by live.js for each
- * pushed reading, appends to the chart and slides the window. Other ranges are historical and stay still.
+ * pushed reading, slides the window and shows the reading: a new point when the server sent raw readings, or, when
+ * auto chose 1m buckets (a device reporting more than max_points readings an hour), folded into the open minute
+ * (avg/min/max of the readings pushed since the page loaded, fieldwatchSeries.OpenBuckets), marked partial in the
+ * chart's status, and reloaded once that minute has been rolled up. Other ranges are historical and stay still.
  */
 (function () {
   "use strict";
@@ -17,11 +20,13 @@
   var LIVE_PRESET = "1h";
   var AGGREGATES = "avg,min,max";
   var HEIGHT = 220;
+  var BUCKET_NAMES = { "1m": "minute", "5m": "5 minutes", "1h": "hour", "1d": "day (UTC)" };
 
   var controls = document.querySelector("[data-chart-controls]");
   var elements = Array.prototype.slice.call(document.querySelectorAll("[data-chart]"));
   var charts = new Map(); // "uid:metric" -> chart state
-  var state = { preset: LIVE_PRESET, start: 0, end: 0, request: 0 };
+  var state = { preset: LIVE_PRESET, start: 0, end: 0, request: 0, reloads: 0 };
+  var trackers = new Map(); // uid -> fieldwatchSeries.OpenBuckets while the live preset shows buckets
   var seriesUrl = (controls && controls.getAttribute("data-series-url")) || "/api/v1/series";
   var seriesClient = window.fieldwatchSeries; // series_client.js: the one reader of the series API
 
@@ -147,7 +152,62 @@
     chart.plot = new window.uPlot(plotOptions(chart, aggregated), chart.data, chart.el);
     var count = xs.length;
     var what = aggregated ? "averages per " + interval + " with the min–max band" : "raw readings";
-    setStatus(chart, count ? count + " points, " + what + "." : "No data in this range.");
+    chart.statusText = count ? count + " points, " + what + "." : "No data in this range.";
+    setStatus(chart, chart.statusText);
+  }
+
+  // An open bucket's avg/min/max at its start: replaces the point there or inserts one in time order.
+  function drawBucket(chart, bucket) {
+    var x = bucket.start / 1000;
+    var xs = chart.data[0];
+    var values = chart.aggregated
+      ? ["avg", "min", "max"].map(function (name) { return seriesClient.bucketValue(bucket, name); })
+      : [seriesClient.bucketValue(bucket, "avg")];
+    var at = xs.length;
+    while (at > 0 && xs[at - 1] > x) at--;
+    if (at > 0 && xs[at - 1] === x) {
+      for (var i = 1; i < chart.data.length; i++) chart.data[i][at - 1] = values[i - 1];
+      return;
+    }
+    xs.splice(at, 0, x);
+    for (var j = 1; j < chart.data.length; j++) chart.data[j].splice(at, 0, values[j - 1]);
+  }
+
+  function markPartial(chart) {
+    var tracker = trackers.get(chart.uid);
+    var open = tracker ? tracker.list().filter(function (b) { return b.key === key(chart.uid, chart.metric); }) : [];
+    chart.liveBuckets = open;
+    if (!open.length) return setStatus(chart, chart.statusText);
+    var newest = open[open.length - 1];
+    var name = BUCKET_NAMES[tracker.interval] || tracker.interval; // auto picks 1m for the live hour, if not raw
+    setStatus(chart, chart.statusText + " " + (newest.end > Date.now() ? "Current" : "Last") + " " + name + ": live, partial.");
+  }
+
+  // The server's coverage of one device's payload: a new tracker when the live preset shows buckets, or the
+  // open buckets the payload does not cover yet (to draw again over it).
+  function track(uid, payload) {
+    var bucketed = state.preset === LIVE_PRESET && seriesClient.bucketStart(payload.interval, 0) !== null;
+    var served = {};
+    payload.series.forEach(function (s) {
+      served[key(s.device, s.metric)] = s.ts.length ? s.ts[s.ts.length - 1] : null;
+    });
+    var tracker = trackers.get(uid);
+    if (bucketed && tracker && tracker.interval === payload.interval) return tracker.rebase(served);
+    if (tracker) tracker.cancel();
+    if (bucketed) trackers.set(uid, new seriesClient.OpenBuckets(payload.interval, served));
+    else trackers.delete(uid);
+    return {};
+  }
+
+  // One reload of the live range once the oldest open minute has been rolled up (not one per reading).
+  function settle(uid) {
+    var tracker = trackers.get(uid);
+    if (!tracker) return;
+    tracker.schedule(function () {
+      if (state.preset !== LIVE_PRESET) return;
+      state.reloads += 1;
+      choosePreset(LIVE_PRESET);
+    });
   }
 
   function updateCsv(chart, interval) {
@@ -190,18 +250,24 @@
         .then(function (answer) {
           var payload = answer.payload;
           if (request !== state.request) return; // a newer range was chosen meanwhile
+          var kept = track(uid, payload);
           payload.series.forEach(function (s) {
             var chart = charts.get(key(s.device, s.metric));
             if (!chart) return;
             draw(chart, s, payload.interval);
+            (kept[key(s.device, s.metric)] || []).forEach(function (bucket) { drawBucket(chart, bucket); });
+            if (kept[key(s.device, s.metric)]) chart.plot.setData(chart.data);
+            markPartial(chart);
             updateCsv(chart, payload.interval);
           });
+          settle(uid);
         })
         .catch(function (error) {
           if (request !== state.request) return;
           list.forEach(function (chart) {
             setStatus(chart, "Could not load the data (" + error.message + "). Choose the range again to retry.");
           });
+          settle(uid);
         });
     });
   }
@@ -237,6 +303,20 @@
     if (state.preset !== LIVE_PRESET) return;
     var chart = charts.get(key(uid, metric));
     if (!chart || !chart.plot || !chart.data) return;
+    var tracker = trackers.get(uid);
+    if (tracker) {
+      var bucket = tracker.take(key(uid, metric), tsMs, value);
+      if (!bucket) return; // a bucket the server returned: its figure covers the reading
+      drawBucket(chart, bucket);
+      chart.liveFolds = (chart.liveFolds || 0) + 1;
+      state.end = Math.max(Date.now(), tsMs + 1);
+      state.start = state.end - PRESETS[LIVE_PRESET];
+      trim(chart);
+      chart.plot.setData(chart.data);
+      markPartial(chart);
+      settle(uid);
+      return;
+    }
     var x = tsMs / 1000;
     var xs = chart.data[0];
     if (xs.length && x <= xs[xs.length - 1]) return; // already shown (or out of order)
@@ -244,13 +324,19 @@
     for (var i = 1; i < chart.data.length; i++) chart.data[i].push(value);
     state.end = Math.max(Date.now(), tsMs + 1);
     state.start = state.end - PRESETS[LIVE_PRESET];
-    var cut = 0;
-    while (cut < xs.length && xs[cut] < state.start / 1000) cut++;
-    if (cut) chart.data = chart.data.map(function (column) { return column.slice(cut); });
+    trim(chart);
     chart.plot.setData(chart.data);
   }
 
-  window.fieldwatchCharts = { append: append, reload: load };
+  // Points that slid out of the live window.
+  function trim(chart) {
+    var xs = chart.data[0];
+    var cut = 0;
+    while (cut < xs.length && xs[cut] < state.start / 1000) cut++;
+    if (cut) chart.data = chart.data.map(function (column) { return column.slice(cut); });
+  }
+
+  window.fieldwatchCharts = { append: append, reload: load, charts: charts, state: state, trackers: trackers };
 
   // ------------------------------------------------------------------------------------------------- start
 

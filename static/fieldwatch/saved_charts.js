@@ -4,9 +4,16 @@
  * the first unit on the left axis and a second on the right. Data comes through window.fieldwatchSeries (the series
  * API, its columnar layout); the footer shows the payload's size and encoding.
  *
- * Relative ranges are live: readings pushed by live.js (the "fieldwatch:reading" event) are appended to their
- * series and the window slides. On the builder page ([data-chart-form]) the preview follows the form.
- * window.fieldwatchSavedCharts.charts exposes the drawn charts (their data, live appends) for tests.
+ * Relative ranges are live: readings pushed by live.js (the "fieldwatch:reading" event) reach their series and the
+ * window slides. On raw data each reading is a new point; on rollup buckets (the payload's interval 1m/5m/1h/1d)
+ * it is folded into its series' open bucket (fieldwatchSeries.OpenBuckets: x = the bucket start, the chart's
+ * aggregate over the readings pushed since the page loaded), marked partial in the footer, and once that bucket
+ * has closed and its rollup can be read the chart reloads, so closed buckets show the server's figure. These
+ * charts send no tz, so 1d buckets are UTC days, which the fold aligns to as well.
+ * On the builder page ([data-chart-form]) the preview follows the form.
+ * window.fieldwatchSavedCharts.charts exposes the drawn charts (their data, liveAppends: raw points appended,
+ * liveFolds / liveIgnored: readings folded into a bucket / ignored as the server's, liveBuckets: the open buckets,
+ * reloads) for tests.
  */
 (function () {
   "use strict";
@@ -15,6 +22,7 @@
   var LENGTHS = { "1h": HOUR, "24h": 24 * HOUR, "7d": 7 * 24 * HOUR, "30d": 30 * 24 * HOUR, "1y": 365 * 24 * HOUR };
   var COLORS = ["#1d4ed8", "#b91c1c", "#047857", "#a16207", "#7c3aed", "#be185d", "#0e7490", "#4d7c0f"];
   var HEIGHT = 240;
+  var BUCKET_NAMES = { "1m": "minute", "5m": "5 minutes", "1h": "hour", "1d": "day (UTC)" };
   var charts = [];
   window.fieldwatchSavedCharts = { charts: charts };
 
@@ -52,6 +60,14 @@
     this.plot = null;
     this.data = null;
     this.liveAppends = 0;
+    this.liveFolds = 0;
+    this.liveIgnored = 0;
+    this.liveBuckets = [];
+    this.reloads = 0;
+    this.loads = 0;
+    this.buckets = null; // fieldwatchSeries.OpenBuckets while the data is rollup buckets of a relative range
+    this.interval = null;
+    this.footerText = "";
     this.request = 0;
     this.config = config;
     charts.push(this);
@@ -86,18 +102,101 @@
       })
       .then(function (result) {
         if (request !== self.request) return;
+        self.loads += 1;
+        var kept = self.track(result.payload);
         self.draw(result.payload);
+        Object.keys(kept).forEach(function (key) {
+          kept[key].forEach(function (bucket) { self.drawBucket(key, bucket); });
+        });
+        if (self.plot && Object.keys(kept).length) self.plot.setData(self.data);
         var text = result.payload.interval === "raw" ? "raw readings" : config.aggregate + " per " + result.payload.interval;
-        var footer = kilobytes(result.bytes) + " MessagePack (columns) · " + text;
-        if (self.footerEl) {
-          self.footerEl.textContent = footer;
-          self.footerEl.title = "Payload: " + result.bytes + " bytes of columnar MessagePack from the series API";
-        }
+        self.footerText = kilobytes(result.bytes) + " MessagePack (columns) · " + text;
+        self.footerTitle = "Payload: " + result.bytes + " bytes of columnar MessagePack from the series API";
+        self.footer();
+        self.settle();
       })
       .catch(function (error) {
         if (request !== self.request) return;
         self.status("Could not load the data: " + error.message);
+        self.settle(); // a reload that failed is retried (a few times) by the same schedule
       });
+  };
+
+  // The payload's interval decides how live readings are taken: raw appends, rollup buckets fold (relative ranges
+  // only). Returns the open buckets the payload does not cover yet, to draw again over it.
+  Chart.prototype.track = function (payload) {
+    var config = this.config;
+    var served = {};
+    payload.series.forEach(function (s) {
+      served[s.device + ":" + s.metric] = s.ts.length ? s.ts[s.ts.length - 1] : null;
+    });
+    this.interval = payload.interval;
+    var bucketed = window.fieldwatchSeries.bucketStart(payload.interval, 0) !== null && config.range !== "custom";
+    if (!bucketed || !this.buckets || this.buckets.interval !== payload.interval) {
+      if (this.buckets) this.buckets.cancel();
+      this.buckets = bucketed ? new window.fieldwatchSeries.OpenBuckets(payload.interval, served) : null;
+      this.liveBuckets = [];
+      return {};
+    }
+    var kept = this.buckets.rebase(served);
+    this.liveBuckets = this.buckets.list();
+    return kept;
+  };
+
+  Chart.prototype.seriesIndex = function (key) {
+    var index = -1;
+    (this.config.series || []).forEach(function (s, i) {
+      if (s.device + ":" + s.metric === key) index = i;
+    });
+    return index;
+  };
+
+  // A bucket's figure at its start, in its series' column: replaces the point there or inserts a time.
+  Chart.prototype.drawBucket = function (key, bucket) {
+    var index = this.seriesIndex(key);
+    if (index === -1 || !this.data) return;
+    var value = window.fieldwatchSeries.bucketValue(bucket, this.config.aggregate || "avg");
+    var x = bucket.start / 1000;
+    var xs = this.data[0];
+    var at = xs.length;
+    while (at > 0 && xs[at - 1] > x) at--;
+    if (at > 0 && xs[at - 1] === x) {
+      this.data[index + 1][at - 1] = value;
+      return;
+    }
+    xs.splice(at, 0, x);
+    for (var i = 1; i < this.data.length; i++) this.data[i].splice(at, 0, i === index + 1 ? value : null);
+  };
+
+  // The payload's size and resolution, and which buckets hold only the readings pushed since the page loaded.
+  Chart.prototype.footer = function () {
+    if (!this.footerEl) return;
+    var text = this.footerText;
+    var title = this.footerTitle || "";
+    var starts = [];
+    this.liveBuckets.forEach(function (bucket) {
+      if (starts.indexOf(bucket.start) === -1) starts.push(bucket.start);
+    });
+    if (starts.length) {
+      var newest = this.liveBuckets[this.liveBuckets.length - 1];
+      var name = BUCKET_NAMES[this.interval] || this.interval;
+      text += " · " + (newest.end > Date.now() ? "current " : "last ") + name + ": live, partial";
+      if (starts.length > 1) text += " (and " + (starts.length - 1) + " earlier until the server's figures load)";
+      title += ". A live bucket holds only the readings pushed since the page loaded; the chart reloads once the " +
+        "bucket has closed and the server has rolled it up.";
+    }
+    this.footerEl.textContent = text;
+    this.footerEl.title = title;
+  };
+
+  // One reload for the chart once its oldest open bucket has closed and been rolled up (not one per reading).
+  Chart.prototype.settle = function () {
+    var self = this;
+    if (!self.buckets) return;
+    self.buckets.schedule(function () {
+      self.reloads += 1;
+      self.load();
+    });
   };
 
   Chart.prototype.draw = function (payload) {
@@ -183,15 +282,31 @@
     self.plot = new window.uPlot(options, self.data, self.plotEl);
   };
 
-  // A pushed reading of one of the series: a new time with this series' value (the others have none there).
+  // A pushed reading of one of the series. Raw data: a new time with this series' value (the others have none
+  // there). Buckets: folded into the series' open bucket, unless the server already returned that bucket.
   Chart.prototype.append = function (device, metric, tsMs, value) {
     var config = this.config;
     if (!this.plot || !this.data || !config || config.range === "custom") return;
-    var index = -1;
-    config.series.forEach(function (s, i) {
-      if (s.device === device && s.metric === metric) index = i;
-    });
+    var key = device + ":" + metric;
+    var index = this.seriesIndex(key);
     if (index === -1) return;
+    if (this.buckets) {
+      var bucket = this.buckets.take(key, tsMs, value);
+      if (!bucket) {
+        this.liveIgnored += 1;
+        return;
+      }
+      this.drawBucket(key, bucket);
+      this.end = Math.max(Date.now(), tsMs + 1);
+      this.start = this.end - (LENGTHS[config.range] || LENGTHS["24h"]);
+      this.liveFolds += 1;
+      this.liveBuckets = this.buckets.list();
+      this.lastLive = { device: device, metric: metric, ts: tsMs, value: value, bucket: bucket.start };
+      this.plot.setData(this.data);
+      this.footer();
+      this.settle();
+      return;
+    }
     var x = tsMs / 1000;
     var xs = this.data[0];
     if (xs.length && x <= xs[xs.length - 1]) return;

@@ -2,10 +2,12 @@
 the real uvicorn, listener, Mosquitto, a real Celery worker (exports), PostgreSQL and Redis.
 
 bob builds a chart across two devices, saves it, adds it to a dashboard, reloads and sees a published reading
-arrive on it; carol sees neither bob's private chart nor a shared one with a Site A series; bob exports from a
-device page and downloads the file after its progress was pushed over the websocket (no poll; without a websocket
-the page polls); bob backtests a rule, saves it, a published reading opens an alert, and he deletes the rule (with
-its alert) after confirming. Every new page is screenshot at 1280 and 390 px; no page logs an error.
+arrive on it; on a 24 h chart of hourly averages published readings are folded into the open hour (their mean, at
+the hour's start, marked partial) while a raw chart beside it appends each one; carol sees neither bob's private
+chart nor a shared one with a Site A series; bob exports from a device page and downloads the file after its
+progress was pushed over the websocket (no poll; without a websocket the page polls); bob backtests a rule, saves
+it, a published reading opens an alert, and he deletes the rule (with its alert) after confirming. Every new page
+is screenshot at 1280 and 390 px; no page logs an error.
 """
 
 import time
@@ -14,7 +16,7 @@ import uuid
 import pytest
 
 from apps.alerts.models import Alert, AlertRule
-from apps.dashboard.chart_services import chart_save
+from apps.dashboard.chart_services import chart_save, dashboard_chart_add, dashboard_save
 from apps.dashboard.models import Dashboard, SavedChart
 from apps.telemetry.models import ExportJob, Reading
 from tests.dashboard.conftest import BROWSER_SETTINGS
@@ -141,6 +143,94 @@ def test_bob_builds_a_chart_across_two_devices_saves_it_adds_it_to_a_dashboard_a
             page.goto(path)
             page.wait_for_load_state("networkidle")
             screenshot(page, name, width)
+
+
+HOUR_MS = 3600 * 1000
+
+
+def test_live_readings_fold_into_the_open_hour_of_an_hourly_chart_and_append_to_a_raw_one(open_page, fleet, mqtt, bob):
+    hourly = chart_save(
+        user=bob,
+        title="Hourly supply",
+        shared=False,
+        series=[(fleet["a1"], "supply_temp")],
+        range="24h",
+        resolution="1h",
+        aggregate="avg",
+    )
+    raw = chart_save(
+        user=bob, title="Raw supply", shared=False, series=[(fleet["a1"], "supply_temp")], range="1h", resolution="raw"
+    )
+    board = dashboard_save(user=bob, title="Live folding", shared=False)
+    dashboard_chart_add(user=bob, dashboard=board, chart=hourly)
+    dashboard_chart_add(user=bob, dashboard=board, chart=raw)
+    # Three readings a second apart, all inside one hour (wait out the first seconds of an hour).
+    while int(time.time() * 1000) % HOUR_MS < 5000 or int(time.time() * 1000) % HOUR_MS > HOUR_MS - 60_000:
+        time.sleep(1)
+    page = open_page()
+    log_in(page, "bob")
+    page.goto(f"/dashboards/{board.pk}/")
+    wait_live(page)
+    charts = "window.fieldwatchSavedCharts.charts"
+    wait_js(page, f"{charts}.length === 2 && {charts}.every(c => c.data && c.interval)")
+    assert page.evaluate(f"{charts}.map(c => c.interval)") == ["1h", "raw"]
+    now = int(time.time() * 1000)
+    hour = now - now % HOUR_MS
+    for n, value in enumerate((40.0, 43.0, 47.5)):
+        mqtt("hp-a-1", {"supply_temp": value}, now - (3 - n) * 1000)
+        # One at a time: the fan-out coalesces a device's readings within a second into its newest.
+        wait_js(page, f"{charts}[0].liveFolds === {n + 1} && {charts}[1].liveAppends === {n + 1}")
+
+    hourly_state = page.evaluate(
+        f"""(() => {{ const c = {charts}[0]; return {{
+            xs: Array.from(c.data[0]), ys: Array.from(c.data[1]), appends: c.liveAppends, buckets: c.liveBuckets,
+            dueAt: c.buckets.dueAt, settle: window.fieldwatchSeries.SETTLE_MS }}; }})()"""
+    )
+    assert hourly_state["xs"] == [hour / 1000] and hourly_state["ys"] == [43.5], hourly_state
+    assert hourly_state["appends"] == 0
+    assert [(b["start"], b["count"], b["partial"]) for b in hourly_state["buckets"]] == [(hour, 3, True)]
+    # One reload for the chart, once the hour has closed and been rolled up; not one per reading.
+    assert hourly_state["dueAt"] == hour + HOUR_MS + hourly_state["settle"]
+    footers = page.locator("[data-chart-footer]").all_inner_texts()
+    assert "avg per 1h" in footers[0] and "current hour: live, partial" in footers[0], footers
+    assert "partial" not in footers[1], footers
+    raw_state = page.evaluate(
+        f"(() => {{ const c = {charts}[1]; return [Array.from(c.data[0]), Array.from(c.data[1])]; }})()"
+    )
+    assert raw_state[0][-3:] == [(now - 3000) / 1000, (now - 2000) / 1000, (now - 1000) / 1000]
+    assert raw_state[1][-3:] == [40.0, 43.0, 47.5]
+
+    # A reload before the rollup has the hour keeps the open bucket over the server's (closed) buckets.
+    page.evaluate(f"{charts}[0].load()")
+    wait_js(page, f"{charts}[0].loads === 2")
+    assert page.evaluate(f"[Array.from({charts}[0].data[0]), Array.from({charts}[0].data[1])]") == [
+        [hour / 1000],
+        [43.5],
+    ]
+
+    # The fold itself: every aggregate as the server defines it, and a bucket the server returned is left to it.
+    folded = page.evaluate(
+        """(hour) => {
+            const s = window.fieldwatchSeries;
+            let b = null;
+            for (const [ts, v] of [[hour + 3000, 4], [hour + 1000, 2], [hour + 2000, 9]]) {
+                b = s.foldReading(b, "1h", ts, v);
+            }
+            const open = new s.OpenBuckets("5m", {k: hour - 300000});
+            return {
+                figures: ["avg", "min", "max", "first", "last", "sum", "count", "stddev"].map(a => s.bucketValue(b, a)),
+                single: s.bucketValue(s.foldReading(null, "1h", hour, 1), "stddev"),
+                starts: [s.bucketStart("1m", hour + 61500), s.bucketStart("1d", hour), s.bucketStart("raw", hour)],
+                closed: open.take("k", hour - 1, 5), next: open.take("k", hour + 299999, 5).start,
+            };
+        }""",
+        hour,
+    )
+    assert folded["figures"][:7] == [5, 2, 9, 2, 4, 15, 3]
+    assert abs(folded["figures"][7] - 3.605551275463989) < 1e-9  # sample stddev of 4, 2, 9
+    assert folded["single"] is None
+    assert folded["starts"] == [hour + 60000, hour - hour % (24 * HOUR_MS), None]
+    assert folded["closed"] is None and folded["next"] == hour
 
 
 def test_carol_sees_neither_bobs_private_chart_nor_a_shared_chart_with_a_site_a_series(open_page, fleet, bob, alice):

@@ -64,3 +64,47 @@ def test_device_charts_draw_the_columnar_layout_raw_and_rolled_up(open_page, bob
     assert answered.value.headers["content-type"] == COLUMNS
     # Seven days at auto: hourly rollups, only the closed hours of the three that hold readings.
     status_matching(page, r"[1-3] points, averages per 1h with the min\u2013max band\.")
+
+
+@pytest.fixture
+def chatty_pump(transactional_db, site_a):
+    """hp-a-2 reporting every 3 s for the last 65 minutes (more readings in the live hour than auto's max_points,
+    so the live preset draws 1m buckets), rolled up as far as closed buckets go."""
+    device_type = DeviceTypeFactory(organization=site_a.organization, name="Heat pump")
+    MetricDefinitionFactory(device_type=device_type, key="supply_temp", display_name="Supply temp", unit="°C")
+    device = DeviceFactory(uid="hp-a-2", name="Heat pump A-2", site=site_a, device_type=device_type)
+    series = Series.objects.create(device=device, metric_key="supply_temp")
+    now = timezone.now().replace(microsecond=0)
+    Reading.objects.bulk_create(
+        Reading(series=series, ts=now - datetime.timedelta(seconds=3 * n), value=40.0) for n in range(1, 1301)
+    )
+    rollups_advance(now=timezone.now(), time_budget=60)
+    return device
+
+
+def test_the_live_hour_on_minute_buckets_folds_pushed_readings_into_the_open_minute(open_page, bob, chatty_pump):
+    while time.time() % 60 < 5 or time.time() % 60 > 50:  # both readings inside one minute, after the page loads
+        time.sleep(1)
+    page = open_page()
+    log_in(page, bob.username)
+    page.goto("/devices/hp-a-2/")
+    status_matching(page, r"\d+ points, averages per 1m with the min\u2013max band\.")
+    chart = "window.fieldwatchCharts.charts.get('hp-a-2:supply_temp')"
+    before = page.evaluate(f"Array.from({chart}.data[0])")
+    now = int(time.time() * 1000)
+    minute = now - now % 60_000
+    assert before and before[-1] * 1000 < minute  # the server returns closed minutes only
+    page.evaluate(
+        """([now, closed]) => {
+            window.fieldwatchCharts.append("hp-a-2", "supply_temp", now - 2000, 10);
+            window.fieldwatchCharts.append("hp-a-2", "supply_temp", now - 1000, 20);
+            window.fieldwatchCharts.append("hp-a-2", "supply_temp", closed, 99);  // the server's minute has it
+        }""",
+        [now, int(before[-1] * 1000) + 1000],
+    )
+    after = page.evaluate(f"{chart}.data.map(column => Array.from(column))")
+    assert after[0][-1] == minute / 1000 and [column[-1] for column in after[1:]] == [15, 10, 20]
+    assert len(after[0]) == len([x for x in before if x >= after[0][0]]) + 1  # one bucket, not two points
+    assert 99 not in after[1] and 99 not in after[3]
+    assert page.evaluate(f"{chart}.liveFolds") == 2
+    status_matching(page, r"\d+ points, averages per 1m with the min\u2013max band\. Current minute: live, partial\.")
