@@ -235,9 +235,13 @@ def rollup_params(*, ids: list[int], start, end, interval: str, tz: str) -> list
     return [tz, *params] if interval == Resolution.DAY.value and tz != "UTC" else params
 
 
+# Ordered by the table's columns, qualified: a bare ``ts`` in ORDER BY names the output column (the epoch-ms
+# expression), which the primary key's order does not give, so PostgreSQL sorted every row (24 h of one series:
+# 1.83 ms with the sort, 1.47 ms in index order).
 RAW_SQL = (
     f"SELECT series_id, {epoch_ms_sql('ts')} AS ts, value AS c0 FROM telemetry_reading"
-    " WHERE series_id = ANY(%s::int4[]) AND ts >= %s AND ts < %s ORDER BY series_id, ts LIMIT %s"
+    " WHERE series_id = ANY(%s::int4[]) AND ts >= %s AND ts < %s"
+    " ORDER BY telemetry_reading.series_id, telemetry_reading.ts LIMIT %s"
 )
 
 # auto's raw attempt: at most max_points + 1 readings per series, so a dense series costs a bounded index scan.

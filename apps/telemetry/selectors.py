@@ -85,9 +85,12 @@ def series_for_user(*, user, pairs: list[tuple[str, str]]) -> list[SeriesRef]:
     A metric the device type defines but that never reported resolves to an empty series (``id`` None); one that is
     neither defined nor stored raises ``MetricNotFound``.
     """
+    # Unordered: the listing's order (organization, site, device name) would join both tables only to sort rows
+    # that the pairs' order replaces anyway.
     scope = (
         device_list_for_user(user=user)
         .filter(uid__in={uid for uid, _ in pairs})
+        .order_by()
         .values("id", "uid", "site_id", "device_type_id")
     )
     scope_sql, scope_params = scope.query.sql_with_params()

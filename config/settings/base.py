@@ -207,7 +207,7 @@ MEDIA_ROOT = Path(env("FIELDWATCH_MEDIA_ROOT", str(BASE_DIR / "var" / "media")))
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "apps.core.cache.RedisCache",  # Django's, with its Redis client reused
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": env("CACHE_KEY_PREFIX", "fw"),
     }
