@@ -9,7 +9,8 @@ On a scratch PostgreSQL database (``fieldwatch_bench_ts``, created, migrated in 
 
 - the rollup engine (``rollups_advance``) from scratch over the whole history, and incrementally on two batches;
 - ``GET /api/v1/series`` (Django test client, superuser) for the whole range x every series at ``auto`` and for a
-  24-hour raw read of one series, against the same queries hand-written in psycopg;
+  24-hour raw read of one series, against the same queries hand-written in psycopg, and beside a view that reads
+  nothing (the framework's floor for an authenticated request);
 - the JSON, MessagePack and columnar (``application/vnd.fieldwatch.series.v2+msgpack``) sizes of those responses,
   and the time Chromium takes to decode the columnar body beside ``JSON.parse`` of the JSON one.
 
