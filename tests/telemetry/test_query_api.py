@@ -393,6 +393,17 @@ def test_raw_request_over_the_row_bound_is_413_with_suggestions(client, bob, fle
     assert retry.status_code == 200
 
 
+def test_an_accepted_raw_read_is_one_statement_on_the_readings_without_an_estimate(client, bob, fleet):
+    params = {"series": "hp-a:supply_temp,hp-a:power", "start": ms(utc(2026, 3, 28)), "end": ms(utc(2026, 3, 31))}
+    client.force_login(bob)
+    with CaptureQueriesContext(connection) as answered:
+        response = client.get(URL, {**params, "interval": "raw"})
+    assert response.status_code == 200 and response.json()["series"][0]["points"]
+    statements = [query["sql"] for query in answered.captured_queries]
+    assert sum("telemetry_reading" in sql for sql in statements) == 1
+    assert not any("telemetry_rollup" in sql for sql in statements)  # the row estimate runs only for a refusal
+
+
 @override_settings(QUERY_MAX_RAW_ROWS=50)
 def test_raw_rows_not_yet_rolled_up_still_hit_the_bound(client, bob, fleet):
     series = Series.objects.create(device=Series.objects.get(metric_key="power").device, metric_key="cop")
