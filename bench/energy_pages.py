@@ -12,12 +12,18 @@ and p95 of ``--runs`` runs after a warm-up, beside the same year's site total ha
 the hourly rollups (the step from each hour's last register value to the next, no resets, no tail), as the ratio
 page / SQL.
 
+The site pages are timed twice in the same run: first on the live path (no stored hours: every hour computed from
+the hourly rollups), then after building the site's stored hourly kWh (``site_energy.site_energy_refresh`` from
+nothing, timed as ``site_energy_build_s``) on the stored path; the ratio stored / live is printed per page, and the
+kWh each page shows is checked to be the same on both paths.
+
 Generating the year of rollups takes most of a run: with ``--database-url`` (kept) and ``--reuse``, a database seeded
 by an earlier run is timed again as it is (its watermark and raw readings are those of that run), so two versions of
 the code are compared on the same data.
 """
 
 import datetime
+import re
 import statistics
 import time
 
@@ -145,6 +151,60 @@ def _seeded():
     return site, User.objects.get(username="bench-admin"), electrical, watermark
 
 
+_SHOWN_KWH = re.compile(r'data-figure="kwh" data-value="([-0-9.e+]+)"')
+
+
+def _pages_time(client, pages: dict[str, str], runs: int, label: str) -> tuple[dict, dict]:
+    """Median and p95 of each page after a warm-up, and the kWh the site pages show."""
+    timings, shown = {}, {}
+    for name, path in pages.items():
+        response = client.get(path)  # warm-up
+        assert response.status_code == 200, path
+        if name.startswith("site_energy"):
+            match = _SHOWN_KWH.search(response.content.decode())
+            shown[name] = float(match.group(1)) if match else None
+            if label == "stored":
+                assert b"stored hourly totals" in response.content, name
+        samples = []
+        for _ in range(runs):
+            tick = time.perf_counter()
+            response = client.get(path)
+            samples.append(time.perf_counter() - tick)
+            assert response.status_code == 200
+        timings[name] = _percentiles(samples)
+        log(f"{label} {name}: {timings[name]}")
+    return timings, shown
+
+
+def _stored_forget(site) -> None:
+    """No stored hours for the site: its pages take the live path."""
+    from apps.telemetry.models import SiteEnergyHour, SiteEnergyState
+
+    SiteEnergyState.objects.filter(site=site).delete()
+    SiteEnergyHour.objects.filter(site=site).delete()
+
+
+def _build_time(site) -> dict:
+    """Build the site's stored hours from nothing (a rebuild over all its hourly rollups), then refresh again with
+    nothing new (what the minute's beat job costs when no hour closed)."""
+    from apps.telemetry.site_energy import site_energy_refresh
+
+    tick = time.perf_counter()
+    built = site_energy_refresh(site_id=site.id)
+    build_s = time.perf_counter() - tick
+    assert built["mode"] == "rebuild", built
+    tick = time.perf_counter()
+    again = site_energy_refresh(site_id=site.id)
+    refresh_s = time.perf_counter() - tick
+    log(f"built {built['rows']} rows in {build_s:.1f} s; refresh with nothing new {refresh_s * 1000:.0f} ms")
+    return {
+        "site_energy_build_s": round(build_s, 2),
+        "site_energy_build_rows": built["rows"],
+        "site_energy_refresh_nothing_new_ms": round(refresh_s * 1000, 1),
+        "site_energy_refresh_nothing_new_rows": again["rows"],
+    }
+
+
 def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--devices", type=int, default=1000)
@@ -180,19 +240,20 @@ def main() -> None:
             for preset in ("24h", "7d", "8w", "12mo")
         }
         pages["heat_pumps_12mo"] = f"/energy/sites/{site.id}/heat-pumps/?preset=12mo"
-        result = {"devices": args.devices, "heat_pumps": args.heat_pumps, "days": args.days, "pages": {}}
+        result = {"devices": args.devices, "heat_pumps": args.heat_pumps, "days": args.days}
         with open("/proc/loadavg") as loadavg:
             result["loadavg_before_timing"] = loadavg.read().split()[:3]
-        for name, path in pages.items():
-            assert client.get(path).status_code == 200, path  # warm-up
-            samples = []
-            for _ in range(args.runs):
-                tick = time.perf_counter()
-                response = client.get(path)
-                samples.append(time.perf_counter() - tick)
-                assert response.status_code == 200
-            result["pages"][name] = _percentiles(samples)
-            log(f"{name}: {result['pages'][name]}")
+        _stored_forget(site)
+        result["pages_live"], live_kwh = _pages_time(client, pages, args.runs, "live")
+        result.update(_build_time(site))
+        result["pages"], stored_kwh = _pages_time(client, pages, args.runs, "stored")
+        for name, kwh in live_kwh.items():
+            # The same figure on both paths (the tests assert it to 1e-9; the page shows it rounded).
+            assert stored_kwh[name] is not None and abs(stored_kwh[name] - kwh) <= 1e-6 * max(1.0, abs(kwh)), name
+        result["ratio_stored_over_live_median"] = {
+            name: round(result["pages"][name]["median_ms"] / result["pages_live"][name]["median_ms"], 3)
+            for name in pages
+        }
         hand = []
         with psycopg.connect(scratch.url) as db:
             year_start = watermark - datetime.timedelta(days=365)
@@ -201,9 +262,10 @@ def main() -> None:
                 db.execute(_HAND_SQL, [electrical, year_start, watermark]).fetchone()
                 hand.append(time.perf_counter() - tick)
             result["hand_sql_year_total"] = _percentiles(hand)
-            result["ratio_site_energy_12mo_over_hand_sql_median"] = round(
-                result["pages"]["site_energy_12mo"]["median_ms"] / result["hand_sql_year_total"]["median_ms"], 2
-            )
+            for path in ("pages", "pages_live"):
+                result[f"ratio_site_energy_12mo_{path}_over_hand_sql_median"] = round(
+                    result[path]["site_energy_12mo"]["median_ms"] / result["hand_sql_year_total"]["median_ms"], 3
+                )
             result["machine"] = machine_facts(db, ("shared_buffers", "work_mem"))
         with open("/proc/loadavg") as loadavg:
             result["machine"]["loadavg"] = loadavg.read().split()[:3]
