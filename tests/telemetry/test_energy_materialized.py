@@ -1,10 +1,11 @@
 """The sites' stored hourly kWh (``site_energy``): the site energy report read from them gives the live report's
 figures (kWh and cost, this window and the one before) over a Berlin range with the spring DST change, a 3-hour gap
 and a register reset, for energy registers and power gauges; extending them after new rollups gives what a rebuild
-gives; late data recomputed by the rollup engine reaches them; a changed source set falls back to the live path
-until the refresh rebuilds."""
+gives; late data recomputed by the rollup engine reaches them (also while a refresh is running); a changed source set
+falls back to the live path until the refresh rebuilds."""
 
 import datetime
+import threading
 
 import psycopg
 import pytest
@@ -353,3 +354,52 @@ def test_a_refresh_is_a_constant_number_of_statements_whatever_the_hours(make_si
     assert many["rows"] > 5 * few["rows"] > 0
     assert len(long.captured_queries) == len(short.captured_queries)
     assert sum("INSERT INTO telemetry_siteenergyhour" in query["sql"] for query in long.captured_queries) == 2
+
+
+# --- concurrency ------------------------------------------------------------------------------------------------------
+
+
+def test_a_late_hour_marked_while_a_refresh_holds_the_site_is_marked_after_it_not_lost(
+    transactional_db, alice, make_site, monkeypatch
+):
+    site = make_site("register", AFTER_DATA)
+    site_energy.site_energy_refresh(site_id=site.id)
+    series = Series.objects.filter(device__site=site).order_by("id").first()
+    Reading.objects.create(series=series, ts=LATE_AT, value=10.0)
+    RollupDirtyBucket.objects.create(series=series, bucket=LATE_AT.replace(second=0))
+    holding, release, engine_done = threading.Event(), threading.Event(), threading.Event()
+    compute = site_energy._rows_compute
+
+    def slow_compute(*args, **kwargs):  # the refresh, paused while it holds the site's state row
+        holding.set()
+        release.wait(10)
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(site_energy, "_rows_compute", slow_compute)
+    results = {}
+
+    def run(name, function):
+        try:
+            results[name] = function()
+        finally:
+            connection.close()
+            if name == "engine":
+                engine_done.set()
+
+    refresh = threading.Thread(target=run, args=("refresh", lambda: site_energy.site_energy_refresh(site_id=site.id)))
+    refresh.start()
+    assert holding.wait(10)
+    engine = threading.Thread(target=run, args=("engine", lambda: rollups_advance(now=AFTER_DATA)))
+    engine.start()
+    try:
+        assert not engine_done.wait(1.5)  # the engine's mark waits for the refresh to commit
+    finally:
+        release.set()
+        refresh.join(20)
+        engine.join(20)
+
+    assert results["refresh"]["mode"] == "extend" and results["engine"]["dirty"] == 1
+    assert SiteEnergyState.objects.get(site=site).dirty_from == datetime.datetime(2025, 3, 30, 7, tzinfo=UTC)
+    monkeypatch.setattr(site_energy, "_rows_compute", compute)
+    site_energy.site_energy_refresh(site_id=site.id)
+    assert_same_figures(report(alice, site, AFTER_DATA), live_report(site, AFTER_DATA))
