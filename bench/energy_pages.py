@@ -12,6 +12,11 @@ and p95 of ``--runs`` runs after a warm-up, beside the same year's site total ha
 the hourly rollups (the step from each hour's last register value to the next, no resets, no tail), as the ratio
 page / SQL.
 
+The site pages are timed twice in the same run: first on the live path (no stored hours: every hour computed from
+the hourly rollups), then after building the site's stored hourly kWh (``site_energy.site_energy_refresh`` from
+nothing, timed as ``site_energy_build_s``) on the stored path; the ratio stored / live is printed per page, and each
+preset's kWh, kWh before and cost are checked to be the same on both paths at one instant.
+
 Generating the year of rollups takes most of a run: with ``--database-url`` (kept) and ``--reuse``, a database seeded
 by an earlier run is timed again as it is (its watermark and raw readings are those of that run), so two versions of
 the code are compared on the same data.
@@ -26,6 +31,7 @@ import psycopg
 from _support import ScratchDatabase, argument_parser, log, machine_facts, result_print
 
 SCRATCH_DB = "fieldwatch_bench_energy"
+PRESETS = ("24h", "7d", "8w", "12mo")
 
 # Hourly rows of a register advancing ``rate`` kWh per hour, 12 readings an hour (5 minutes apart).
 _ROLLUPS = """
@@ -145,6 +151,65 @@ def _seeded():
     return site, User.objects.get(username="bench-admin"), electrical, watermark
 
 
+def _pages_time(client, pages: dict[str, str], runs: int, label: str) -> dict:
+    """Median and p95 of each page after a warm-up."""
+    timings = {}
+    for name, path in pages.items():
+        response = client.get(path)  # warm-up
+        assert response.status_code == 200, path
+        if name.startswith("site_energy"):
+            assert (b"stored hourly totals" in response.content) == (label == "stored"), name
+        samples = []
+        for _ in range(runs):
+            tick = time.perf_counter()
+            response = client.get(path)
+            samples.append(time.perf_counter() - tick)
+            assert response.status_code == 200
+        timings[name] = _percentiles(samples)
+        log(f"{label} {name}: {timings[name]}")
+    return timings
+
+
+def _figures(site, admin, now) -> dict[str, tuple[float, float, float]]:
+    """kWh, kWh before and cost of each preset's site report at ``now``, as the page computes them."""
+    from apps.telemetry.selectors import site_energy_report_for_user
+
+    figures = {}
+    for preset in PRESETS:
+        _, report = site_energy_report_for_user(user=admin, site_id=site.id, span=preset, now=now)
+        figures[preset] = (report.total_kwh, report.previous_kwh, report.cost)
+    return figures
+
+
+def _stored_forget(site) -> None:
+    """No stored hours for the site: its pages take the live path."""
+    from apps.telemetry.models import SiteEnergyHour, SiteEnergyState
+
+    SiteEnergyState.objects.filter(site=site).delete()
+    SiteEnergyHour.objects.filter(site=site).delete()
+
+
+def _build_time(site) -> dict:
+    """Build the site's stored hours from nothing (a rebuild over all its hourly rollups), then refresh again with
+    nothing new (what the minute's beat job costs when no hour closed)."""
+    from apps.telemetry.site_energy import site_energy_refresh
+
+    tick = time.perf_counter()
+    built = site_energy_refresh(site_id=site.id)
+    build_s = time.perf_counter() - tick
+    assert built["mode"] == "rebuild", built
+    tick = time.perf_counter()
+    again = site_energy_refresh(site_id=site.id)
+    refresh_s = time.perf_counter() - tick
+    log(f"built {built['rows']} rows in {build_s:.1f} s; refresh with nothing new {refresh_s * 1000:.0f} ms")
+    return {
+        "site_energy_build_s": round(build_s, 2),
+        "site_energy_build_rows": built["rows"],
+        "site_energy_refresh_nothing_new_ms": round(refresh_s * 1000, 1),
+        "site_energy_refresh_nothing_new_rows": again["rows"],
+    }
+
+
 def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--devices", type=int, default=1000)
@@ -175,24 +240,26 @@ def main() -> None:
         site, admin, electrical, watermark = seeded
         client = Client(HTTP_HOST="localhost")
         client.force_login(admin)
-        pages = {
-            f"site_energy_{preset}": f"/energy/sites/{site.id}/?preset={preset}"
-            for preset in ("24h", "7d", "8w", "12mo")
-        }
+        pages = {f"site_energy_{preset}": f"/energy/sites/{site.id}/?preset={preset}" for preset in PRESETS}
         pages["heat_pumps_12mo"] = f"/energy/sites/{site.id}/heat-pumps/?preset=12mo"
-        result = {"devices": args.devices, "heat_pumps": args.heat_pumps, "days": args.days, "pages": {}}
+        result = {"devices": args.devices, "heat_pumps": args.heat_pumps, "days": args.days}
         with open("/proc/loadavg") as loadavg:
             result["loadavg_before_timing"] = loadavg.read().split()[:3]
-        for name, path in pages.items():
-            assert client.get(path).status_code == 200, path  # warm-up
-            samples = []
-            for _ in range(args.runs):
-                tick = time.perf_counter()
-                response = client.get(path)
-                samples.append(time.perf_counter() - tick)
-                assert response.status_code == 200
-            result["pages"][name] = _percentiles(samples)
-            log(f"{name}: {result['pages'][name]}")
+        _stored_forget(site)
+        result["pages_live"] = _pages_time(client, pages, args.runs, "live")
+        live_figures = _figures(site, admin, now)
+        result.update(_build_time(site))
+        result["pages"] = _pages_time(client, pages, args.runs, "stored")
+        stored_figures = _figures(site, admin, now)
+        for preset, figures in live_figures.items():
+            # The same figures on both paths at the same instant (the tests assert it to 1e-9 on hand-made data).
+            for live, stored in zip(figures, stored_figures[preset], strict=True):
+                assert abs(stored - live) <= 1e-9 * max(1.0, abs(live)), (preset, live, stored)
+        result["figures_equal_on_both_paths"] = True
+        result["ratio_stored_over_live_median"] = {
+            name: round(result["pages"][name]["median_ms"] / result["pages_live"][name]["median_ms"], 3)
+            for name in pages
+        }
         hand = []
         with psycopg.connect(scratch.url) as db:
             year_start = watermark - datetime.timedelta(days=365)
@@ -201,9 +268,10 @@ def main() -> None:
                 db.execute(_HAND_SQL, [electrical, year_start, watermark]).fetchone()
                 hand.append(time.perf_counter() - tick)
             result["hand_sql_year_total"] = _percentiles(hand)
-            result["ratio_site_energy_12mo_over_hand_sql_median"] = round(
-                result["pages"]["site_energy_12mo"]["median_ms"] / result["hand_sql_year_total"]["median_ms"], 2
-            )
+            for path in ("pages", "pages_live"):
+                result[f"ratio_site_energy_12mo_{path}_over_hand_sql_median"] = round(
+                    result[path]["site_energy_12mo"]["median_ms"] / result["hand_sql_year_total"]["median_ms"], 3
+                )
             result["machine"] = machine_facts(db, ("shared_buffers", "work_mem"))
         with open("/proc/loadavg") as loadavg:
             result["machine"]["loadavg"] = loadavg.read().split()[:3]

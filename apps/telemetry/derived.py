@@ -354,6 +354,27 @@ def _run(
     by_series: dict[int | None, dict] = {series_id: {} for series_id in ([None] if combine else ids)}
     if not ids or start >= end:
         return by_series
+    sql, params = _statement(builder, ids=ids, start=start, end=end, interval=interval, tz=tz, gap=gap, factors=factors)
+    rollups = builder in _ROLLUP_BUILDERS
+    with transaction.atomic() if rollups else contextlib.nullcontext(), connection.cursor() as cursor:
+        if rollups:
+            rollup_statement_settings(cursor)
+        cursor.execute(sql, params)
+        for series_id, bucket, value in cursor.fetchall():
+            by_series[series_id][bucket] = value
+    return by_series
+
+
+def rollup_statement_settings(cursor) -> None:
+    """Settings for the rest of the caller's transaction before a statement over hourly rollups."""
+    # Over 1.3 M hourly rows (1,000 series x 8 weeks) the statement took 11.5 s with JIT and 8.3 s without:
+    # compiling costs more than it saves on these plans. Raw ranges are short and keep the default.
+    cursor.execute("SET LOCAL jit = off")
+
+
+def _statement(builder, *, ids, start, end, interval: str, tz: str, gap, factors) -> tuple[str, dict]:
+    """The SQL and parameters of one figure statement: rows ``(series id or NULL with factors, bucket, value)``."""
+    combine = factors is not None
     params = {
         "ids": ids,
         "factors": factors if combine else [1.0] * len(ids),
@@ -364,16 +385,34 @@ def _run(
         "tz": bucket_zone(interval, tz),
         "origin": _ORIGIN,
     }
-    rollups = builder in _ROLLUP_BUILDERS
-    with transaction.atomic() if rollups else contextlib.nullcontext(), connection.cursor() as cursor:
-        if rollups:
-            # Over 1.3 M hourly rows (1,000 series x 8 weeks) the statement took 11.5 s with JIT and 8.3 s without:
-            # compiling costs more than it saves on these plans. Raw ranges are short and keep the default.
-            cursor.execute("SET LOCAL jit = off")
-        cursor.execute(builder(interval, "NULL::int4" if combine else "series_id"), params)
-        for series_id, bucket, value in cursor.fetchall():
-            by_series[series_id][bucket] = value
-    return by_series
+    return builder(interval, "NULL::int4" if combine else "series_id"), params
+
+
+def combined_rollup_statements(
+    *,
+    power: list[tuple[int, float]],
+    registers: list[tuple[int, float]],
+    start: datetime.datetime,
+    end: datetime.datetime,
+    interval: str,
+    tz: str,
+    max_gap_seconds: int | None = None,
+) -> list[tuple[str, dict]]:
+    """The statements ``energy_figures`` and ``volume_figures`` run over hourly rollups for ``[start, end)`` with
+    ``factors``, for whoever stores their rows rather than fetching them (``site_energy``): each gives rows ``(NULL,
+    bucket, value times factor)``. ``power`` and ``registers`` are ``(series id, factor)`` pairs; an empty kind
+    has no statement."""
+    statements = []
+    for builder, pairs, gap in (
+        (_energy_rollup_sql, power, energy_gap(max_gap_seconds)),
+        (_volume_rollup_sql, registers, None),
+    ):
+        if pairs and start < end:
+            ids, factors = [series_id for series_id, _ in pairs], [factor for _, factor in pairs]
+            statements.append(
+                _statement(builder, ids=ids, start=start, end=end, interval=interval, tz=tz, gap=gap, factors=factors)
+            )
+    return statements
 
 
 def _figures(
@@ -406,7 +445,8 @@ def _figures(
     return results
 
 
-def _gap(max_gap_seconds: int | None) -> datetime.timedelta:
+def energy_gap(max_gap_seconds: int | None = None) -> datetime.timedelta:
+    """The longest step between two power readings that energy bridges (``ENERGY_MAX_GAP_SECONDS`` by default)."""
     return datetime.timedelta(seconds=settings.ENERGY_MAX_GAP_SECONDS if max_gap_seconds is None else max_gap_seconds)
 
 
@@ -429,7 +469,7 @@ def energy_figures(
         plan=plan,
         interval=interval,
         tz=tz,
-        gap=_gap(max_gap_seconds),
+        gap=energy_gap(max_gap_seconds),
         factors=factors,
     )
 

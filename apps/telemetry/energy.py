@@ -9,21 +9,27 @@ one row per hour of the range, never over readings.
 """
 
 import datetime
+import hashlib
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.db import connection
 
 from apps.devices.choices import MetricRole
 from apps.devices.energy import ENERGY_UNITS, POWER_UNITS, Tariff
+from apps.devices.models import MetricDefinition
 from apps.telemetry.derived import (
+    HOURLY,
     DerivedBuckets,
     DerivedPlan,
+    combined_rollup_statements,
     derived_plan,
     energy_figures,
     longest_range,
     volume_figures,
 )
+from apps.telemetry.models import Series
 from apps.telemetry.queries import AGGREGATE_SQL
 
 # Page presets: (label, bucket period, how many periods, which calendar shift makes "the period before").
@@ -83,13 +89,19 @@ def kwh_factor(definition) -> float:
     return ENERGY_UNITS[definition.unit] if definition.is_energy_register else POWER_UNITS[definition.unit]
 
 
+def _by_kind(sources: list[tuple[int, object]]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """``(series id, kWh factor)`` of the power gauges and of the energy registers among ``sources``."""
+    power = [(series_id, kwh_factor(d)) for series_id, d in sources if not d.is_energy_register]
+    registers = [(series_id, kwh_factor(d)) for series_id, d in sources if d.is_energy_register]
+    return power, registers
+
+
 def kwh(
     sources: list[tuple[int, object]], *, plan: DerivedPlan, interval: str, tz: str, combine: bool
 ) -> dict[int | None, DerivedBuckets]:
     """kWh per bucket of ``(series id, metric definition)`` pairs: power integrated, registers differenced, one
     statement for each kind. ``combine``: their sum under the key None; else per series id."""
-    power = [(series_id, kwh_factor(d)) for series_id, d in sources if not d.is_energy_register]
-    registers = [(series_id, kwh_factor(d)) for series_id, d in sources if d.is_energy_register]
+    power, registers = _by_kind(sources)
     results: dict[int | None, DerivedBuckets] = {}
     for compute, pairs in ((energy_figures, power), (volume_figures, registers)):
         if not pairs:
@@ -114,6 +126,65 @@ def kwh(
                 end=buckets.end,
             )
     return results
+
+
+def kwh_hourly_rollup_statements(
+    sources: list[tuple[int, object]], *, start: datetime.datetime, end: datetime.datetime
+) -> list[tuple[str, dict]]:
+    """The statements ``kwh(sources, combine=True)`` runs over hourly rollups for the whole hours ``[start, end)``
+    in 1h buckets, for storing their rows (``(NULL, hour, kWh)``, one statement per kind: add them per hour)."""
+    power, registers = _by_kind(sources)
+    return combined_rollup_statements(
+        power=power, registers=registers, start=start, end=end, interval=REPORT_INTERVAL, tz="UTC"
+    )
+
+
+def sources_digest(sources: list[tuple[int, object]]) -> str:
+    """What the site's hourly kWh is computed from, as a short string that changes when any of it does: each
+    source's series id, kind (register or power) and kWh factor, sorted."""
+    parts = sorted(
+        f"{series_id}:{'register' if d.is_energy_register else 'power'}:{kwh_factor(d)!r}" for series_id, d in sources
+    )
+    return hashlib.sha256(",".join(parts).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Which series of a set of devices give their electricity
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def definitions_by_type(type_ids) -> dict[int, list[MetricDefinition]]:
+    """The metric definitions of each device type, by key."""
+    by_type: dict[int, list[MetricDefinition]] = {}
+    for definition in MetricDefinition.objects.filter(device_type_id__in=set(type_ids)).order_by("device_type", "key"):
+        by_type.setdefault(definition.device_type_id, []).append(definition)
+    return by_type
+
+
+def series_ids_by_metric(devices) -> dict[tuple[int, str], int]:
+    """The series id of each ``(device id, metric key)`` that has reported, for ``devices``."""
+    return {
+        (device_id, key): series_id
+        for series_id, device_id, key in Series.objects.filter(device__in=devices).values_list(
+            "id", "device_id", "metric_key"
+        )
+    }
+
+
+def electrical_sources(devices) -> tuple[list[tuple[int, MetricDefinition]], int]:
+    """Each device's electricity series (``electrical_source``) that has reported, and how many devices measure
+    heat output only (left out: their heat meter is not electricity), in three statements."""
+    by_type = definitions_by_type(device.device_type_id for device in devices)
+    series = series_ids_by_metric(devices)
+    sources, heat_only = [], 0
+    for device in devices:
+        definitions = by_type.get(device.device_type_id, [])
+        definition = electrical_source(definitions)
+        heat_only += heat_output_only(definitions)
+        series_id = series.get((device.id, definition.key)) if definition else None
+        if series_id is not None:
+            sources.append((series_id, definition))
+    return sources, heat_only
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -263,6 +334,9 @@ class EnergyReport:
     # Devices measuring heat output only: no electricity metric, so not counted (their heat is not electricity).
     devices_heat_only: int = 0
     previous_resolution: str = ""
+    # The hours of the window before this were read from stored hourly totals (``StoredHours``), not computed; None:
+    # none were.
+    stored_until: datetime.datetime | None = None
 
     @property
     def co2e_kg(self) -> float:
@@ -275,6 +349,46 @@ class EnergyReport:
     @property
     def change_percent(self) -> float | None:
         return None if not self.previous_kwh else (self.total_kwh - self.previous_kwh) / self.previous_kwh * 100
+
+
+@dataclass(frozen=True)
+class StoredHours:
+    """The hourly kWh of exactly the report's sources, computed before and stored (``site_energy``): the whole hours
+    before ``until`` are read by ``read(start, end)`` (``(hour, kWh)`` in order, the hours ``kwh`` gives a bucket)
+    rather than computed from hourly rollups."""
+
+    until: datetime.datetime
+    read: Callable[[datetime.datetime, datetime.datetime], list[tuple[datetime.datetime, float]]]
+
+
+def hourly_kwh(
+    sources: list[tuple[int, object]], *, plan: DerivedPlan, tz: str, stored: StoredHours | None = None
+) -> tuple[DerivedBuckets, datetime.datetime | None]:
+    """The combined kWh per hour of ``sources`` over ``plan``, and where the stored hours end (None: none used).
+
+    With ``stored``, the hours ``[plan.start, min(split, stored.until))`` are read from it and only the rest is
+    computed: rollups up to the split, raw readings after it. An hour's figure does not depend on where a range of
+    whole hours starts or ends (tests/telemetry/test_energy_materialized.py), so the two parts are the figures of the
+    whole range; ``resolution``, ``raw_from`` and the range covered are the plan's, as without ``stored``."""
+    cut = plan.start
+    if stored is not None and plan.resolution == HOURLY:
+        cut = max(plan.start, min(plan.split or plan.end, stored.until))
+    if cut == plan.start:
+        return kwh(sources, plan=plan, interval=REPORT_INTERVAL, tz=tz, combine=True).get(
+            None, DerivedBuckets(start=plan.start)
+        ), None
+    rest = DerivedPlan(resolution=HOURLY, start=cut, end=plan.end, split=plan.split)
+    computed = kwh(sources, plan=rest, interval=REPORT_INTERVAL, tz=tz, combine=True).get(None, DerivedBuckets())
+    points = stored.read(plan.start, cut) + computed.points
+    result = DerivedBuckets(
+        points=points,
+        total=sum(value for _, value in points),
+        resolution=plan.resolution,
+        raw_from=plan.split,
+        start=plan.start,
+        end=plan.end,
+    )
+    return result, cut
 
 
 def _cost(buckets: list[Bucket]) -> float | None:
@@ -293,13 +407,14 @@ def energy_report(
     raw_retention_days: int | None = None,
     resolution: str = REPORT_RESOLUTION,
     devices_heat_only: int = 0,
+    stored: StoredHours | None = None,
 ) -> EnergyReport:
     """The electricity of ``sources`` (series id, definition) over the window of ``span`` (a preset or a custom
     range of days) and the window before, in two computations of hourly totals (each one statement per kind of
-    source)."""
+    source), the hours ``stored`` has read from there instead."""
     window = window_for(span, now=now, tz=tz)
 
-    def hourly(start, end) -> DerivedBuckets:
+    def hourly(start, end) -> tuple[DerivedBuckets, datetime.datetime | None]:
         plan = derived_plan(
             start=start,
             end=end,
@@ -308,11 +423,12 @@ def energy_report(
             raw_retention_days=raw_retention_days,
             resolution=resolution,
         )
-        return kwh(sources, plan=plan, interval=REPORT_INTERVAL, tz=tz, combine=True).get(
-            None, DerivedBuckets(start=plan.start)
-        )
+        return hourly_kwh(sources, plan=plan, tz=tz, stored=stored)
 
-    current, previous = hourly(window.start, window.end), hourly(window.previous_start, window.previous_end)
+    (current, stored_until), (previous, _) = (
+        hourly(window.start, window.end),
+        hourly(window.previous_start, window.previous_end),
+    )
     buckets = fold(current.points, period=window.period, tz=tz, tariff=tariff)
     previous_buckets = fold(previous.points, period=window.period, tz=tz, tariff=tariff)
     for bucket in buckets:
@@ -332,6 +448,7 @@ def energy_report(
         devices_heat_only=devices_heat_only,
         currency=tariff.currency if tariff else "",
         previous_resolution=previous.resolution,
+        stored_until=stored_until,
     )
 
 

@@ -208,6 +208,45 @@ class RollupDirtyBucket(models.Model):
         return f"{self.series_id}@{self.bucket.isoformat()} (dirty)"
 
 
+class SiteEnergyHour(models.Model):
+    """A site's electricity in one UTC hour ``[hour, hour + 1 h)``, in kWh: the figure the site energy report computes
+    for that hour from the hourly rollups of the site's sources (``energy.kwh`` with ``combine``), stored so that
+    long ranges read one row per hour instead of one per source and hour. Written only by
+    ``site_energy.site_energy_refresh``; valid for the sources ``SiteEnergyState.sources_digest`` describes. An hour
+    without a figure (no source reported) has no row, as the report has no bucket."""
+
+    pk = models.CompositePrimaryKey("site", "hour")
+    site = models.ForeignKey("devices.Site", on_delete=models.CASCADE, related_name="+", db_index=False)
+    hour = models.DateTimeField()
+    kwh = models.FloatField()
+
+    class Meta:
+        verbose_name = "site energy hour"
+
+    def __str__(self):
+        return f"site {self.site_id}@{self.hour.isoformat()}={self.kwh} kWh"
+
+
+class SiteEnergyState(models.Model):
+    """How far a site's ``SiteEnergyHour`` rows are final, and for which sources.
+
+    The rows before ``complete_until`` are the report's figures for the sources ``sources_digest`` describes
+    (``energy.sources_digest``), except from ``dirty_from`` on: the rollup engine recomputed an hourly bucket of a
+    source there (late data), and the next refresh recomputes the rows from that hour."""
+
+    site = models.OneToOneField("devices.Site", on_delete=models.CASCADE, primary_key=True, related_name="+")
+    sources_digest = models.CharField(max_length=64, blank=True)
+    complete_until = models.DateTimeField(null=True, blank=True)
+    dirty_from = models.DateTimeField(null=True, blank=True)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "site energy state"
+
+    def __str__(self):
+        return f"site {self.site_id} energy final until {self.complete_until}"
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Exports and the cold archive
 # ---------------------------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from apps.telemetry.models import Rollup1d, Rollup1h, Rollup1m, Rollup5m
 from apps.telemetry.queries import series_cache_invalidate
+from apps.telemetry.site_energy import site_energy_mark_dirty
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Resolutions
@@ -303,6 +304,9 @@ def _dirty_recompute(cursor, marks: dict[str, datetime.datetime]) -> int:
     cursor.execute(_DIRTY_1M)
     for resolution in _FINER:
         cursor.execute(_DIRTY_COARSE[resolution], {"watermark": marks[resolution]})
+    # The sites' stored hourly kWh computed from the hourly buckets just recomputed: marked in this transaction, so
+    # that they are recomputed whenever these buckets are committed.
+    site_energy_mark_dirty(cursor, watermark=marks["1h"], origin=ORIGIN)
     return taken
 
 

@@ -2,6 +2,12 @@
 
 PERIODIC_TASKS = [
     {"name": "Roll up telemetry", "task": "apps.telemetry.tasks.rollups_advance_task", "every_seconds": 30},
+    # After rollups: the sites' stored hourly kWh follow the hourly watermark (at most one hour behind it).
+    {
+        "name": "Refresh sites' hourly energy",
+        "task": "apps.telemetry.tasks.site_energy_refresh_task",
+        "every_seconds": 60,
+    },
     {
         "name": "Archive and expire old telemetry",
         "task": "apps.telemetry.tasks.retention_enforce_task",

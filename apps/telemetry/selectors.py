@@ -22,7 +22,7 @@ from apps.devices.selectors import (
     site_list_for_user,
     user_configures_organization,
 )
-from apps.telemetry import energy, queries
+from apps.telemetry import energy, queries, site_energy
 from apps.telemetry.derived import (
     DerivedBuckets,
     bucket_zone,
@@ -412,41 +412,12 @@ def site_get_for_user(*, user, site_id: int):
     return site_list_for_user(user=user).filter(id=site_id).first()
 
 
-def _definitions_by_type(type_ids) -> dict[int, list[MetricDefinition]]:
-    by_type: dict[int, list[MetricDefinition]] = {}
-    for definition in MetricDefinition.objects.filter(device_type_id__in=set(type_ids)).order_by("device_type", "key"):
-        by_type.setdefault(definition.device_type_id, []).append(definition)
-    return by_type
-
-
-def _series_ids(devices) -> dict[tuple[int, str], int]:
-    return {
-        (device_id, key): series_id
-        for series_id, device_id, key in Series.objects.filter(device__in=devices).values_list(
-            "id", "device_id", "metric_key"
-        )
-    }
-
-
-def _electrical_sources(devices) -> tuple[list[tuple[int, MetricDefinition]], int]:
-    """Each device's electricity series (``energy.electrical_source``) that has reported, and how many devices
-    measure heat output only (left out: their heat meter is not electricity), in three statements."""
-    by_type = _definitions_by_type(device.device_type_id for device in devices)
-    series = _series_ids(devices)
-    sources, heat_only = [], 0
-    for device in devices:
-        definitions = by_type.get(device.device_type_id, [])
-        definition = energy.electrical_source(definitions)
-        heat_only += energy.heat_output_only(definitions)
-        series_id = series.get((device.id, definition.key)) if definition else None
-        if series_id is not None:
-            sources.append((series_id, definition))
-    return sources, heat_only
-
-
-def _report(devices, *, site, span: str | energy.DayRange, now) -> energy.EnergyReport:
+def _report(devices, *, site, span: str | energy.DayRange, now, whole_site: bool = False) -> energy.EnergyReport:
+    """The report of ``devices``; ``whole_site``: they are the site's active devices, whose hourly totals may be
+    stored (``site_energy``: used only if stored for exactly these sources)."""
     retention = [device.device_type.raw_retention_days for device in devices if device.device_type.raw_retention_days]
-    sources, heat_only = _electrical_sources(devices)
+    sources, heat_only = energy.electrical_sources(devices)
+    stored = site_energy.site_energy_stored(site_id=site.id, sources=sources) if whole_site else None
     return energy.energy_report(
         sources=sources,
         span=span,
@@ -456,6 +427,7 @@ def _report(devices, *, site, span: str | energy.DayRange, now) -> energy.Energy
         now=now,
         raw_retention_days=min(retention) if retention else None,
         devices_heat_only=heat_only,
+        stored=stored,
     )
 
 
@@ -466,7 +438,7 @@ def site_energy_report_for_user(*, user, site_id: int, span: str | energy.DayRan
     if site is None:
         return None
     devices = list(device_list_for_user(user=user).filter(site=site, is_active=True).select_related("device_type"))
-    return site, _report(devices, site=site, span=span, now=now)
+    return site, _report(devices, site=site, span=span, now=now, whole_site=True)
 
 
 def device_energy_report_for_user(*, user, uid: str, span: str | energy.DayRange, now: datetime.datetime):
@@ -485,8 +457,8 @@ def site_heat_pumps_for_user(*, user, site_id: int, span: str | energy.DayRange,
     if site is None:
         return None
     devices = list(device_list_for_user(user=user).filter(site=site, is_active=True).select_related("device_type"))
-    by_type = _definitions_by_type(device.device_type_id for device in devices)
-    series = _series_ids(devices)
+    by_type = energy.definitions_by_type(device.device_type_id for device in devices)
+    series = energy.series_ids_by_metric(devices)
     pumps = []
     for device in devices:
         definitions = by_type.get(device.device_type_id, [])

@@ -6,12 +6,19 @@ from django.db import transaction
 from apps.telemetry.exports import export_run, exports_expire
 from apps.telemetry.retention import dead_letters_purge, retention_enforce
 from apps.telemetry.rollups import rollups_advance
+from apps.telemetry.site_energy import site_energy_refresh_all
 
 
 @shared_task(ignore_result=True)
 def rollups_advance_task():
     """Roll up closed buckets past the watermarks and recompute dirty (late) ones, every resolution."""
     return rollups_advance()
+
+
+@shared_task(ignore_result=True)
+def site_energy_refresh_task():
+    """Bring every site's stored hourly kWh up to the hourly rollups (rebuild where its sources changed)."""
+    return site_energy_refresh_all()
 
 
 @shared_task(ignore_result=True)

@@ -1,0 +1,253 @@
+"""Stored hourly electricity of sites: ``SiteEnergyHour`` rows, kept up to date from hourly rollups, that the site
+energy report reads instead of computing long ranges from one rollup row per source and hour (a year of 1,000
+devices is 8.76 M rows: seconds per window, whatever the statement; docs/energy-pages-performance.md).
+
+What a row holds: the site's kWh in one UTC hour exactly as the report computes it, because it is the same
+statement (``energy.kwh_hourly_rollup_statements``: derived's rollup statements with the sources' kWh factors),
+run as ``INSERT ... SELECT``. An hour's figure from hourly rollups does not depend on where a range of whole hours
+starts or ends (a register's step into the range comes from the hour before it; a power segment crossing a
+boundary is cut there), so rows computed in pieces are the figures of the whole range.
+
+When rows are final (``SiteEnergyState.complete_until``): hours before ``floor(hourly watermark - gap)``, where gap
+is ``ENERGY_MAX_GAP_SECONDS``. The last hours before the watermark are not: a power segment from their last reading
+to the first reading after the watermark (raw, not rolled up yet) puts energy into them, and that reading may not
+have arrived when the refresh runs. After the watermark an hour only changes through the rollup engine's dirty
+recompute, which marks the sites concerned (``site_energy_mark_dirty``).
+
+Refresh (``site_energy_refresh``, every minute from beat and after each rollup run): if the site's sources
+(``energy.electrical_sources`` of its active devices, the report's own) no longer match the stored digest, the
+site is rebuilt from its first hourly rollup in one transaction; else rows are recomputed from ``dirty_from`` (if
+marked) or extended from ``complete_until``, up to the new final hour.
+
+Retention: hourly rollups are kept forever (``ROLLUP_RETENTION_DAYS["1h"]`` is None, retention.py), so stored rows
+are kept forever too and a rebuild recomputes the same history. Rollups of a purged device go with it; the digest
+then differs and the site is rebuilt without it.
+"""
+
+import datetime
+import time
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.devices.models import Device, Site
+from apps.telemetry import energy
+from apps.telemetry.derived import HOURLY, energy_gap, rollup_statement_settings
+from apps.telemetry.models import RollupWatermark, SiteEnergyHour, SiteEnergyState
+
+# pg_try_advisory_xact_lock key of the refresh (an arbitrary constant, unique within the project): a second refresh
+# running at the same time skips rather than computing the same rows twice.
+ADVISORY_LOCK_KEY = 0x46575F5349544545  # "FW_SITEE"
+# A run refreshes sites until this is spent (a first build of a large site can take several seconds on its own),
+# well inside the beat interval; the sites not reached are taken first next run (oldest refresh first).
+TIME_BUDGET_SECONDS = 20.0
+
+_HOURS = SiteEnergyHour._meta.db_table
+_STATE = SiteEnergyState._meta.db_table
+_HOUR = datetime.timedelta(hours=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------------------------------
+
+_READ = f"SELECT hour, kwh FROM {_HOURS} WHERE site_id = %s AND hour >= %s AND hour < %s ORDER BY hour"
+
+
+def site_energy_stored(*, site_id: int, sources: list[tuple[int, object]]) -> energy.StoredHours | None:
+    """The site's stored hours, if they were computed for exactly ``sources`` (the report's), else None (the report
+    then computes everything). Usable up to ``complete_until``, or up to ``dirty_from`` where late data is waiting
+    for the next refresh."""
+    state = SiteEnergyState.objects.filter(site_id=site_id).values_list(
+        "sources_digest", "complete_until", "dirty_from"
+    )
+    state = state.first()
+    if state is None or not sources:
+        return None
+    digest, complete_until, dirty_from = state
+    if complete_until is None or digest != energy.sources_digest(sources):
+        return None
+    until = min(complete_until, dirty_from) if dirty_from is not None else complete_until
+    return energy.StoredHours(until=until, read=lambda start, end: _hours_read(site_id, start, end))
+
+
+def _hours_read(
+    site_id: int, start: datetime.datetime, end: datetime.datetime
+) -> list[tuple[datetime.datetime, float]]:
+    with connection.cursor() as cursor:
+        cursor.execute(_READ, [site_id, start, end])
+        return cursor.fetchall()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Late data: the rollup engine marks the sites whose hours it recomputed
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Over the engine's dirty set (its temporary table ``rollup_dirty`` of 1-minute buckets): each recomputed hour h
+# changes the site's hours from floor(h - gap) on (the power segment into h starts at most gap before it; a
+# register's step and the segment out of h change the hours after it, which the refresh recomputes anyway). Only
+# hours the engine recomputes (closed ones); only states whose rows reach that far.
+_MARK_DIRTY = f"""
+    UPDATE {_STATE} AS st
+    SET dirty_from = least(st.dirty_from, d.hour)
+    FROM (
+        SELECT dv.site_id, min(date_bin('1 hour', h.hour - %(gap)s, %(origin)s)) AS hour
+        FROM (SELECT DISTINCT series_id, date_bin('1 hour', bucket, %(origin)s) AS hour FROM rollup_dirty) h
+        JOIN telemetry_series s ON s.id = h.series_id
+        JOIN {Device._meta.db_table} dv ON dv.id = s.device_id
+        WHERE h.hour + interval '1 hour' <= %(watermark)s
+        GROUP BY dv.site_id
+    ) d
+    WHERE st.site_id = d.site_id AND st.complete_until > d.hour
+"""
+
+
+def site_energy_mark_dirty(cursor, *, watermark: datetime.datetime, origin: str) -> int:
+    """In the rollup engine's transaction, after it recomputed the hourly buckets of its dirty set
+    (``rollup_dirty``) closed before the hourly ``watermark`` (``origin``: the engine's bucket origin): move each
+    affected site's ``dirty_from`` back to the first stored hour that changed. One statement for the whole set;
+    returns the states marked.
+
+    A refresh in progress holds its site's state row locked, so this waits for it and marks its new rows: the
+    refresh never saw these recomputed rollups (they are committed with this mark)."""
+    cursor.execute(_MARK_DIRTY, {"gap": energy_gap(), "origin": origin, "watermark": watermark})
+    return cursor.rowcount
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Refresh
+# ---------------------------------------------------------------------------------------------------------------------
+
+_STATE_ENSURE = f"""
+    INSERT INTO {_STATE} (site_id, sources_digest, complete_until, dirty_from, refreshed_at)
+    VALUES (%s, '', NULL, NULL, NULL) ON CONFLICT (site_id) DO NOTHING
+"""
+_STATE_LOCK = f"SELECT sources_digest, complete_until, dirty_from FROM {_STATE} WHERE site_id = %s FOR UPDATE"
+_STATE_SAVE = f"""
+    UPDATE {_STATE} SET sources_digest = %s, complete_until = %s, dirty_from = NULL, refreshed_at = now()
+    WHERE site_id = %s
+"""
+_ROWS_DELETE = f"DELETE FROM {_HOURS} WHERE site_id = %s AND hour >= %s"
+# Each kind's statement gives (NULL, hour, kWh); the second kind adds to the first's rows, as ``energy.kwh`` adds
+# them per bucket.
+_ROWS_INSERT = f"""
+    INSERT INTO {_HOURS} (site_id, hour, kwh)
+    SELECT %(site_id)s, computed.bucket, computed.kwh FROM ({{statement}}) AS computed (key, bucket, kwh)
+    ON CONFLICT (site_id, hour) DO UPDATE SET kwh = {_HOURS}.kwh + EXCLUDED.kwh
+"""
+# The first hour any source has a rollup for: one index probe per series.
+_FIRST_HOUR = """
+    SELECT min(f.bucket) FROM unnest(%s::int4[]) AS s (id)
+    CROSS JOIN LATERAL (SELECT bucket FROM telemetry_rollup_1h WHERE series_id = s.id ORDER BY bucket LIMIT 1) f
+"""
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def final_until(watermark: datetime.datetime | None) -> datetime.datetime | None:
+    """The hour before which stored rows are final, for the hourly rollup ``watermark`` (see the module docstring)."""
+    if watermark is None:
+        return None
+    earliest = watermark - energy_gap()
+    return earliest - (earliest - _EPOCH) % _HOUR
+
+
+def _hourly_watermark() -> datetime.datetime | None:
+    return RollupWatermark.objects.filter(resolution=HOURLY).values_list("rolled_until", flat=True).first()
+
+
+def site_energy_sources(site_id: int) -> list[tuple[int, object]]:
+    """The site's electricity sources as its energy page has them: those of its active devices."""
+    devices = list(Device.objects.filter(site_id=site_id, is_active=True).select_related("device_type"))
+    sources, _ = energy.electrical_sources(devices)
+    return sources
+
+
+def site_energy_refresh(*, site_id: int, watermark: datetime.datetime | None = None) -> dict:
+    """Bring one site's stored hours up to the final hour of the hourly ``watermark`` (read if not given): rebuild
+    if its sources changed, else recompute from ``dirty_from`` and extend from ``complete_until``. Returns what was
+    done: ``{"mode": "rebuild" | "extend" | "none", "start", "until", "rows"}``."""
+    watermark = watermark or _hourly_watermark()
+    until = final_until(watermark)
+    sources = site_energy_sources(site_id)
+    digest = energy.sources_digest(sources)
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Committed on its own so that the state row exists to be locked below, and to be marked by the rollup
+        # engine while this site is being built (a mark on a missing row would be lost).
+        cursor.execute(_STATE_ENSURE, [site_id])
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_STATE_LOCK, [site_id])
+        stored_digest, complete_until, dirty_from = cursor.fetchone()
+        if until is None:
+            return {"mode": "none", "start": None, "until": None, "rows": 0}
+        if stored_digest != digest or complete_until is None:
+            mode, start = "rebuild", _first_hour(cursor, sources) or until
+            cursor.execute(_ROWS_DELETE, [site_id, _EPOCH])
+        else:
+            mode, start = "extend", min(complete_until, dirty_from or complete_until)
+            cursor.execute(_ROWS_DELETE, [site_id, start])
+        rows = _rows_compute(cursor, site_id=site_id, sources=sources, start=start, end=until)
+        cursor.execute(_STATE_SAVE, [digest, max(start, until), site_id])
+    return {"mode": mode, "start": start, "until": max(start, until), "rows": rows}
+
+
+def _first_hour(cursor, sources) -> datetime.datetime | None:
+    if not sources:
+        return None
+    cursor.execute(_FIRST_HOUR, [[series_id for series_id, _ in sources]])
+    return cursor.fetchone()[0]
+
+
+def _rows_compute(cursor, *, site_id: int, sources, start: datetime.datetime, end: datetime.datetime) -> int:
+    """Insert the site's rows for the whole hours ``[start, end)`` (none there yet): one ``INSERT ... SELECT`` per
+    kind of source. Returns the rows written (an hour of both kinds counts twice)."""
+    rows = 0
+    statements = energy.kwh_hourly_rollup_statements(sources, start=start, end=end)
+    if statements:
+        rollup_statement_settings(cursor)
+    for statement, params in statements:
+        cursor.execute(_ROWS_INSERT.format(statement=statement), {**params, "site_id": site_id})
+        rows += cursor.rowcount
+    return rows
+
+
+# Sites with at least one series of an active device, those never refreshed first, then the longest ago.
+_SITES_DUE = f"""
+    SELECT site.id FROM {Site._meta.db_table} site
+    LEFT JOIN {_STATE} st ON st.site_id = site.id
+    WHERE EXISTS (
+        SELECT FROM {Device._meta.db_table} dv JOIN telemetry_series s ON s.device_id = dv.id
+        WHERE dv.site_id = site.id AND dv.is_active
+    ) OR st.site_id IS NOT NULL
+    ORDER BY st.refreshed_at NULLS FIRST, site.id
+"""
+
+
+def site_energy_refresh_all(*, time_budget: float = TIME_BUDGET_SECONDS) -> dict:
+    """Refresh every site with a series (or stored rows) until ``time_budget`` is spent; ``{"skipped": ...}`` if
+    another run holds the lock. The lock is a session-level advisory lock held for the run, since each site is
+    its own transaction."""
+    started = time.monotonic()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK_KEY])
+        if not cursor.fetchone()[0]:
+            return {"skipped": "another run holds the lock"}
+    try:
+        watermark = _hourly_watermark()
+        with connection.cursor() as cursor:
+            cursor.execute(_SITES_DUE)
+            due = [site_id for (site_id,) in cursor.fetchall()]
+        figures = {"sites": 0, "rebuilt": 0, "rows": 0, "caught_up": True}
+        for site_id in due:
+            if time.monotonic() - started >= time_budget:
+                figures["caught_up"] = False
+                break
+            done = site_energy_refresh(site_id=site_id, watermark=watermark)
+            figures["sites"] += 1
+            figures["rebuilt"] += done["mode"] == "rebuild"
+            figures["rows"] += done["rows"]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])
+    figures["seconds"] = round(time.monotonic() - started, 3)
+    figures["at"] = timezone.now().isoformat()
+    return figures
