@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
 from apps.dashboard.models import ChartSeries, Dashboard, DashboardItem, SavedChart
-from apps.dashboard.selectors import metric_definitions_by_type
 from apps.devices.models import Device
-from apps.devices.selectors import device_list_for_user
+from apps.devices.selectors import device_list_for_user, metric_definitions_by_type
 
 
 def _owned_or_shared(user) -> Q:

@@ -28,12 +28,13 @@ from apps.alerts.choices import OPEN_STATUSES, Severity
 from apps.alerts.models import Alert
 from apps.alerts.selectors import alert_list_for_user
 from apps.devices.choices import DeviceStatus
-from apps.devices.models import Device, Gateway, MetricDefinition, Site
+from apps.devices.models import Device, Gateway, Site
 from apps.devices.selectors import (
     device_list_for_user,
     device_status_q,
     devices_with_status,
     gateway_list_for_user,
+    metric_definitions_by_type,
     site_list_for_user,
     user_can_operate_site,
 )
@@ -184,14 +185,6 @@ class LatestCell:
     unit: str
     value: float | None
     ts: datetime.datetime | None
-
-
-def metric_definitions_by_type(type_ids) -> dict[int, list[MetricDefinition]]:
-    """Metric definitions per device type in the order they were defined (the type's own order of importance)."""
-    by_type: dict[int, list[MetricDefinition]] = {}
-    for definition in MetricDefinition.objects.filter(device_type_id__in=set(type_ids)).order_by("device_type", "id"):
-        by_type.setdefault(definition.device_type_id, []).append(definition)
-    return by_type
 
 
 def attach_key_latest_values(devices: list[Device]) -> None:

@@ -113,6 +113,11 @@ class Tariff:
     def time_of_use(self) -> bool:
         return bool(self.bands)
 
+    def week_prices(self) -> tuple[tuple[float | None, ...], ...]:
+        """``price`` for every weekday (0 = Monday) and local hour, as ``[weekday][hour]``: a fold over a year of
+        hours looks each one up instead of testing every band."""
+        return tuple(tuple(self.price(hour=hour, weekday=weekday) for hour in range(24)) for weekday in range(7))
+
 
 def site_tariff(site) -> Tariff | None:
     """The site's tariff, or None when it has no prices (cost is then not shown)."""

@@ -19,6 +19,7 @@ from django.db import connection
 from apps.devices.choices import MetricRole
 from apps.devices.energy import ENERGY_UNITS, POWER_UNITS, Tariff
 from apps.devices.models import MetricDefinition
+from apps.devices.selectors import metric_definitions_by_type
 from apps.telemetry.derived import (
     HOURLY,
     DerivedBuckets,
@@ -153,34 +154,29 @@ def sources_digest(sources: list[tuple[int, object]]) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def definitions_by_type(type_ids) -> dict[int, list[MetricDefinition]]:
-    """The metric definitions of each device type, by key."""
-    by_type: dict[int, list[MetricDefinition]] = {}
-    for definition in MetricDefinition.objects.filter(device_type_id__in=set(type_ids)).order_by("device_type", "key"):
-        by_type.setdefault(definition.device_type_id, []).append(definition)
-    return by_type
-
-
-def series_ids_by_metric(devices) -> dict[tuple[int, str], int]:
-    """The series id of each ``(device id, metric key)`` that has reported, for ``devices``."""
+def series_ids_by_metric(devices, keys=None) -> dict[tuple[int, str], int]:
+    """The series id of each ``(device id, metric key)`` that has reported, for ``devices`` (anything with ``id``),
+    only of the metric ``keys`` if given."""
+    series = Series.objects.filter(device_id__in=[device.id for device in devices])
+    if keys is not None:
+        series = series.filter(metric_key__in=set(keys))
     return {
-        (device_id, key): series_id
-        for series_id, device_id, key in Series.objects.filter(device__in=devices).values_list(
-            "id", "device_id", "metric_key"
-        )
+        (device_id, key): series_id for series_id, device_id, key in series.values_list("id", "device_id", "metric_key")
     }
 
 
 def electrical_sources(devices) -> tuple[list[tuple[int, MetricDefinition]], int]:
     """Each device's electricity series (``electrical_source``) that has reported, and how many devices measure
-    heat output only (left out: their heat meter is not electricity), in three statements."""
-    by_type = definitions_by_type(device.device_type_id for device in devices)
-    series = series_ids_by_metric(devices)
+    heat output only (left out: their heat meter is not electricity), in two statements. ``devices``: anything with
+    ``id`` and ``device_type_id`` (a site's 1,000 devices as model instances took 90 ms to load; as rows, a few)."""
+    by_type = metric_definitions_by_type(device.device_type_id for device in devices)
+    source_by_type = {type_id: electrical_source(definitions) for type_id, definitions in by_type.items()}
+    keys = {definition.key for definition in source_by_type.values() if definition is not None}
+    series = series_ids_by_metric(devices, keys)
     sources, heat_only = [], 0
     for device in devices:
-        definitions = by_type.get(device.device_type_id, [])
-        definition = electrical_source(definitions)
-        heat_only += heat_output_only(definitions)
+        definition = source_by_type.get(device.device_type_id)
+        heat_only += heat_output_only(by_type.get(device.device_type_id, []))
         series_id = series.get((device.id, definition.key)) if definition else None
         if series_id is not None:
             sources.append((series_id, definition))
@@ -295,17 +291,27 @@ class Bucket:
 
 def fold(hourly: list[tuple[datetime.datetime, float]], *, period: str, tz: str, tariff: Tariff | None) -> list[Bucket]:
     """Hourly kWh folded into local periods, each hour priced by the tariff of its local hour and weekday."""
+    # A year is 8,760 hours, folded twice per page (the window and the one before): per hour only the zone
+    # conversion and lookups. A day's, week's or month's start depends on the local date alone, so it is computed
+    # once per date; prices come from the tariff's weekday x hour table. (Computing both per hour took 88 ms a year.)
     zone = zoneinfo.ZoneInfo(tz)
+    prices = tariff.week_prices() if tariff is not None else None
     buckets: dict[datetime.datetime, Bucket] = {}
+    date = key = bucket = bucket_key = None
     for hour_start, energy in hourly:
         local = hour_start.astimezone(zone)
-        key = period_start(local.replace(tzinfo=None), period)
-        bucket = buckets.get(key)
-        if bucket is None:
-            bucket = buckets[key] = Bucket(start=key.replace(tzinfo=zone), cost=0.0 if tariff else None)
+        if period == "hour":
+            key = period_start(local.replace(tzinfo=None), period)
+        elif (local.year, local.month, local.day) != date:
+            date = (local.year, local.month, local.day)
+            key = period_start(local.replace(tzinfo=None), period)
+        if key != bucket_key:
+            bucket, bucket_key = buckets.get(key), key
+            if bucket is None:
+                bucket = buckets[key] = Bucket(start=key.replace(tzinfo=zone), cost=0.0 if tariff else None)
         bucket.kwh += energy
-        if tariff is not None:
-            price = tariff.price(hour=local.hour, weekday=local.weekday())
+        if prices is not None:
+            price = prices[local.weekday()][local.hour]
             bucket.cost = None if price is None or bucket.cost is None else bucket.cost + energy * price
     return [buckets[key] for key in sorted(buckets)]
 

@@ -10,15 +10,16 @@ from dataclasses import dataclass
 
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import Min, OuterRef, Q, Subquery
 
 from apps.core.time import epoch_ms
 from apps.devices.choices import MetricKind, MetricRole
 from apps.devices.energy import POWER_UNITS, site_tariff
-from apps.devices.models import Device, MetricDefinition
+from apps.devices.models import Device, DeviceType, MetricDefinition
 from apps.devices.selectors import (
     device_get_for_user,
     device_list_for_user,
+    metric_definitions_by_type,
     site_list_for_user,
     user_configures_organization,
 )
@@ -415,7 +416,9 @@ def site_get_for_user(*, user, site_id: int):
 def _report(devices, *, site, span: str | energy.DayRange, now, whole_site: bool = False) -> energy.EnergyReport:
     """The report of ``devices``; ``whole_site``: they are the site's active devices, whose hourly totals may be
     stored (``site_energy``: used only if stored for exactly these sources)."""
-    retention = [device.device_type.raw_retention_days for device in devices if device.device_type.raw_retention_days]
+    retention = DeviceType.objects.filter(
+        id__in={device.device_type_id for device in devices}, raw_retention_days__isnull=False
+    ).aggregate(shortest=Min("raw_retention_days"))["shortest"]
     sources, heat_only = energy.electrical_sources(devices)
     stored = site_energy.site_energy_stored(site_id=site.id, sources=sources) if whole_site else None
     return energy.energy_report(
@@ -425,7 +428,7 @@ def _report(devices, *, site, span: str | energy.DayRange, now, whole_site: bool
         emission_factor=float(site.emission_factor_kg_per_kwh),
         tariff=site_tariff(site),
         now=now,
-        raw_retention_days=min(retention) if retention else None,
+        raw_retention_days=retention or None,
         devices_heat_only=heat_only,
         stored=stored,
     )
@@ -437,7 +440,13 @@ def site_energy_report_for_user(*, user, site_id: int, span: str | energy.DayRan
     site = site_get_for_user(user=user, site_id=site_id)
     if site is None:
         return None
-    devices = list(device_list_for_user(user=user).filter(site=site, is_active=True).select_related("device_type"))
+    # Rows, not model instances: the report needs each device's id and type only.
+    devices = list(
+        device_list_for_user(user=user)
+        .filter(site=site, is_active=True)
+        .order_by()
+        .values_list("id", "device_type_id", named=True)
+    )
     return site, _report(devices, site=site, span=span, now=now, whole_site=True)
 
 
@@ -457,7 +466,7 @@ def site_heat_pumps_for_user(*, user, site_id: int, span: str | energy.DayRange,
     if site is None:
         return None
     devices = list(device_list_for_user(user=user).filter(site=site, is_active=True).select_related("device_type"))
-    by_type = energy.definitions_by_type(device.device_type_id for device in devices)
+    by_type = metric_definitions_by_type(device.device_type_id for device in devices)
     series = energy.series_ids_by_metric(devices)
     pumps = []
     for device in devices:

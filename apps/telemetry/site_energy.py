@@ -157,7 +157,9 @@ def _hourly_watermark() -> datetime.datetime | None:
 
 def site_energy_sources(site_id: int) -> list[tuple[int, object]]:
     """The site's electricity sources as its energy page has them: those of its active devices."""
-    devices = list(Device.objects.filter(site_id=site_id, is_active=True).select_related("device_type"))
+    devices = list(
+        Device.objects.filter(site_id=site_id, is_active=True).values_list("id", "device_type_id", named=True)
+    )
     sources, _ = energy.electrical_sources(devices)
     return sources
 
