@@ -209,7 +209,9 @@ def test_rolling_up_the_same_range_again_rewrites_identical_rows(readings):
     RollupWatermark.objects.all().delete()  # forget the progress: every bucket is upserted a second time
     rollups_advance(now=NOW)
 
-    assert stored() == before
+    # The same rows; sums may be added in another order by another plan (the last bits of a float, as
+    # assert_matches allows), every other column exactly.
+    assert_matches(stored(), before)
 
 
 def test_incremental_runs_roll_up_only_closed_buckets(series):
