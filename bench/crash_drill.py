@@ -26,18 +26,15 @@ import sys
 import _django  # before any import from the checkout: sys.path, DEBUG off
 from _support import ScratchDatabase, argument_parser, log, result_print
 
-from tests.support.broker import Broker
-from tests.support.crash_drill import KILL_POINTS, METRIC, CrashDrill
-
 DATABASE = "fieldwatch_drill"
 PREFIX = "fwdrill"
 DEVICES = [f"drill-hp-{n}" for n in range(1, 7)]
-SETUP = f"""
+SETUP = """
 from tests.devices.factories import DeviceFactory, DeviceTypeFactory, MetricDefinitionFactory, SiteFactory
 site = SiteFactory()
 device_type = DeviceTypeFactory(organization=site.organization)
-MetricDefinitionFactory(device_type=device_type, key="{METRIC}", min_value=-1e9, max_value=1e9)
-for uid in {DEVICES!r}:
+MetricDefinitionFactory(device_type=device_type, key="{metric}", min_value=-1e9, max_value=1e9)
+for uid in {devices!r}:
     DeviceFactory(uid=uid, site=site, device_type=device_type)
 """
 
@@ -53,10 +50,15 @@ def main() -> None:
     parser.add_argument("--max-kills", type=int, default=3)
     parser.add_argument("--min-kills", type=int, default=0)
     parser.add_argument(
-        "--kill-points", default=",".join(KILL_POINTS), help=f"Comma-separated, from {', '.join(KILL_POINTS)}."
+        "--kill-points", help="Comma-separated, from startup, subscribed, streaming, committed (default: all)."
     )
     args = parser.parse_args()
     _django.setup()
+    # The drill's broker config is rendered from the project's models: imported once Django is set up.
+    from tests.support.broker import Broker
+    from tests.support.crash_drill import KILL_POINTS, METRIC, CrashDrill
+
+    kill_points = tuple(args.kill_points.split(",")) if args.kill_points else KILL_POINTS
 
     scratch = ScratchDatabase(DATABASE, url=args.database_url)
     env = {
@@ -71,7 +73,8 @@ def main() -> None:
     results = []
     try:
         scratch.create(env)
-        subprocess.run([sys.executable, "manage.py", "shell", "-c", SETUP], cwd=_django.REPO_ROOT, env=env, check=True)
+        setup = SETUP.format(metric=METRIC, devices=DEVICES)
+        subprocess.run([sys.executable, "manage.py", "shell", "-c", setup], cwd=_django.REPO_ROOT, env=env, check=True)
         broker.start()
         drill = CrashDrill(
             broker=broker,
@@ -87,7 +90,7 @@ def main() -> None:
             result = drill.run(
                 listeners=args.listeners,
                 kills=choose.randint(args.min_kills, args.max_kills),
-                points=tuple(args.kill_points.split(",")),
+                points=kill_points,
                 broker_restart=choose.random() < args.broker_restart_fraction,
             )
             results.append(result)

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -114,6 +115,15 @@ class DrillListener:
 
     def subscribed(self) -> bool:
         return "subscribed" in self.output()
+
+    def ready(self) -> bool:
+        """Subscribed and able to store: under ``--processes`` (the default on a multi-core machine) the session
+        subscribes at once while each worker process still loads Django, which takes seconds on a loaded machine;
+        messages received meanwhile wait in the listener, unacknowledged."""
+        output = self.output()
+        workers = re.search(r"starting (\d+) ingest worker processes", output)
+        started = int(workers.group(1)) if workers else 0
+        return "subscribed" in output and len(re.findall(r"ingest worker \d+ ready", output)) >= started
 
     def subscriptions(self) -> int:
         """SUBACKs logged since the last start: one more after each reconnect to the broker."""
@@ -247,11 +257,13 @@ class CrashDrill:
             if not listener.alive():
                 listener.start()
         for listener in self.listeners:
-            if not wait_until(listener.subscribed, timeout=30):
-                raise AssertionError(f"listener {listener.client_id} did not subscribe:\n{listener.output()}")
+            if not wait_until(listener.ready, timeout=60):
+                raise AssertionError(f"listener {listener.client_id} did not get ready:\n{listener.output()}")
 
-    def _settle(self, first_ts: int, quiet_seconds: float = 3.0, timeout: float = 90.0) -> tuple[int, int]:
-        """Distinct timestamps and rows stored for the run, once everything arrived or nothing moved for a while."""
+    def _settle(self, first_ts: int, quiet_seconds: float = 10.0, timeout: float = 120.0) -> tuple[int, int]:
+        """Distinct timestamps and rows stored for the run, once everything arrived or nothing moved for a while.
+        Called with every listener ready, so a quiet spell means nothing more is coming; it is long because only a
+        run that lost something waits it out."""
         query = (
             "SELECT count(DISTINCT ts), count(*) FROM telemetry_reading "
             "WHERE ts >= to_timestamp(%s / 1000.0) AND ts < to_timestamp(%s / 1000.0)"
