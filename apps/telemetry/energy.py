@@ -383,8 +383,10 @@ def hourly_kwh(
         return kwh(sources, plan=plan, interval=REPORT_INTERVAL, tz=tz, combine=True).get(
             None, DerivedBuckets(start=plan.start)
         ), None
-    rest = DerivedPlan(resolution=HOURLY, start=cut, end=plan.end, split=plan.split)
-    computed = kwh(sources, plan=rest, interval=REPORT_INTERVAL, tz=tz, combine=True).get(None, DerivedBuckets())
+    computed = DerivedBuckets()
+    if cut < plan.end:  # else all stored (a window before this one): no statement over the sources at all
+        rest = DerivedPlan(resolution=HOURLY, start=cut, end=plan.end, split=plan.split)
+        computed = kwh(sources, plan=rest, interval=REPORT_INTERVAL, tz=tz, combine=True).get(None, computed)
     points = stored.read(plan.start, cut) + computed.points
     result = DerivedBuckets(
         points=points,

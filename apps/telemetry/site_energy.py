@@ -30,6 +30,7 @@ import time
 from django.db import connection, transaction
 from django.utils import timezone
 
+from apps.core.time import epoch_ms_sql, from_epoch_ms
 from apps.devices.models import Device, Site
 from apps.telemetry import energy
 from apps.telemetry.derived import HOURLY, energy_gap, rollup_statement_settings
@@ -51,7 +52,12 @@ _HOUR = datetime.timedelta(hours=1)
 # Reading
 # ---------------------------------------------------------------------------------------------------------------------
 
-_READ = f"SELECT hour, kwh FROM {_HOURS} WHERE site_id = %s AND hour >= %s AND hour < %s ORDER BY hour"
+# One row of two arrays, not a row per hour: a year is 8,760 hours, and building a timestamptz per row from its text
+# took 23 ms of a 135 ms page; integers in an array load in C.
+_READ = f"""
+    SELECT array_agg({epoch_ms_sql("hour")} ORDER BY hour), array_agg(kwh ORDER BY hour)
+    FROM {_HOURS} WHERE site_id = %s AND hour >= %s AND hour < %s
+"""
 
 
 def site_energy_stored(*, site_id: int, sources: list[tuple[int, object]]) -> energy.StoredHours | None:
@@ -76,7 +82,8 @@ def _hours_read(
 ) -> list[tuple[datetime.datetime, float]]:
     with connection.cursor() as cursor:
         cursor.execute(_READ, [site_id, start, end])
-        return cursor.fetchall()
+        hours, kwh = cursor.fetchone()
+    return [(from_epoch_ms(hour), value) for hour, value in zip(hours or (), kwh or (), strict=True)]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
