@@ -12,10 +12,12 @@ and p95 of ``--runs`` runs after a warm-up, beside the same year's site total ha
 the hourly rollups (the step from each hour's last register value to the next, no resets, no tail), as the ratio
 page / SQL.
 
-The site pages are timed twice in the same run: first on the live path (no stored hours: every hour computed from
-the hourly rollups), then after building the site's stored hourly kWh (``site_energy.site_energy_refresh`` from
-nothing, timed as ``site_energy_build_s``) on the stored path; the ratio stored / live is printed per page, and each
-preset's kWh, kWh before and cost are checked to be the same on both paths at one instant.
+The pages are timed twice in the same run: first on the live path (no stored hours or days: every hour computed
+from the hourly rollups), then after building the site's stored hourly kWh and heat-pump days
+(``site_energy.site_energy_refresh`` from nothing, timed as ``site_energy_build_s``; the heat-pump days alone
+rebuilt once more, timed as ``heat_pump_days_build_s``) on the stored path; the ratio stored / live is printed per
+page, and each preset's kWh, kWh before and cost, and each heat pump's 12-month heat, electricity, degree days and
+daily COP, are checked to be the same on both paths at one instant.
 
 Generating the year of rollups takes most of a run: with ``--database-url`` (kept) and ``--reuse``, a database seeded
 by an earlier run is timed again as it is (its watermark and raw readings are those of that run), so two versions of
@@ -159,6 +161,8 @@ def _pages_time(client, pages: dict[str, str], runs: int, label: str) -> dict:
         assert response.status_code == 200, path
         if name.startswith("site_energy"):
             assert (b"stored hourly totals" in response.content) == (label == "stored"), name
+        if name.startswith("heat_pumps"):
+            assert (b"stored daily figures" in response.content) == (label == "stored"), name
         samples = []
         for _ in range(runs):
             tick = time.perf_counter()
@@ -181,12 +185,24 @@ def _figures(site, admin, now) -> dict[str, tuple[float, float, float]]:
     return figures
 
 
+def _heat_pump_figures(site, admin, now) -> dict[str, tuple]:
+    """Each heat pump's 12-month heat and electricity kWh, degree days and daily COP, as the page computes them."""
+    from apps.telemetry.selectors import site_heat_pumps_for_user
+
+    _, _, figures, _, _ = site_heat_pumps_for_user(user=admin, site_id=site.id, span="12mo", now=now)
+    return {
+        item.device.uid: (item.heat_kwh, item.electricity_kwh, item.degree_days, *(cop for _, cop in item.cop_days))
+        for item in figures
+    }
+
+
 def _stored_forget(site) -> None:
-    """No stored hours for the site: its pages take the live path."""
-    from apps.telemetry.models import SiteEnergyHour, SiteEnergyState
+    """No stored hours or heat-pump days for the site: its pages take the live path."""
+    from apps.telemetry.models import SiteEnergyHour, SiteEnergyState, SiteHeatPumpDay
 
     SiteEnergyState.objects.filter(site=site).delete()
     SiteEnergyHour.objects.filter(site=site).delete()
+    SiteHeatPumpDay.objects.filter(site=site).delete()
 
 
 def _build_time(site) -> dict:
@@ -201,12 +217,27 @@ def _build_time(site) -> dict:
     tick = time.perf_counter()
     again = site_energy_refresh(site_id=site.id)
     refresh_s = time.perf_counter() - tick
-    log(f"built {built['rows']} rows in {build_s:.1f} s; refresh with nothing new {refresh_s * 1000:.0f} ms")
+    log(
+        f"built {built['rows']} hour rows and {built['days_rows']} day rows in {build_s:.1f} s; "
+        f"refresh with nothing new {refresh_s * 1000:.0f} ms"
+    )
+    # The heat-pump days alone: a digest that no longer matches rebuilds them (the hours have nothing new).
+    from apps.telemetry.models import SiteEnergyState
+
+    SiteEnergyState.objects.filter(site=site).update(days_digest="")
+    tick = time.perf_counter()
+    days = site_energy_refresh(site_id=site.id)
+    days_s = time.perf_counter() - tick
+    assert days["days_mode"] == "rebuild" and days["rows"] == 0, days
+    log(f"rebuilt {days['days_rows']} heat-pump day rows alone in {days_s:.1f} s")
     return {
         "site_energy_build_s": round(build_s, 2),
         "site_energy_build_rows": built["rows"],
+        "heat_pump_days_build_rows": built["days_rows"],
+        "heat_pump_days_build_s": round(days_s, 2),
         "site_energy_refresh_nothing_new_ms": round(refresh_s * 1000, 1),
         "site_energy_refresh_nothing_new_rows": again["rows"],
+        "site_energy_refresh_nothing_new_days_rows": again["days_rows"],
     }
 
 
@@ -248,13 +279,19 @@ def main() -> None:
         _stored_forget(site)
         result["pages_live"] = _pages_time(client, pages, args.runs, "live")
         live_figures = _figures(site, admin, now)
+        live_pumps = _heat_pump_figures(site, admin, now)
         result.update(_build_time(site))
         result["pages"] = _pages_time(client, pages, args.runs, "stored")
         stored_figures = _figures(site, admin, now)
-        for preset, figures in live_figures.items():
+        stored_pumps = _heat_pump_figures(site, admin, now)
+        assert list(stored_pumps) == list(live_pumps)  # the same ranking
+        for key, figures in [*live_figures.items(), *live_pumps.items()]:
             # The same figures on both paths at the same instant (the tests assert it to 1e-9 on hand-made data).
-            for live, stored in zip(figures, stored_figures[preset], strict=True):
-                assert abs(stored - live) <= 1e-9 * max(1.0, abs(live)), (preset, live, stored)
+            stored_side = stored_figures[key] if key in stored_figures else stored_pumps[key]
+            for live, stored in zip(figures, stored_side, strict=True):
+                assert (live is None) == (stored is None), (key, live, stored)
+                if live is not None:
+                    assert abs(stored - live) <= 1e-9 * max(1.0, abs(live)), (key, live, stored)
         result["figures_equal_on_both_paths"] = True
         result["ratio_stored_over_live_median"] = {
             name: round(result["pages"][name]["median_ms"] / result["pages_live"][name]["median_ms"], 3)
