@@ -1,7 +1,7 @@
 """The sites' stored heat-pump days (``SiteHeatPumpDay``, kept by ``site_energy_refresh``): each day's heat output and
 electrical input kWh and outdoor degree days equal the live computation (``energy.kwh`` in 1d buckets of the site's
 zone, ``heating_degree_days`` over the day) over Berlin days with the spring DST change (a 23-hour day), a 3-hour gap
-and a register reset, for energy registers and power gauges; the heat-pump page gives the same SPF, COP by day,
+and a register reset, for energy registers and power gauges, and over Sydney's autumn change (a 25-hour day); the heat-pump page gives the same SPF, COP by day,
 degree days and ranking with and without them; late data recomputed by the rollup engine makes the days recomputed;
 a changed source or site timezone falls back to the live path until the refresh rebuilds the days."""
 
@@ -104,13 +104,14 @@ def pump_types(berlin_site):
     }
 
 
-def add_pump(site, pump_types, kind: str, uid: str, scale: float = 1.0):
+def add_pump(site, pump_types, kind: str, uid: str, scale: float = 1.0, shift=datetime.timedelta(0)):
+    """A heat pump of ``kind`` with the readings above, ``shift`` later."""
     device_type, heat, electricity = pump_types[kind]
     device = DeviceFactory(uid=uid, name=f"Pump {uid}", site=site, device_type=device_type)
     for key, readings in (("heat", heat(scale)), ("electricity", electricity(scale)), ("outdoor", None)):
         series = Series.objects.create(device=device, metric_key=key)
         readings = temperature_readings(scale) if readings is None else readings
-        Reading.objects.bulk_create(Reading(series=series, ts=ts, value=value) for ts, value in readings)
+        Reading.objects.bulk_create(Reading(series=series, ts=ts + shift, value=value) for ts, value in readings)
     return device
 
 
@@ -132,14 +133,14 @@ def make_site(berlin_site, pump_types):
     return make
 
 
-def page_figures(user, site, now):
-    _, _, figures, plan, stored_until = site_heat_pumps_for_user(user=user, site_id=site.id, span=SPAN, now=now)
+def page_figures(user, site, now, span=SPAN):
+    _, _, figures, plan, stored_until = site_heat_pumps_for_user(user=user, site_id=site.id, span=span, now=now)
     return figures, plan, stored_until
 
 
-def live_figures(site, now):
+def live_figures(site, now, span=SPAN):
     """The page's figures computed from rollups and raw readings only, for the same pumps and zone."""
-    window = energy.window_for(SPAN, now=now, tz=site.timezone)
+    window = energy.window_for(span, now=now, tz=site.timezone)
     pumps = energy.heat_pump_sources(Device.objects.filter(site=site, is_active=True))
     figures, plan, stored_until = energy.heat_pump_figures(
         pumps=pumps, start=window.start, end=window.end, tz=site.timezone, now=now
@@ -183,7 +184,9 @@ def live_days(site, start, end) -> dict:
     computed = energy.kwh(sources, plan=plan, interval="1d", tz=site.timezone, combine=False)
     days = {(series_id, day): value for series_id, buckets in computed.items() for day, value in buckets.points}
     outdoor = [outdoor_id for *_, outdoor_id in pumps]
-    midnights = [day for day in local_midnights(site.timezone, first=datetime.date(2025, 3, 26)) if start <= day <= end]
+    midnights = [start]
+    while midnights[-1] < end:
+        midnights.append(energy.local_day_floor(midnights[-1] + datetime.timedelta(hours=26), site.timezone))
     for day, next_day in itertools.pairwise(midnights):
         figures = energy.heating_degree_days(series_ids=outdoor, start=day, end=next_day)
         days.update({(series_id, day): value for series_id, value in figures.items() if value})
@@ -404,3 +407,29 @@ def test_a_changed_site_timezone_falls_back_to_the_live_path_and_rebuilds_the_da
     stored, _, stored_until = page_figures(bob, site, AFTER_DATA)
     assert stored_until is not None
     assert_same_figures(stored, live)
+
+
+WEEK = datetime.timedelta(days=7)
+
+
+def test_an_autumn_day_of_25_hours_is_stored_as_the_live_figure(bob, berlin_site, pump_types):
+    site = berlin_site
+    site.timezone = "Australia/Sydney"  # DST ends on 6 April 2025 at 03:00 local: a day of 25 hours
+    site.save()
+    add_pump(site, pump_types, "register-heat", uid="hp-1", shift=WEEK)  # 3 to 9 April, a gap, a reset
+    add_pump(site, pump_types, "power-heat", uid="hp-3", scale=0.8, shift=WEEK)
+    now = AFTER_DATA + WEEK
+    roll_up(now)
+
+    done = site_energy.site_energy_refresh(site_id=site.id)
+
+    long_day = datetime.datetime(2025, 4, 5, 13, tzinfo=UTC)  # 6 April 00:00 AEDT
+    assert energy.local_day_floor(long_day + 26 * HOUR, site.timezone) == long_day + 25 * HOUR  # 00:00 AEST
+    rows = stored_days(site)
+    assert {long_day, long_day + 25 * HOUR} <= {day for _, day in rows}
+    first = min(day for _, day in rows)
+    assert_same_days(rows, live_days(site, first, done["days_until"]))
+    span = energy.DayRange(first=datetime.date(2025, 4, 4), last=datetime.date(2025, 4, 8))
+    figures, _, stored_until = page_figures(bob, site, now, span)
+    assert stored_until is not None and stored_until > long_day + 25 * HOUR
+    assert_same_figures(figures, live_figures(site, now, span)[0])
