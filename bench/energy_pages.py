@@ -6,7 +6,8 @@
 On a scratch database (``fieldwatch_bench_energy``, created, migrated and dropped unless ``--database-url``) it
 generates, in SQL: ``--devices`` devices each with an energy register (kWh), ``--heat-pumps`` of them with a heat
 register and an outdoor temperature too; hourly rollup rows for ``--days`` days up to two hours ago (the hourly
-watermark), and raw readings every 5 minutes for the last 8 days. Then it times, through the Django test client as an
+watermark; the temperatures swing by 10 °C a day around 8-12 °C), and raw readings of the registers every 5 minutes
+for the last 8 days. Then it times, through the Django test client as an
 organization admin (DEBUG off): the site energy page for each preset, and the heat-pump page over 12 months, median
 and p95 of ``--runs`` runs after a warm-up, beside the same year's site total hand-written as one SQL statement over
 the hourly rollups (the step from each hour's last register value to the next, no resets, no tail), as the ratio
@@ -45,6 +46,18 @@ _ROLLUPS = """
     FROM (SELECT id, 1000.0 + id AS base, 2.0 + (id %% 7) AS rate FROM telemetry_series WHERE id = ANY(%(ids)s)) s
     CROSS JOIN generate_series(0, %(hours)s - 1) AS h
     CROSS JOIN LATERAL (SELECT %(start)s::timestamptz + h * interval '1 hour' AS b) bucket
+"""
+# Hourly rows of an outdoor temperature: a daily swing of +-10 °C around 8-12 °C (degree days on most days).
+_TEMPERATURES = """
+    INSERT INTO telemetry_rollup_1h
+        (series_id, bucket, count, sum, sum_sq, min, max, first_ts, first_value, last_ts, last_value)
+    SELECT s.id, b, 12, 12 * t, 12 * t * t, t - 1, t + 1, b, t, b + interval '55 minutes', t
+    FROM unnest(%(ids)s::int4[]) AS s (id)
+    CROSS JOIN generate_series(0, %(hours)s - 1) AS h
+    CROSS JOIN LATERAL (
+        SELECT %(start)s::timestamptz + h * interval '1 hour' AS b,
+               8.0 + (s.id %% 5) + 10.0 * sin(2 * pi() * h / 24.0) AS t
+    ) bucket
 """
 _RAW = """
     INSERT INTO telemetry_reading (series_id, ts, value)
@@ -118,7 +131,8 @@ def _seed(devices: int, heat_pumps: int, days: int, now: datetime.datetime):
         Series(device=device, metric_key=key) for device in fleet for key in keys[device.device_type_id]
     )
     electrical = [s.id for s in series if s.metric_key == "energy_kwh"]
-    ids = [s.id for s in series]
+    ids = [s.id for s in series if s.metric_key != "outdoor_temp"]
+    outdoor = [s.id for s in series if s.metric_key == "outdoor_temp"]
     watermark = now.replace(minute=0, second=0, microsecond=0) - datetime.timedelta(hours=2)
     start = watermark - datetime.timedelta(days=days)
     from django.db import connection
@@ -127,6 +141,7 @@ def _seed(devices: int, heat_pumps: int, days: int, now: datetime.datetime):
         for chunk in range(0, len(ids), 100):
             cursor.execute(_ROLLUPS, {"ids": ids[chunk : chunk + 100], "hours": days * 24, "start": start})
             log(f"rollups: {min(chunk + 100, len(ids))}/{len(ids)} series")
+        cursor.execute(_TEMPERATURES, {"ids": outdoor, "hours": days * 24, "start": start})
         raw_start = now - datetime.timedelta(days=8)
         offset = (raw_start - start).total_seconds() / 3600
         cursor.execute(_RAW, {"ids": ids, "start": raw_start, "points": 8 * 24 * 12, "offset": offset})
@@ -280,6 +295,7 @@ def main() -> None:
         result["pages_live"] = _pages_time(client, pages, args.runs, "live")
         live_figures = _figures(site, admin, now)
         live_pumps = _heat_pump_figures(site, admin, now)
+        result["heat_pumps_degree_days_mean"] = round(sum(f[2] for f in live_pumps.values()) / len(live_pumps), 1)
         result.update(_build_time(site))
         result["pages"] = _pages_time(client, pages, args.runs, "stored")
         stored_figures = _figures(site, admin, now)
