@@ -1,9 +1,10 @@
 """The sites' stored heat-pump days (``SiteHeatPumpDay``, kept by ``site_energy_refresh``): each day's heat output and
 electrical input kWh and outdoor degree days equal the live computation (``energy.kwh`` in 1d buckets of the site's
 zone, ``heating_degree_days`` over the day) over Berlin days with the spring DST change (a 23-hour day), a 3-hour gap
-and a register reset, for energy registers and power gauges, and over Sydney's autumn change (a 25-hour day); the heat-pump page gives the same SPF, COP by day,
-degree days and ranking with and without them; late data recomputed by the rollup engine makes the days recomputed;
-a changed source or site timezone falls back to the live path until the refresh rebuilds the days."""
+and a register reset, for energy registers and power gauges, and over Sydney's autumn change (a 25-hour day); the
+heat-pump page gives the same SPF, COP by day, degree days and ranking with and without them; late data recomputed by
+the rollup engine makes the days recomputed; a changed source or site timezone falls back to the live path until the
+refresh rebuilds the days."""
 
 import datetime
 import itertools
