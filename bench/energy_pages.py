@@ -6,16 +6,19 @@
 On a scratch database (``fieldwatch_bench_energy``, created, migrated and dropped unless ``--database-url``) it
 generates, in SQL: ``--devices`` devices each with an energy register (kWh), ``--heat-pumps`` of them with a heat
 register and an outdoor temperature too; hourly rollup rows for ``--days`` days up to two hours ago (the hourly
-watermark), and raw readings every 5 minutes for the last 8 days. Then it times, through the Django test client as an
+watermark; the temperatures swing by 10 °C a day around 8-12 °C), and raw readings of the registers every 5 minutes
+for the last 8 days. Then it times, through the Django test client as an
 organization admin (DEBUG off): the site energy page for each preset, and the heat-pump page over 12 months, median
 and p95 of ``--runs`` runs after a warm-up, beside the same year's site total hand-written as one SQL statement over
 the hourly rollups (the step from each hour's last register value to the next, no resets, no tail), as the ratio
 page / SQL.
 
-The site pages are timed twice in the same run: first on the live path (no stored hours: every hour computed from
-the hourly rollups), then after building the site's stored hourly kWh (``site_energy.site_energy_refresh`` from
-nothing, timed as ``site_energy_build_s``) on the stored path; the ratio stored / live is printed per page, and each
-preset's kWh, kWh before and cost are checked to be the same on both paths at one instant.
+The pages are timed twice in the same run: first on the live path (no stored hours or days: every hour computed
+from the hourly rollups), then after building the site's stored hourly kWh and heat-pump days
+(``site_energy.site_energy_refresh`` from nothing, timed as ``site_energy_build_s``; the heat-pump days alone
+rebuilt once more, timed as ``heat_pump_days_build_s``) on the stored path; the ratio stored / live is printed per
+page, and each preset's kWh, kWh before and cost, and each heat pump's 12-month heat, electricity, degree days and
+daily COP, are checked to be the same on both paths at one instant.
 
 Generating the year of rollups takes most of a run: with ``--database-url`` (kept) and ``--reuse``, a database seeded
 by an earlier run is timed again as it is (its watermark and raw readings are those of that run), so two versions of
@@ -43,6 +46,18 @@ _ROLLUPS = """
     FROM (SELECT id, 1000.0 + id AS base, 2.0 + (id %% 7) AS rate FROM telemetry_series WHERE id = ANY(%(ids)s)) s
     CROSS JOIN generate_series(0, %(hours)s - 1) AS h
     CROSS JOIN LATERAL (SELECT %(start)s::timestamptz + h * interval '1 hour' AS b) bucket
+"""
+# Hourly rows of an outdoor temperature: a daily swing of +-10 °C around 8-12 °C (degree days on most days).
+_TEMPERATURES = """
+    INSERT INTO telemetry_rollup_1h
+        (series_id, bucket, count, sum, sum_sq, min, max, first_ts, first_value, last_ts, last_value)
+    SELECT s.id, b, 12, 12 * t, 12 * t * t, t - 1, t + 1, b, t, b + interval '55 minutes', t
+    FROM unnest(%(ids)s::int4[]) AS s (id)
+    CROSS JOIN generate_series(0, %(hours)s - 1) AS h
+    CROSS JOIN LATERAL (
+        SELECT %(start)s::timestamptz + h * interval '1 hour' AS b,
+               8.0 + (s.id %% 5) + 10.0 * sin(2 * pi() * h / 24.0) AS t
+    ) bucket
 """
 _RAW = """
     INSERT INTO telemetry_reading (series_id, ts, value)
@@ -116,7 +131,8 @@ def _seed(devices: int, heat_pumps: int, days: int, now: datetime.datetime):
         Series(device=device, metric_key=key) for device in fleet for key in keys[device.device_type_id]
     )
     electrical = [s.id for s in series if s.metric_key == "energy_kwh"]
-    ids = [s.id for s in series]
+    ids = [s.id for s in series if s.metric_key != "outdoor_temp"]
+    outdoor = [s.id for s in series if s.metric_key == "outdoor_temp"]
     watermark = now.replace(minute=0, second=0, microsecond=0) - datetime.timedelta(hours=2)
     start = watermark - datetime.timedelta(days=days)
     from django.db import connection
@@ -125,6 +141,7 @@ def _seed(devices: int, heat_pumps: int, days: int, now: datetime.datetime):
         for chunk in range(0, len(ids), 100):
             cursor.execute(_ROLLUPS, {"ids": ids[chunk : chunk + 100], "hours": days * 24, "start": start})
             log(f"rollups: {min(chunk + 100, len(ids))}/{len(ids)} series")
+        cursor.execute(_TEMPERATURES, {"ids": outdoor, "hours": days * 24, "start": start})
         raw_start = now - datetime.timedelta(days=8)
         offset = (raw_start - start).total_seconds() / 3600
         cursor.execute(_RAW, {"ids": ids, "start": raw_start, "points": 8 * 24 * 12, "offset": offset})
@@ -159,6 +176,8 @@ def _pages_time(client, pages: dict[str, str], runs: int, label: str) -> dict:
         assert response.status_code == 200, path
         if name.startswith("site_energy"):
             assert (b"stored hourly totals" in response.content) == (label == "stored"), name
+        if name.startswith("heat_pumps"):
+            assert (b"stored daily figures" in response.content) == (label == "stored"), name
         samples = []
         for _ in range(runs):
             tick = time.perf_counter()
@@ -181,12 +200,24 @@ def _figures(site, admin, now) -> dict[str, tuple[float, float, float]]:
     return figures
 
 
+def _heat_pump_figures(site, admin, now) -> dict[str, tuple]:
+    """Each heat pump's 12-month heat and electricity kWh, degree days and daily COP, as the page computes them."""
+    from apps.telemetry.selectors import site_heat_pumps_for_user
+
+    _, _, figures, _, _ = site_heat_pumps_for_user(user=admin, site_id=site.id, span="12mo", now=now)
+    return {
+        item.device.uid: (item.heat_kwh, item.electricity_kwh, item.degree_days, *(cop for _, cop in item.cop_days))
+        for item in figures
+    }
+
+
 def _stored_forget(site) -> None:
-    """No stored hours for the site: its pages take the live path."""
-    from apps.telemetry.models import SiteEnergyHour, SiteEnergyState
+    """No stored hours or heat-pump days for the site: its pages take the live path."""
+    from apps.telemetry.models import SiteEnergyHour, SiteEnergyState, SiteHeatPumpDay
 
     SiteEnergyState.objects.filter(site=site).delete()
     SiteEnergyHour.objects.filter(site=site).delete()
+    SiteHeatPumpDay.objects.filter(site=site).delete()
 
 
 def _build_time(site) -> dict:
@@ -201,12 +232,27 @@ def _build_time(site) -> dict:
     tick = time.perf_counter()
     again = site_energy_refresh(site_id=site.id)
     refresh_s = time.perf_counter() - tick
-    log(f"built {built['rows']} rows in {build_s:.1f} s; refresh with nothing new {refresh_s * 1000:.0f} ms")
+    log(
+        f"built {built['rows']} hour rows and {built['days_rows']} day rows in {build_s:.1f} s; "
+        f"refresh with nothing new {refresh_s * 1000:.0f} ms"
+    )
+    # The heat-pump days alone: a digest that no longer matches rebuilds them (the hours have nothing new).
+    from apps.telemetry.models import SiteEnergyState
+
+    SiteEnergyState.objects.filter(site=site).update(days_digest="")
+    tick = time.perf_counter()
+    days = site_energy_refresh(site_id=site.id)
+    days_s = time.perf_counter() - tick
+    assert days["days_mode"] == "rebuild" and days["rows"] == 0, days
+    log(f"rebuilt {days['days_rows']} heat-pump day rows alone in {days_s:.1f} s")
     return {
         "site_energy_build_s": round(build_s, 2),
         "site_energy_build_rows": built["rows"],
+        "heat_pump_days_build_rows": built["days_rows"],
+        "heat_pump_days_build_s": round(days_s, 2),
         "site_energy_refresh_nothing_new_ms": round(refresh_s * 1000, 1),
         "site_energy_refresh_nothing_new_rows": again["rows"],
+        "site_energy_refresh_nothing_new_days_rows": again["days_rows"],
     }
 
 
@@ -248,13 +294,20 @@ def main() -> None:
         _stored_forget(site)
         result["pages_live"] = _pages_time(client, pages, args.runs, "live")
         live_figures = _figures(site, admin, now)
+        live_pumps = _heat_pump_figures(site, admin, now)
+        result["heat_pumps_degree_days_mean"] = round(sum(f[2] for f in live_pumps.values()) / len(live_pumps), 1)
         result.update(_build_time(site))
         result["pages"] = _pages_time(client, pages, args.runs, "stored")
         stored_figures = _figures(site, admin, now)
-        for preset, figures in live_figures.items():
+        stored_pumps = _heat_pump_figures(site, admin, now)
+        assert list(stored_pumps) == list(live_pumps)  # the same ranking
+        for key, figures in [*live_figures.items(), *live_pumps.items()]:
             # The same figures on both paths at the same instant (the tests assert it to 1e-9 on hand-made data).
-            for live, stored in zip(figures, stored_figures[preset], strict=True):
-                assert abs(stored - live) <= 1e-9 * max(1.0, abs(live)), (preset, live, stored)
+            stored_side = stored_figures[key] if key in stored_figures else stored_pumps[key]
+            for live, stored in zip(figures, stored_side, strict=True):
+                assert (live is None) == (stored is None), (key, live, stored)
+                if live is not None:
+                    assert abs(stored - live) <= 1e-9 * max(1.0, abs(live)), (key, live, stored)
         result["figures_equal_on_both_paths"] = True
         result["ratio_stored_over_live_median"] = {
             name: round(result["pages"][name]["median_ms"] / result["pages_live"][name]["median_ms"], 3)

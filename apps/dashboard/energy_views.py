@@ -108,11 +108,17 @@ def device_energy(request, uid: str):
 def heat_pumps(request, site_id: int):
     span, form = _span(request, HEAT_PUMPS_PRESET)
     if span is None:
-        site, window, figures, plan = site_get_for_user(user=request.user, site_id=site_id), None, [], None
+        site, window, figures, plan, stored_until = (
+            site_get_for_user(user=request.user, site_id=site_id),
+            None,
+            [],
+            None,
+            None,
+        )
     else:
         found = site_heat_pumps_for_user(user=request.user, site_id=site_id, span=span, now=timezone.now())
-        site, window, figures, plan = found or (None, None, [], None)
+        site, window, figures, plan, stored_until = found or (None, None, [], None, None)
     if site is None:
         raise Http404("No such site among the sites you may see.")
-    context = {"window": window, "figures": figures, "plan": plan}
+    context = {"window": window, "figures": figures, "plan": plan, "stored_until": stored_until}
     return _page(request, "dashboard/heat_pumps.html", site, span, form, context)

@@ -108,6 +108,18 @@ def _bin_sql(interval: str, local: str) -> str:
     return f"date_bin(%(step)s::interval, {local}, %(origin)s)"
 
 
+def local_bucket_sql(interval: str, ts_sql: str) -> str:
+    """SQL of the start (timestamptz) of the ``interval`` bucket containing the timestamptz expression ``ts_sql``,
+    aligned as the figure statements align theirs (parameters ``bucket_parameters``): for whoever groups other
+    hourly figures into the same local days (``energy.heating_degree_days_by_day``)."""
+    return f"{_bin_sql(interval, f'{ts_sql} AT TIME ZONE %(tz)s')} AT TIME ZONE %(tz)s"
+
+
+def bucket_parameters(interval: str, tz: str) -> dict:
+    """The parameters ``local_bucket_sql`` refers to."""
+    return {"step": DERIVED_INTERVALS[interval], "tz": bucket_zone(interval, tz), "origin": _ORIGIN}
+
+
 @dataclass(frozen=True)
 class DerivedPlan:
     """Where a derived figure over ``[start, end)`` is read from: raw readings only, or hourly rollups over
@@ -397,11 +409,13 @@ def combined_rollup_statements(
     interval: str,
     tz: str,
     max_gap_seconds: int | None = None,
+    combine: bool = True,
 ) -> list[tuple[str, dict]]:
     """The statements ``energy_figures`` and ``volume_figures`` run over hourly rollups for ``[start, end)`` with
     ``factors``, for whoever stores their rows rather than fetching them (``site_energy``): each gives rows ``(NULL,
     bucket, value times factor)``. ``power`` and ``registers`` are ``(series id, factor)`` pairs; an empty kind
-    has no statement."""
+    has no statement. ``combine=False``: the statements they run without ``factors`` (rows ``(series id, bucket,
+    value)`` in the series' own unit; the caller applies each series' factor to the value, as ``energy.kwh``)."""
     statements = []
     for builder, pairs, gap in (
         (_energy_rollup_sql, power, energy_gap(max_gap_seconds)),
@@ -410,7 +424,16 @@ def combined_rollup_statements(
         if pairs and start < end:
             ids, factors = [series_id for series_id, _ in pairs], [factor for _, factor in pairs]
             statements.append(
-                _statement(builder, ids=ids, start=start, end=end, interval=interval, tz=tz, gap=gap, factors=factors)
+                _statement(
+                    builder,
+                    ids=ids,
+                    start=start,
+                    end=end,
+                    interval=interval,
+                    tz=tz,
+                    gap=gap,
+                    factors=factors if combine else None,
+                )
             )
     return statements
 

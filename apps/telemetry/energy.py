@@ -24,9 +24,11 @@ from apps.telemetry.derived import (
     HOURLY,
     DerivedBuckets,
     DerivedPlan,
+    bucket_parameters,
     combined_rollup_statements,
     derived_plan,
     energy_figures,
+    local_bucket_sql,
     longest_range,
     volume_figures,
 )
@@ -140,6 +142,18 @@ def kwh_hourly_rollup_statements(
     )
 
 
+def kwh_daily_rollup_statements(
+    sources: list[tuple[int, object]], *, start: datetime.datetime, end: datetime.datetime, tz: str
+) -> list[tuple[str, dict]]:
+    """The statements ``kwh(sources, interval="1d", tz=tz, combine=False)`` runs over hourly rollups for ``[start,
+    end)``, for storing their rows: ``(series id, local day, value)``, one statement per kind; the value times the
+    series' ``kwh_factor`` is the kWh ``kwh`` gives (it multiplies the fetched value the same way)."""
+    power, registers = _by_kind(sources)
+    return combined_rollup_statements(
+        power=power, registers=registers, start=start, end=end, interval="1d", tz=tz, combine=False
+    )
+
+
 def sources_digest(sources: list[tuple[int, object]]) -> str:
     """What the site's hourly kWh is computed from, as a short string that changes when any of it does: each
     source's series id, kind (register or power) and kWh factor, sorted."""
@@ -147,6 +161,22 @@ def sources_digest(sources: list[tuple[int, object]]) -> str:
         f"{series_id}:{'register' if d.is_energy_register else 'power'}:{kwh_factor(d)!r}" for series_id, d in sources
     )
     return hashlib.sha256(",".join(parts).encode()).hexdigest()
+
+
+def heat_pump_digest(pumps, tz: str) -> str:
+    """What a site's stored heat-pump days are computed from (``heat_pump_sources``), as a short string that changes
+    when any of it does: each heat and electrical source (series id, kind, kWh factor), each outdoor temperature
+    series, and the zone whose local days they are."""
+    parts = [f"tz:{tz}"]
+    for _, heat, electrical, outdoor_id in pumps:
+        for role, source in (("heat", heat), ("electrical", electrical)):
+            if source is not None:
+                series_id, d = source
+                kind = "register" if d.is_energy_register else "power"
+                parts.append(f"{role}:{series_id}:{kind}:{kwh_factor(d)!r}")
+        if outdoor_id is not None:
+            parts.append(f"outdoor:{outdoor_id}")
+    return hashlib.sha256(",".join(sorted(parts)).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -187,6 +217,32 @@ def electrical_sources(devices) -> tuple[list[tuple[int, MetricDefinition]], int
     return sources, heat_only
 
 
+def heat_pump_sources(devices) -> list[tuple[object, tuple[int, object] | None, tuple[int, object] | None, int | None]]:
+    """The heat pumps among ``devices`` (those whose type marks a heat output metric, anything with ``id`` and
+    ``device_type_id``) as ``heat_pump_figures`` takes them: ``(device, heat source, electrical source, outdoor
+    temperature series id)``, a source ``(series id, definition)`` or None where that metric has not reported. The
+    heat-pump page and the stored days (``site_energy``) both take their sources from here."""
+    devices = list(devices)
+    by_type = metric_definitions_by_type(device.device_type_id for device in devices)
+    series = series_ids_by_metric(devices)
+    pumps = []
+    for device in devices:
+        definitions = by_type.get(device.device_type_id, [])
+        heat = role_source(definitions, MetricRole.HEAT_OUTPUT)
+        if heat is None:
+            continue
+        electrical = electrical_source(definitions)  # never the heat output metric
+        outdoor = role_source(definitions, MetricRole.OUTDOOR_TEMPERATURE)
+
+        def source(definition, device=device):
+            series_id = series.get((device.id, definition.key)) if definition else None
+            return (series_id, definition) if series_id is not None else None
+
+        outdoor_id = series.get((device.id, outdoor.key)) if outdoor else None
+        pumps.append((device, source(heat), source(electrical), outdoor_id))
+    return pumps
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Periods, folding and prices
 # ---------------------------------------------------------------------------------------------------------------------
@@ -215,6 +271,12 @@ def shift(local: datetime.datetime, period: str, count: int) -> datetime.datetim
 
 def _aware(local_naive: datetime.datetime, zone: zoneinfo.ZoneInfo) -> datetime.datetime:
     return local_naive.replace(tzinfo=zone).astimezone(datetime.UTC)
+
+
+def local_day_floor(ts: datetime.datetime, tz: str) -> datetime.datetime:
+    """The start (UTC) of the local day of ``tz`` containing ``ts``: where daily figures of that zone may be cut."""
+    zone = zoneinfo.ZoneInfo(tz)
+    return _aware(period_start(ts.astimezone(zone).replace(tzinfo=None), "day"), zone)
 
 
 @dataclass(frozen=True)
@@ -468,14 +530,25 @@ def energy_report(
 # Heat pumps: COP over time, seasonal performance factor, degree days
 # ---------------------------------------------------------------------------------------------------------------------
 
-_DEGREE_DAYS_SQL = f"""
-SELECT s.id, coalesce(sum(greatest(0, %(base)s - h.mean)) / 24.0, 0)
+# An hour's contribution is max(0, base - its mean); the degree days of a range (or of a local day) are their sum / 24.
+_DEGREE_HOURS_SQL = f"""
 FROM unnest(%(ids)s::int4[]) AS s (id)
 LEFT JOIN LATERAL (
-    SELECT {AGGREGATE_SQL["avg"]} AS mean FROM telemetry_rollup_1h
+    SELECT bucket, {AGGREGATE_SQL["avg"]} AS mean FROM telemetry_rollup_1h
     WHERE series_id = s.id AND bucket >= %(start)s AND bucket < %(end)s
 ) h ON true
+"""
+_DEGREE_DAYS_SQL = f"""
+SELECT s.id, coalesce(sum(greatest(0, %(base)s - h.mean)) / 24.0, 0)
+{_DEGREE_HOURS_SQL}
 GROUP BY s.id
+"""
+_DEGREE_DAYS_BY_DAY_SQL = f"""
+SELECT s.id, {local_bucket_sql("1d", "h.bucket")} AS day, sum(greatest(0, %(base)s - h.mean)) / 24.0
+{_DEGREE_HOURS_SQL}
+WHERE h.bucket IS NOT NULL
+GROUP BY 1, 2
+ORDER BY 1, 2
 """
 
 
@@ -489,6 +562,46 @@ def heating_degree_days(
     with connection.cursor() as cursor:
         cursor.execute(_DEGREE_DAYS_SQL, {"ids": series_ids, "start": start, "end": end, "base": base})
         return dict(cursor.fetchall())
+
+
+def heating_degree_days_by_day_statement(
+    *, series_ids: list[int], start: datetime.datetime, end: datetime.datetime, tz: str, base: float = DEGREE_DAY_BASE_C
+) -> tuple[str, dict]:
+    """The statement of ``heating_degree_days`` per local day of ``tz`` (rows ``(series id, day start, degree
+    days)``, days without an hourly rollup left out), for storing its rows (``site_energy``): a day's figure is
+    ``heating_degree_days`` over that day."""
+    params = {"ids": series_ids, "start": start, "end": end, "base": base, **bucket_parameters("1d", tz)}
+    return _DEGREE_DAYS_BY_DAY_SQL, params
+
+
+@dataclass(frozen=True)
+class StoredDays:
+    """The daily figures of exactly the heat-pump page's sources in the site's local days, computed before and
+    stored (``site_energy``): the days before ``until`` (a local midnight) are read by ``read(start, end)`` as
+    ``{series id: [(day start, value)]}`` in order (kWh of heat and electrical sources, degree days of outdoor
+    temperatures), rather than computed from hourly rollups."""
+
+    until: datetime.datetime
+    read: Callable[[datetime.datetime, datetime.datetime], dict[int, list[tuple[datetime.datetime, float]]]]
+
+
+def _with_stored(
+    computed: dict[int | None, DerivedBuckets], ids: list[int], stored_rows: dict, plan: DerivedPlan
+) -> dict[int | None, DerivedBuckets]:
+    """The stored days before the cut followed by the computed ones after it, per series, as ``kwh`` gives them for
+    the whole ``plan``."""
+    results = {}
+    for series_id in ids:
+        points = stored_rows.get(series_id, []) + computed.get(series_id, DerivedBuckets()).points
+        results[series_id] = DerivedBuckets(
+            points=points,
+            total=sum(value for _, value in points),
+            resolution=plan.resolution,
+            raw_from=plan.split,
+            start=plan.start,
+            end=plan.end,
+        )
+    return results
 
 
 @dataclass
@@ -522,17 +635,36 @@ def heat_pump_figures(
     end: datetime.datetime,
     tz: str,
     now: datetime.datetime,
-) -> tuple[list[HeatPumpFigures], DerivedPlan]:
+    stored: StoredDays | None = None,
+) -> tuple[list[HeatPumpFigures], DerivedPlan, datetime.datetime | None]:
     """Figures of each ``(device, heat source, electrical source, outdoor series id)``, ranked worst SPF first
     (pumps without an SPF last): two energy computations in daily buckets and one degree-day statement for the
-    whole fleet."""
+    whole fleet; and where the stored days end (None: none used).
+
+    With ``stored``, the local days ``[plan.start, min(split, stored.until))`` are read from it and only the rest is
+    computed. A day's figure does not depend on where a range of whole local days is cut (as an hour's,
+    tests/telemetry/test_heat_pump_days.py), so the two parts are the figures of the whole range."""
     plan = derived_plan(start=start, end=end, interval="1d", now=now, resolution=REPORT_RESOLUTION)
     heat_sources = [source for _, source, _, _ in pumps if source is not None]
     electrical_sources = [source for _, _, source, _ in pumps if source is not None]
-    heat = kwh(heat_sources, plan=plan, interval="1d", tz=tz, combine=False)
-    electricity = kwh(electrical_sources, plan=plan, interval="1d", tz=tz, combine=False)
     outdoor_ids = [series_id for *_, series_id in pumps if series_id is not None]
-    degree_days = heating_degree_days(series_ids=outdoor_ids, start=plan.start, end=plan.end)
+    cut = plan.start
+    # Only from a local midnight: a zone whose days do not start on a UTC hour gets a first bucket cut at the
+    # floored hour, which no stored day is.
+    if stored is not None and plan.resolution == HOURLY and local_day_floor(plan.start, tz) == plan.start:
+        cut = max(plan.start, local_day_floor(min(plan.split or plan.end, stored.until), tz))
+    rest = plan if cut == plan.start else DerivedPlan(resolution=HOURLY, start=cut, end=plan.end, split=plan.split)
+    heat = kwh(heat_sources, plan=rest, interval="1d", tz=tz, combine=False)
+    electricity = kwh(electrical_sources, plan=rest, interval="1d", tz=tz, combine=False)
+    degree_days = heating_degree_days(series_ids=outdoor_ids, start=rest.start, end=rest.end)
+    if cut != plan.start:
+        stored_rows = stored.read(plan.start, cut)
+        heat = _with_stored(heat, [series_id for series_id, _ in heat_sources], stored_rows, plan)
+        electricity = _with_stored(electricity, [series_id for series_id, _ in electrical_sources], stored_rows, plan)
+        degree_days = {
+            series_id: sum(value for _, value in stored_rows.get(series_id, [])) + degree_days.get(series_id, 0.0)
+            for series_id in outdoor_ids
+        }
     figures = []
     for device, heat_source, electrical_source_, outdoor_id in pumps:
         heat_days = heat.get(heat_source[0]) if heat_source else None
@@ -551,4 +683,4 @@ def heat_pump_figures(
             )
         )
     figures.sort(key=lambda item: (item.spf is None, item.spf or 0.0, item.device.name))
-    return figures, plan
+    return figures, plan, (cut if cut != plan.start else None)

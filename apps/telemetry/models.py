@@ -239,12 +239,38 @@ class SiteEnergyState(models.Model):
     complete_until = models.DateTimeField(null=True, blank=True)
     dirty_from = models.DateTimeField(null=True, blank=True)
     refreshed_at = models.DateTimeField(null=True, blank=True)
+    # The site's ``SiteHeatPumpDay`` rows: final before days_until (a local midnight at most complete_until), for the
+    # heat-pump sources and zone days_digest describes (``energy.heat_pump_digest``); dirty_from applies to them too.
+    days_digest = models.CharField(max_length=64, blank=True)
+    days_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "site energy state"
 
     def __str__(self):
         return f"site {self.site_id} energy final until {self.complete_until}"
+
+
+class SiteHeatPumpDay(models.Model):
+    """One series' figure in one local day of its site ``[day, next local midnight)`` (23 or 25 hours across a DST
+    change): kWh for a heat pump's heat output and electrical input (``energy.kwh`` in 1d buckets of the site's zone,
+    per series), degree days for its outdoor temperature (``energy.heating_degree_days`` over that day), from hourly
+    rollups. Stored so that the heat-pump page reads one row per series and day instead of 24 rollup rows. Written only
+    by ``site_energy.site_energy_refresh``; valid for the sources and zone ``SiteEnergyState.days_digest`` describes.
+    A day without a figure (no rollup) has no row, as the page has no bucket. No foreign key to the series: rows go
+    with a rebuild when the sources change (a purge changes them)."""
+
+    pk = models.CompositePrimaryKey("site", "series_id", "day")
+    site = models.ForeignKey("devices.Site", on_delete=models.CASCADE, related_name="+", db_index=False)
+    series_id = models.IntegerField()
+    day = models.DateTimeField()
+    value = models.FloatField()
+
+    class Meta:
+        verbose_name = "site heat-pump day"
+
+    def __str__(self):
+        return f"site {self.site_id} series {self.series_id}@{self.day.isoformat()}={self.value}"
 
 
 # ---------------------------------------------------------------------------------------------------------------------

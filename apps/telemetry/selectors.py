@@ -13,13 +13,12 @@ from django.db import connection
 from django.db.models import Min, OuterRef, Q, Subquery
 
 from apps.core.time import epoch_ms
-from apps.devices.choices import MetricKind, MetricRole
+from apps.devices.choices import MetricKind
 from apps.devices.energy import POWER_UNITS, site_tariff
 from apps.devices.models import Device, DeviceType, MetricDefinition
 from apps.devices.selectors import (
     device_get_for_user,
     device_list_for_user,
-    metric_definitions_by_type,
     site_list_for_user,
     user_configures_organization,
 )
@@ -461,28 +460,17 @@ def device_energy_report_for_user(*, user, uid: str, span: str | energy.DayRange
 def site_heat_pumps_for_user(*, user, site_id: int, span: str | energy.DayRange, now: datetime.datetime):
     """The site's heat pumps (devices whose type marks a heat output metric), ranked worst seasonal performance
     factor first over the window of a preset or a custom range of days, with degree days where an outdoor
-    temperature is marked; None for a site the user may not see."""
+    temperature is marked: ``(site, window, figures, plan, stored_until)``, the days before ``stored_until`` read
+    from the site's stored days (``site_energy``: used only if stored for exactly these sources and the site's
+    zone); None for a site the user may not see."""
     site = site_get_for_user(user=user, site_id=site_id)
     if site is None:
         return None
     devices = list(device_list_for_user(user=user).filter(site=site, is_active=True).select_related("device_type"))
-    by_type = metric_definitions_by_type(device.device_type_id for device in devices)
-    series = energy.series_ids_by_metric(devices)
-    pumps = []
-    for device in devices:
-        definitions = by_type.get(device.device_type_id, [])
-        heat = energy.role_source(definitions, MetricRole.HEAT_OUTPUT)
-        if heat is None:
-            continue
-        electrical = energy.electrical_source(definitions)  # never the heat output metric
-        outdoor = energy.role_source(definitions, MetricRole.OUTDOOR_TEMPERATURE)
-
-        def source(definition, device=device):
-            series_id = series.get((device.id, definition.key)) if definition else None
-            return (series_id, definition) if series_id is not None else None
-
-        outdoor_id = series.get((device.id, outdoor.key)) if outdoor else None
-        pumps.append((device, source(heat), source(electrical), outdoor_id))
+    pumps = energy.heat_pump_sources(devices)
+    stored = site_energy.heat_pump_days_stored(site_id=site.id, pumps=pumps, tz=site.timezone)
     window = energy.window_for(span, now=now, tz=site.timezone)
-    figures, plan = energy.heat_pump_figures(pumps=pumps, start=window.start, end=window.end, tz=site.timezone, now=now)
-    return site, window, figures, plan
+    figures, plan, stored_until = energy.heat_pump_figures(
+        pumps=pumps, start=window.start, end=window.end, tz=site.timezone, now=now, stored=stored
+    )
+    return site, window, figures, plan, stored_until

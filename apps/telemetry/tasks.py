@@ -17,7 +17,8 @@ def rollups_advance_task():
 
 @shared_task(ignore_result=True)
 def site_energy_refresh_task():
-    """Bring every site's stored hourly kWh up to the hourly rollups (rebuild where its sources changed)."""
+    """Bring every site's stored hourly kWh and heat-pump days up to the hourly rollups (rebuild where its sources
+    changed)."""
     return site_energy_refresh_all()
 
 

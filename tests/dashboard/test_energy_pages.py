@@ -194,7 +194,7 @@ def test_a_heat_output_meter_is_never_counted_as_electricity(client, bob, site_a
 
 def test_the_heat_pump_page_divides_heat_output_by_the_unmarked_electrical_register(bob, site_a, heat_pumps):
     now = datetime.datetime(2025, 3, 10, tzinfo=datetime.UTC)
-    _, _, figures, _ = site_heat_pumps_for_user(
+    _, _, figures, _, _ = site_heat_pumps_for_user(
         user=bob, site_id=site_a.id, span=DayRange(first=FIRST, last=LAST), now=now
     )
     by_uid = {figure.device.uid: figure for figure in figures}
