@@ -6,18 +6,22 @@ Each page shows a preset (``?preset=``) or a custom range of the site's local da
 ``EnergyRangeForm``): a refused range is the page with the form's reason, answered 400.
 """
 
+import zoneinfo
+from dataclasses import dataclass
+
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect
+from django.template.defaultfilters import floatformat
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import dateformat, timezone
 from django.views.decorators.http import require_GET
 
 from apps.dashboard import selectors
 from apps.dashboard.forms import EnergyRangeForm
 from apps.dashboard.views import _render, _scope
 from apps.devices.selectors import device_get_for_user
-from apps.telemetry.energy import PERIODS, DayRange
+from apps.telemetry.energy import PERIODS, DayRange, HeatPumpFigures
 from apps.telemetry.selectors import (
     device_energy_report_for_user,
     site_energy_report_for_user,
@@ -27,6 +31,49 @@ from apps.telemetry.selectors import (
 
 DEFAULT_PRESET = "7d"
 HEAT_PUMPS_PRESET = "12mo"
+RECENT_COP_DAYS = 7
+NONE = "—"
+
+
+@dataclass(frozen=True)
+class HeatPumpRow:
+    """One heat pump as the table shows it, formatted here once: with template filters the 12-month page of 100
+    pumps formatted 1,300 numbers and 700 dates, 107 ms of a 351 ms page (bench/energy_pages.py data)."""
+
+    figure: HeatPumpFigures
+    spf: str
+    heat_kwh: str
+    electricity_kwh: str
+    degree_days: str
+    kwh_per_degree_day: str
+    recent_cop: list[tuple[str, str]]  # (local date, COP) of the last days
+
+
+def _number(value: float | None, decimals: int) -> str:
+    return NONE if value is None else floatformat(value, decimals)
+
+
+def _heat_pump_rows(figures: list[HeatPumpFigures], tz: str) -> list[HeatPumpRow]:
+    zone, dates = zoneinfo.ZoneInfo(tz), {}
+    rows = []
+    for item in figures:
+        recent = []
+        for day, cop in item.cop_days[-RECENT_COP_DAYS:]:
+            if day not in dates:  # the pumps share their days
+                dates[day] = dateformat.format(day.astimezone(zone), "j M")
+            recent.append((dates[day], floatformat(cop, 1)))
+        rows.append(
+            HeatPumpRow(
+                figure=item,
+                spf=_number(item.spf, 2),
+                heat_kwh=_number(item.heat_kwh, 1),
+                electricity_kwh=_number(item.electricity_kwh, 1),
+                degree_days=_number(item.degree_days, 1),
+                kwh_per_degree_day=_number(item.kwh_per_degree_day, 2),
+                recent_cop=recent,
+            )
+        )
+    return rows
 
 
 def _span(request, default: str) -> tuple[str | DayRange | None, EnergyRangeForm]:
@@ -120,5 +167,11 @@ def heat_pumps(request, site_id: int):
         site, window, figures, plan, stored_until = found or (None, None, [], None, None)
     if site is None:
         raise Http404("No such site among the sites you may see.")
-    context = {"window": window, "figures": figures, "plan": plan, "stored_until": stored_until}
+    context = {
+        "window": window,
+        "figures": figures,
+        "rows": _heat_pump_rows(figures, site.timezone),
+        "plan": plan,
+        "stored_until": stored_until,
+    }
     return _page(request, "dashboard/heat_pumps.html", site, span, form, context)

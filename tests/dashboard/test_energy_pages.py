@@ -202,3 +202,22 @@ def test_the_heat_pump_page_divides_heat_output_by_the_unmarked_electrical_regis
     assert by_uid["hp-a-1"].electricity_kwh == pytest.approx(3 * 96)
     assert by_uid["hp-a-1"].spf == pytest.approx(3.0)
     assert by_uid["hm-a-1"].electricity_kwh is None and by_uid["hm-a-1"].spf is None
+
+
+def test_the_heat_pump_table_shows_the_figures_and_a_dash_where_a_pump_has_none(client, bob, site_a, heat_pumps):
+    client.force_login(bob)
+    page = client.get(
+        reverse("dashboard:heat-pumps", args=[site_a.id]), {"from": FIRST.isoformat(), "to": LAST.isoformat()}
+    )
+    assert page.status_code == 200
+    rows = {
+        row.split('"', 1)[0]: re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)
+        for row in page.content.decode().split('<tr data-device="')[1:]
+    }
+    pump, heat_meter = rows["hp-a-1"], rows["hm-a-1"]
+    # SPF, heat kWh, electricity kWh, degree days (no outdoor metric), kWh per degree day, COP of the last days.
+    assert pump[1:6] == ["3.00", "864.0", "288.0", "—", "—"]
+    assert re.findall(r'<span title="(\d+ Mar)">([\d.]+)</span>', pump[6]) == [
+        (f"{day} Mar", "3.0") for day in (3, 4, 5)
+    ]
+    assert heat_meter[1:7] == ["—", "1440.0", "—", "—", "—", "—"]
