@@ -95,6 +95,19 @@ class DerivedBuckets:
     start: datetime.datetime | None = None
     end: datetime.datetime | None = None
 
+    @classmethod
+    def of_plan(cls, points: list[tuple[datetime.datetime, float]], plan: "DerivedPlan") -> "DerivedBuckets":
+        """``points`` (in bucket order) as the figures of ``plan``: their total, and the plan's resolution, split
+        and range."""
+        return cls(
+            points=points,
+            total=sum(value for _, value in points),
+            resolution=plan.resolution,
+            raw_from=plan.split,
+            start=plan.start,
+            end=plan.end,
+        )
+
 
 def bucket_zone(interval: str, tz: str) -> str:
     """The zone buckets are aligned in: the requested one for days, weeks and months, UTC below a day."""
@@ -456,15 +469,7 @@ def _figures(
         for part in parts:
             for bucket, value in part[series_id].items():
                 merged[bucket] = merged.get(bucket, 0.0) + value
-        points = sorted(merged.items())
-        results[series_id] = DerivedBuckets(
-            points=points,
-            total=sum(value for _, value in points),
-            resolution=plan.resolution,
-            raw_from=plan.split,
-            start=plan.start,
-            end=plan.end,
-        )
+        results[series_id] = DerivedBuckets.of_plan(sorted(merged.items()), plan)
     return results
 
 

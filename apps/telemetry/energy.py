@@ -453,16 +453,7 @@ def hourly_kwh(
     if cut < plan.end:  # else all stored (a window before this one): no statement over the sources at all
         rest = DerivedPlan(resolution=HOURLY, start=cut, end=plan.end, split=plan.split)
         computed = kwh(sources, plan=rest, interval=REPORT_INTERVAL, tz=tz, combine=True).get(None, computed)
-    points = stored.read(plan.start, cut) + computed.points
-    result = DerivedBuckets(
-        points=points,
-        total=sum(value for _, value in points),
-        resolution=plan.resolution,
-        raw_from=plan.split,
-        start=plan.start,
-        end=plan.end,
-    )
-    return result, cut
+    return DerivedBuckets.of_plan(stored.read(plan.start, cut) + computed.points, plan), cut
 
 
 def _cost(buckets: list[Bucket]) -> float | None:
@@ -593,14 +584,7 @@ def _with_stored(
     results = {}
     for series_id in ids:
         points = stored_rows.get(series_id, []) + computed.get(series_id, DerivedBuckets()).points
-        results[series_id] = DerivedBuckets(
-            points=points,
-            total=sum(value for _, value in points),
-            resolution=plan.resolution,
-            raw_from=plan.split,
-            start=plan.start,
-            end=plan.end,
-        )
+        results[series_id] = DerivedBuckets.of_plan(points, plan)
     return results
 
 
