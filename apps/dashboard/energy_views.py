@@ -21,7 +21,7 @@ from apps.dashboard import selectors
 from apps.dashboard.forms import EnergyRangeForm
 from apps.dashboard.views import _render, _scope
 from apps.devices.selectors import device_get_for_user
-from apps.telemetry.energy import PERIODS, DayRange, HeatPumpFigures
+from apps.telemetry.energy import PERIODS, RECENT_COP_DAYS, DayRange, HeatPumpFigures
 from apps.telemetry.selectors import (
     device_energy_report_for_user,
     site_energy_report_for_user,
@@ -31,7 +31,6 @@ from apps.telemetry.selectors import (
 
 DEFAULT_PRESET = "7d"
 HEAT_PUMPS_PRESET = "12mo"
-RECENT_COP_DAYS = 7
 NONE = "—"
 
 
@@ -46,7 +45,7 @@ class HeatPumpRow:
     electricity_kwh: str
     degree_days: str
     kwh_per_degree_day: str
-    recent_cop: list[tuple[str, str]]  # (local date, COP) of the last days
+    recent_cop: list[tuple[str, str]]  # (local date, COP) of the range's last days
 
 
 def _number(value: float | None, decimals: int) -> str:
@@ -58,7 +57,7 @@ def _heat_pump_rows(figures: list[HeatPumpFigures], tz: str) -> list[HeatPumpRow
     rows = []
     for item in figures:
         recent = []
-        for day, cop in item.cop_days[-RECENT_COP_DAYS:]:
+        for day, cop in item.cop_days:
             if day not in dates:  # the pumps share their days
                 dates[day] = dateformat.format(day.astimezone(zone), "j M")
             recent.append((dates[day], floatformat(cop, 1)))
@@ -168,6 +167,7 @@ def heat_pumps(request, site_id: int):
     if site is None:
         raise Http404("No such site among the sites you may see.")
     context = {
+        "recent_cop_days": RECENT_COP_DAYS,
         "window": window,
         "figures": figures,
         "rows": _heat_pump_rows(figures, site.timezone),

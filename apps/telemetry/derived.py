@@ -96,12 +96,14 @@ class DerivedBuckets:
     end: datetime.datetime | None = None
 
     @classmethod
-    def of_plan(cls, points: list[tuple[datetime.datetime, float]], plan: "DerivedPlan") -> "DerivedBuckets":
-        """``points`` (in bucket order) as the figures of ``plan``: their total, and the plan's resolution, split
-        and range."""
+    def of_plan(
+        cls, points: list[tuple[datetime.datetime, float]], plan: "DerivedPlan", total: float | None = None
+    ) -> "DerivedBuckets":
+        """``points`` (in bucket order) as the figures of ``plan``: their total (unless given: points summed where
+        they are stored), and the plan's resolution, split and range."""
         return cls(
             points=points,
-            total=sum(value for _, value in points),
+            total=sum(value for _, value in points) if total is None else total,
             resolution=plan.resolution,
             raw_from=plan.split,
             start=plan.start,

@@ -52,6 +52,9 @@ LONGEST_DAY_RANGE = longest_range(REPORT_INTERVAL).days
 REPORT_RESOLUTION = "1h"
 # Heating degree days: the base temperature below which a building needs heat (EN ISO 15927-6 uses 15.5 °C).
 DEGREE_DAY_BASE_C = 15.5
+# The heat-pump page shows each pump's COP of the range's last days: a year is 365 per pump, and the stored path
+# sums the days where they are stored rather than fetching them (109,500 values for 100 pumps took 60 ms to read).
+RECENT_COP_DAYS = 7
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -568,30 +571,36 @@ def heating_degree_days_by_day_statement(
 @dataclass(frozen=True)
 class StoredDays:
     """The daily figures of exactly the heat-pump page's sources in the site's local days, computed before and
-    stored (``site_energy``): the days before ``until`` (a local midnight) are read by ``read(start, end)`` as
-    ``{series id: [(day start, value)]}`` in order (kWh of heat and electrical sources, degree days of outdoor
-    temperatures), rather than computed from hourly rollups."""
+    stored (``site_energy``): for the days in ``[start, end)`` before ``until`` (a local midnight),
+    ``read(start, end, recent)`` gives ``{series id: (sum, [(day start, value)] of the days from recent on)}``
+    (kWh of heat and electrical sources, degree days of outdoor temperatures), summed where they are stored rather
+    than computed from hourly rollups."""
 
     until: datetime.datetime
-    read: Callable[[datetime.datetime, datetime.datetime], dict[int, list[tuple[datetime.datetime, float]]]]
+    read: Callable[
+        [datetime.datetime, datetime.datetime, datetime.datetime],
+        dict[int, tuple[float, list[tuple[datetime.datetime, float]]]],
+    ]
 
 
 def _with_stored(
     computed: dict[int | None, DerivedBuckets], ids: list[int], stored_rows: dict, plan: DerivedPlan
 ) -> dict[int | None, DerivedBuckets]:
     """The stored days before the cut followed by the computed ones after it, per series, as ``kwh`` gives them for
-    the whole ``plan``."""
+    the whole ``plan`` (the points only from the stored days read, the total of all of them)."""
     results = {}
     for series_id in ids:
-        points = stored_rows.get(series_id, []) + computed.get(series_id, DerivedBuckets()).points
-        results[series_id] = DerivedBuckets.of_plan(points, plan)
+        stored_total, stored_points = stored_rows.get(series_id, (0.0, []))
+        rest = computed.get(series_id, DerivedBuckets())
+        results[series_id] = DerivedBuckets.of_plan(stored_points + rest.points, plan, total=stored_total + rest.total)
     return results
 
 
 @dataclass
 class HeatPumpFigures:
     """One heat pump over a range: heat delivered, electricity used, their ratio (the seasonal performance factor),
-    heating degree days and electricity per degree day; ``cop_days`` the daily ratio (COP over time)."""
+    heating degree days and electricity per degree day; ``cop_days`` the daily ratio (COP over time) of the range's
+    last ``RECENT_COP_DAYS`` local days (the days with heat and electricity both)."""
 
     device: object
     heat_kwh: float | None
@@ -610,6 +619,13 @@ class HeatPumpFigures:
         if self.electricity_kwh is None or not self.degree_days:
             return None
         return self.electricity_kwh / self.degree_days
+
+
+def _recent_days_start(end: datetime.datetime, tz: str) -> datetime.datetime:
+    """The start of the first of the last ``RECENT_COP_DAYS`` local days of a range ending at ``end``."""
+    zone = zoneinfo.ZoneInfo(tz)
+    last_day = local_day_floor(end - datetime.timedelta(microseconds=1), tz).astimezone(zone).replace(tzinfo=None)
+    return _aware(shift(last_day, "day", RECENT_COP_DAYS - 1), zone)
 
 
 def heat_pump_figures(
@@ -641,12 +657,13 @@ def heat_pump_figures(
     heat = kwh(heat_sources, plan=rest, interval="1d", tz=tz, combine=False)
     electricity = kwh(electrical_sources, plan=rest, interval="1d", tz=tz, combine=False)
     degree_days = heating_degree_days(series_ids=outdoor_ids, start=rest.start, end=rest.end)
+    recent = _recent_days_start(plan.end, tz)
     if cut != plan.start:
-        stored_rows = stored.read(plan.start, cut)
+        stored_rows = stored.read(plan.start, cut, recent)
         heat = _with_stored(heat, [series_id for series_id, _ in heat_sources], stored_rows, plan)
         electricity = _with_stored(electricity, [series_id for series_id, _ in electrical_sources], stored_rows, plan)
         degree_days = {
-            series_id: sum(value for _, value in stored_rows.get(series_id, [])) + degree_days.get(series_id, 0.0)
+            series_id: stored_rows.get(series_id, (0.0, []))[0] + degree_days.get(series_id, 0.0)
             for series_id in outdoor_ids
         }
     figures = []
@@ -655,8 +672,10 @@ def heat_pump_figures(
         electrical_days = electricity.get(electrical_source_[0]) if electrical_source_ else None
         cop_days = []
         if heat_days and electrical_days:
-            used = dict(electrical_days.points)
-            cop_days = [(day, value / used[day]) for day, value in heat_days.points if used.get(day, 0) > 0]
+            used = {day: value for day, value in electrical_days.points if day >= recent}
+            cop_days = [
+                (day, value / used[day]) for day, value in heat_days.points if day >= recent and used.get(day, 0) > 0
+            ]
         figures.append(
             HeatPumpFigures(
                 device=device,

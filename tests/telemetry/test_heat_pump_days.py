@@ -11,6 +11,7 @@ import itertools
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -164,6 +165,16 @@ def stored_days(site) -> dict:
     return {(series_id, day): value for series_id, day, value in rows.values_list("series_id", "day", "value")}
 
 
+def assert_running_sums(site):
+    """Each stored row's ``through`` is its series' sum of the stored values up to and including it."""
+    running: dict[int, float] = {}
+    rows = SiteHeatPumpDay.objects.filter(site=site).order_by("series_id", "day")
+    for series_id, value, through in rows.values_list("series_id", "value", "through"):
+        running[series_id] = running.get(series_id, 0.0) + value
+        assert through == pytest.approx(running[series_id], abs=1e-9), series_id
+    assert running
+
+
 def local_midnights(tz: str = "Europe/Berlin", first=datetime.date(2025, 3, 27)) -> list[datetime.datetime]:
     """The starts (UTC) of the local days ``first`` to 2 April and the end of 2 April: from 27 March in Berlin, 26
     March in New York, every day the data touches."""
@@ -258,6 +269,7 @@ def test_extending_the_days_after_new_rollups_gives_what_a_rebuild_gives(make_si
     extended = site_energy.site_energy_refresh(site_id=site.id)
 
     assert extended["days_mode"] == "extend" and extended["days_start"] == DST_DAY and extended["days_rows"] > 0
+    assert_running_sums(site)  # continued from the days stored before
     rows = stored_days(site)
     SiteEnergyState.objects.filter(site=site).delete()
     assert site_energy.site_energy_refresh(site_id=site.id)["days_mode"] == "rebuild"
@@ -310,10 +322,11 @@ def test_the_page_reads_the_stored_days_rather_than_computing_them(bob, make_sit
     heat_id = Series.objects.get(device__uid="hp-1", metric_key="heat").id
     outdoor_id = Series.objects.get(device__uid="hp-1", metric_key="outdoor").id
     day = DST_DAY
-    heat_row = SiteHeatPumpDay.objects.filter(site=site, series_id=heat_id, day=day)
-    outdoor_row = SiteHeatPumpDay.objects.filter(site=site, series_id=outdoor_id, day=day)
-    heat_value, outdoor_value = heat_row.get().value, outdoor_row.get().value
-    assert heat_row.update(value=heat_value + 1000.0) == outdoor_row.update(value=outdoor_value + 7.0) == 1
+    # A day's value raised, and the running sums from that day on with it, as a refresh would have stored them.
+    for series_id, extra in ((heat_id, 1000.0), (outdoor_id, 7.0)):
+        rows = SiteHeatPumpDay.objects.filter(site=site, series_id=series_id)
+        assert rows.filter(day=day).update(value=F("value") + extra) == 1
+        assert rows.filter(day__gte=day).update(through=F("through") + extra) > 1
 
     after = {item.device.uid: item for item in page_figures(bob, site, AFTER_DATA)[0]}
 
@@ -361,6 +374,22 @@ def test_a_late_reading_recomputed_by_the_rollup_engine_makes_the_days_recompute
     assert_same_figures(refreshed, live)
     midnights = local_midnights()
     assert_same_days(stored_days(site), live_days(site, midnights[0], done["days_until"]))
+    assert_running_sums(site)
+
+
+def test_the_cop_shown_is_of_the_ranges_last_days_on_both_paths(bob, make_site, monkeypatch):
+    monkeypatch.setattr(energy, "RECENT_COP_DAYS", 3)
+    site = make_site(AFTER_DATA)
+    live, _ = live_figures(site, AFTER_DATA)
+    site_energy.site_energy_refresh(site_id=site.id)
+    stored, _, stored_until = page_figures(bob, site, AFTER_DATA)
+
+    assert stored_until is not None
+    assert_same_figures(stored, live)
+    # Berlin's 30 and 31 March and 1 April (the range is 28 March to 1 April), the first before the clocks moved.
+    last_days = [datetime.datetime(2025, 3, 29, 23, tzinfo=UTC), datetime.datetime(2025, 3, 30, 22, tzinfo=UTC),
+                 datetime.datetime(2025, 3, 31, 22, tzinfo=UTC)]  # fmt: skip
+    assert all([day for day, _ in item.cop_days] == last_days for item in stored)
 
 
 def test_a_new_heat_pump_falls_back_to_the_live_path_until_the_refresh_rebuilds_the_days(
