@@ -8,11 +8,13 @@ run as ``INSERT ... SELECT``. An hour's figure from hourly rollups does not depe
 starts or ends (a register's step into the range comes from the hour before it; a power segment crossing a
 boundary is cut there), so rows computed in pieces are the figures of the whole range.
 
-When rows are final (``SiteEnergyState.complete_until``): hours before ``floor(hourly watermark - gap)``, where gap
-is ``ENERGY_MAX_GAP_SECONDS``. The last hours before the watermark are not: a power segment from their last reading
-to the first reading after the watermark (raw, not rolled up yet) puts energy into them, and that reading may not
-have arrived when the refresh runs. After the watermark an hour only changes through the rollup engine's dirty
-recompute, which marks the sites concerned (``site_energy_mark_dirty``).
+When rows are final (``SiteEnergyState.complete_until``, ``final_until``): for a site whose sources include a power
+gauge, hours before ``floor(hourly watermark - gap)``, where gap is ``ENERGY_MAX_GAP_SECONDS``. The last hours before
+the watermark are not: a power segment from their last reading to the first reading after the watermark (raw, not
+rolled up yet) puts energy into them, and that reading may not have arrived when the refresh runs. With energy
+registers only, hours before the watermark itself: a register's hour is its own rollup and the step from the hour
+before. After the watermark an hour only changes through the rollup engine's dirty recompute, which marks the sites
+concerned (``site_energy_mark_dirty``).
 
 Refresh (``site_energy_refresh``, every minute from beat and after each rollup run): if the site's sources
 (``energy.electrical_sources`` of its active devices, the report's own) no longer match the stored digest, the
@@ -23,7 +25,8 @@ The heat-pump page's days (``SiteHeatPumpDay``) are kept by the same refresh, in
 same state row: each heat pump's heat output and electrical input kWh per local day of the site (derived's rollup
 statements in 1d buckets of the site's zone, per series: ``energy.kwh_daily_rollup_statements``) and its outdoor
 temperature's degree days per local day (``energy.heating_degree_days_by_day_statement``), as ``INSERT ...
-SELECT``. A day is final when the whole local day ends before the final hour (``days_until``, a local midnight);
+SELECT``. A day is final when the whole local day ends before the final hour of the pumps' energy sources
+(``days_until``, a local midnight);
 ``dirty_from`` recomputes days from the local day containing it; a changed digest (sources or the site's zone,
 ``energy.heat_pump_digest``) rebuilds the days alone. A day's figure does not depend on where a range of whole local
 days is cut, for the same reasons as an hour's.
@@ -42,7 +45,7 @@ from django.utils import timezone
 from apps.core.time import epoch_ms_sql, from_epoch_ms
 from apps.devices.models import Device, Site
 from apps.telemetry import energy
-from apps.telemetry.derived import HOURLY, energy_gap, rollup_statement_settings
+from apps.telemetry.derived import HOURLY, energy_gap, figure_statement_settings
 from apps.telemetry.models import RollupWatermark, SiteEnergyHour, SiteEnergyState, SiteHeatPumpDay
 
 # pg_try_advisory_xact_lock key of the refresh (an arbitrary constant, unique within the project): a second refresh
@@ -238,10 +241,14 @@ _FIRST_HOUR = """
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
-def final_until(watermark: datetime.datetime | None) -> datetime.datetime | None:
-    """The hour before which stored rows are final, for the hourly rollup ``watermark`` (see the module docstring)."""
+def final_until(watermark: datetime.datetime | None, sources: list[tuple[int, object]]) -> datetime.datetime | None:
+    """The hour before which stored rows of ``sources`` are final, for the hourly rollup ``watermark`` (see the
+    module docstring): the watermark itself for energy registers only (an hour's figure is its own rollup's and the
+    step from the hour before), one gap earlier if a power gauge is among them."""
     if watermark is None:
         return None
+    if not any(not definition.is_energy_register for _, definition in sources):
+        return watermark
     earliest = watermark - energy_gap()
     return earliest - (earliest - _EPOCH) % _HOUR
 
@@ -271,13 +278,14 @@ def site_energy_refresh(*, site_id: int, watermark: datetime.datetime | None = N
     if its sources changed, else recompute from ``dirty_from`` and extend from ``complete_until``. Returns what was
     done: ``{"mode": "rebuild" | "extend" | "none", "start", "until", "rows"}``."""
     watermark = watermark or _hourly_watermark()
-    until = final_until(watermark)
     devices = _site_devices(site_id)
     sources = site_energy_sources(site_id, devices)
     digest = energy.sources_digest(sources)
     tz = Site.objects.filter(id=site_id).values_list("timezone", flat=True).first() or "UTC"
     pumps = heat_pump_sources(site_id, devices)
     days_digest = energy.heat_pump_digest(pumps, tz)
+    until = final_until(watermark, sources)
+    days_final = final_until(watermark, [source for source in _days_series(pumps) if source[1] is not None])
     with transaction.atomic(), connection.cursor() as cursor:
         # Committed on its own so that the state row exists to be locked below, and to be marked by the rollup
         # engine while this site is being built (a mark on a missing row would be lost).
@@ -301,7 +309,7 @@ def site_energy_refresh(*, site_id: int, watermark: datetime.datetime | None = N
             tz=tz,
             rebuild=stored_days_digest != days_digest or days_until is None,
             start=min(days_until, dirty_from or days_until) if days_until is not None else None,
-            until=until,
+            until=days_final,
         )
         cursor.execute(_STATE_SAVE, [digest, max(start, until), days_digest, days["until"], site_id])
     return {
@@ -358,7 +366,7 @@ def _days_compute(cursor, *, site_id: int, pumps, tz: str, start: datetime.datet
         )
         statements.append((statement, params, [(series_id, 1.0) for series_id in outdoor_ids]))
     if statements:
-        rollup_statement_settings(cursor)
+        figure_statement_settings(cursor)
     rows = 0
     for statement, params, store in statements:
         cursor.execute(
@@ -388,7 +396,7 @@ def _rows_compute(cursor, *, site_id: int, sources, start: datetime.datetime, en
     rows = 0
     statements = energy.kwh_hourly_rollup_statements(sources, start=start, end=end)
     if statements:
-        rollup_statement_settings(cursor)
+        figure_statement_settings(cursor)
     for statement, params in statements:
         cursor.execute(_ROWS_INSERT.format(statement=statement), {**params, "site_id": site_id})
         rows += cursor.rowcount
