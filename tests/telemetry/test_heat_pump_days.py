@@ -8,6 +8,7 @@ refresh rebuilds the days."""
 
 import datetime
 import itertools
+import zoneinfo
 
 import pytest
 from django.db import connection
@@ -463,3 +464,42 @@ def test_an_autumn_day_of_25_hours_is_stored_as_the_live_figure(bob, berlin_site
     figures, _, stored_until = page_figures(bob, site, now, span)
     assert stored_until is not None and stored_until > long_day + 25 * HOUR
     assert_same_figures(figures, live_figures(site, now, span)[0])
+
+
+# Santiago de Chile moves its clocks at local midnight. On 6 April 2025 00:00 (UTC-3) they go back to 5 April 23:00
+# (UTC-4): 5 April has 25 hours. On 7 September 2025 00:00 (UTC-4) they go forward to 01:00 (UTC-3): that day's
+# midnight does not exist, the day starts at 01:00 and has 23 hours. The local day's start, written out in UTC:
+# Python (zoneinfo) and PostgreSQL must agree on it for the stored days to line up with the live ones.
+@pytest.mark.parametrize(
+    "shift_days, day_start, next_day_start",
+    [
+        (7, datetime.datetime(2025, 4, 5, 3, tzinfo=UTC), datetime.datetime(2025, 4, 6, 4, tzinfo=UTC)),
+        (161, datetime.datetime(2025, 9, 7, 4, tzinfo=UTC), datetime.datetime(2025, 9, 8, 3, tzinfo=UTC)),
+    ],
+    ids=["clocks-back-at-midnight", "midnight-skipped"],
+)
+def test_a_dst_change_at_local_midnight_is_stored_as_the_live_figure(
+    bob, berlin_site, pump_types, shift_days, day_start, next_day_start
+):
+    site = berlin_site
+    site.timezone = "America/Santiago"
+    site.save()
+    shift = datetime.timedelta(days=shift_days)
+    add_pump(site, pump_types, "register-heat", uid="hp-1", shift=shift)  # a gap and a reset in the week
+    add_pump(site, pump_types, "power-heat", uid="hp-3", scale=0.8, shift=shift)
+    now = AFTER_DATA + shift
+    roll_up(now)
+
+    done = site_energy.site_energy_refresh(site_id=site.id)
+
+    assert energy.local_day_floor(day_start + 12 * HOUR, site.timezone) == day_start
+    assert energy.local_day_floor(next_day_start + HOUR, site.timezone) == next_day_start
+    rows = stored_days(site)
+    assert {day_start, next_day_start} <= {day for _, day in rows}
+    assert_same_days(rows, live_days(site, min(day for _, day in rows), done["days_until"]))
+    local_date = day_start.astimezone(zoneinfo.ZoneInfo(site.timezone)).date()
+    span = energy.DayRange(first=local_date - datetime.timedelta(days=2), last=local_date + datetime.timedelta(days=2))
+    figures, _, stored_until = page_figures(bob, site, now, span)
+    assert stored_until is not None and stored_until > next_day_start
+    assert_same_figures(figures, live_figures(site, now, span)[0])
+    assert all(len(item.cop_days) == 5 for item in figures)
