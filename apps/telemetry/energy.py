@@ -282,6 +282,12 @@ def local_day_floor(ts: datetime.datetime, tz: str) -> datetime.datetime:
     return _aware(period_start(ts.astimezone(zone).replace(tzinfo=None), "day"), zone)
 
 
+def local_day_ceil(ts: datetime.datetime, tz: str) -> datetime.datetime:
+    """The first start (UTC) of a local day of ``tz`` at or after ``ts``."""
+    floor = local_day_floor(ts, tz)
+    return floor if floor == ts else local_day_floor(floor + datetime.timedelta(hours=26), tz)
+
+
 @dataclass(frozen=True)
 class Window:
     """The range a preset shows, and the same span one range earlier (like for like: the week so far against the
@@ -584,15 +590,21 @@ class StoredDays:
 
 
 def _with_stored(
-    computed: dict[int | None, DerivedBuckets], ids: list[int], stored_rows: dict, plan: DerivedPlan
+    ids: list[int],
+    plan: DerivedPlan,
+    head: dict[int | None, DerivedBuckets],
+    stored_rows: dict,
+    rest: dict[int | None, DerivedBuckets],
 ) -> dict[int | None, DerivedBuckets]:
-    """The stored days before the cut followed by the computed ones after it, per series, as ``kwh`` gives them for
-    the whole ``plan`` (the points only from the stored days read, the total of all of them)."""
+    """Per series, the computed hours before the first stored day (``head``), the stored days and the computed days
+    after them (``rest``), as ``kwh`` gives them for the whole ``plan`` (points only of the stored days read, the
+    total of all of them)."""
     results = {}
     for series_id in ids:
         stored_total, stored_points = stored_rows.get(series_id, (0.0, []))
-        rest = computed.get(series_id, DerivedBuckets())
-        results[series_id] = DerivedBuckets.of_plan(stored_points + rest.points, plan, total=stored_total + rest.total)
+        before, after = head.get(series_id, DerivedBuckets()), rest.get(series_id, DerivedBuckets())
+        points = before.points + stored_points + after.points
+        results[series_id] = DerivedBuckets.of_plan(points, plan, total=before.total + stored_total + after.total)
     return results
 
 
@@ -641,29 +653,43 @@ def heat_pump_figures(
     (pumps without an SPF last): two energy computations in daily buckets and one degree-day statement for the
     whole fleet; and where the stored days end (None: none used).
 
-    With ``stored``, the local days ``[plan.start, min(split, stored.until))`` are read from it and only the rest is
-    computed. A day's figure does not depend on where a range of whole local days is cut (as an hour's,
-    tests/telemetry/test_heat_pump_days.py), so the two parts are the figures of the whole range."""
+    With ``stored``, the local days from the first local midnight of the plan to ``min(split, stored.until)`` are
+    read from it and only the rest is computed: the hours before that first midnight (a range that does not start at
+    one, or a zone whose midnight is not on a UTC hour: the plan starts at the floored hour) and the days after the
+    stored ones. A day's figure does not depend on where a range is cut at a local midnight (as an hour's,
+    tests/telemetry/test_heat_pump_days.py), so the parts are the figures of the whole range."""
     plan = derived_plan(start=start, end=end, interval="1d", now=now, resolution=REPORT_RESOLUTION)
     heat_sources = [source for _, source, _, _ in pumps if source is not None]
     electrical_sources = [source for _, _, source, _ in pumps if source is not None]
     outdoor_ids = [series_id for *_, series_id in pumps if series_id is not None]
-    cut = plan.start
-    # Only from a local midnight: a zone whose days do not start on a UTC hour gets a first bucket cut at the
-    # floored hour, which no stored day is.
-    if stored is not None and plan.resolution == HOURLY and local_day_floor(plan.start, tz) == plan.start:
-        cut = max(plan.start, local_day_floor(min(plan.split or plan.end, stored.until), tz))
-    rest = plan if cut == plan.start else DerivedPlan(resolution=HOURLY, start=cut, end=plan.end, split=plan.split)
-    heat = kwh(heat_sources, plan=rest, interval="1d", tz=tz, combine=False)
-    electricity = kwh(electrical_sources, plan=rest, interval="1d", tz=tz, combine=False)
-    degree_days = heating_degree_days(series_ids=outdoor_ids, start=rest.start, end=rest.end)
+    first_day = cut = plan.start
+    if stored is not None and plan.resolution == HOURLY:
+        first_day = local_day_ceil(plan.start, tz)
+        cut = local_day_floor(min(plan.split or plan.end, stored.until), tz)
+        if cut <= first_day:
+            first_day = cut = plan.start
+
+    def computed(part: DerivedPlan) -> tuple[dict, dict, dict]:
+        return (
+            kwh(heat_sources, plan=part, interval="1d", tz=tz, combine=False),
+            kwh(electrical_sources, plan=part, interval="1d", tz=tz, combine=False),
+            heating_degree_days(series_ids=outdoor_ids, start=part.start, end=part.end),
+        )
+
     recent = _recent_days_start(plan.end, tz)
-    if cut != plan.start:
-        stored_rows = stored.read(plan.start, cut, recent)
-        heat = _with_stored(heat, [series_id for series_id, _ in heat_sources], stored_rows, plan)
-        electricity = _with_stored(electricity, [series_id for series_id, _ in electrical_sources], stored_rows, plan)
+    if cut == plan.start:
+        heat, electricity, degree_days = computed(plan)
+    else:
+        # (heat, electricity, degree days) of the hours before the first stored day and of the days after them.
+        head = computed(DerivedPlan(HOURLY, plan.start, first_day)) if first_day > plan.start else ({}, {}, {})
+        rest = computed(DerivedPlan(HOURLY, cut, plan.end, split=plan.split))
+        stored_rows = stored.read(first_day, cut, recent)
+        heat = _with_stored([i for i, _ in heat_sources], plan, head[0], stored_rows, rest[0])
+        electricity = _with_stored([i for i, _ in electrical_sources], plan, head[1], stored_rows, rest[1])
         degree_days = {
-            series_id: stored_rows.get(series_id, (0.0, []))[0] + degree_days.get(series_id, 0.0)
+            series_id: head[2].get(series_id, 0.0)
+            + stored_rows.get(series_id, (0.0, []))[0]
+            + rest[2].get(series_id, 0.0)
             for series_id in outdoor_ids
         }
     figures = []

@@ -503,3 +503,26 @@ def test_a_dst_change_at_local_midnight_is_stored_as_the_live_figure(
     assert stored_until is not None and stored_until > next_day_start
     assert_same_figures(figures, live_figures(site, now, span)[0])
     assert all(len(item.cop_days) == 5 for item in figures)
+
+
+@pytest.mark.parametrize("tz, midnight_utc", [("Asia/Kolkata", (18, 30)), ("Asia/Kathmandu", (18, 15))])
+def test_a_zone_whose_midnight_is_not_on_a_utc_hour_reads_the_stored_days(
+    bob, berlin_site, pump_types, tz, midnight_utc
+):
+    site = berlin_site
+    site.timezone = tz  # UTC+5:30, UTC+5:45: the page's range starts at the hour before the local midnight
+    site.save()
+    add_pump(site, pump_types, "register-heat", uid="hp-1")
+    add_pump(site, pump_types, "power-heat", uid="hp-3", scale=0.8)
+    roll_up(AFTER_DATA)
+    site_energy.site_energy_refresh(site_id=site.id)
+    assert {(day.hour, day.minute) for _, day in stored_days(site)} == {midnight_utc}
+
+    figures, plan, stored_until = page_figures(bob, site, AFTER_DATA)
+
+    window = energy.window_for(SPAN, now=AFTER_DATA, tz=tz)
+    assert (window.start.hour, window.start.minute) == midnight_utc and plan.start == window.start.replace(minute=0)
+    assert stored_until is not None and stored_until > window.start + 3 * 24 * HOUR  # most days read, not computed
+    live, live_plan = live_figures(site, AFTER_DATA)
+    assert plan == live_plan
+    assert_same_figures(figures, live)
