@@ -96,6 +96,11 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# A connection attempt gives up after this many seconds (unless the URL sets ``connect_timeout``): without it, an
+# endpoint that takes the TCP connection and never answers (a black-holing firewall; a loopback port that connected
+# to itself while the server was down) holds the caller for good: an ingest worker retrying its flush could not
+# stop. The listener's retry loop takes it from there.
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 10))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # ---------------------------------------------------------------------------------------------------------------------

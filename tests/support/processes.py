@@ -1,5 +1,6 @@
 """Running the project's own commands as real processes, the way the README and Procfile start them."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -50,6 +51,14 @@ def manage(*args: str, database_url: str | None = None, timeout: float = 300, **
     return result
 
 
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux /proc)."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 class ManagedProcess:
     """A long-running ``manage.py`` command (the listener, a worker) started and stopped by a test. ``entry`` is what
     Python runs: a subclass may run an instrumented module (``-m tests.support.<name>``) with the same arguments."""
@@ -80,15 +89,21 @@ class ManagedProcess:
         self.process.terminate()
         try:
             return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as timed_out:
             # Say what it was doing (a process that ignores SIGTERM is a finding, and its log dies with close()), and
             # kill it: left running it would hold the test database and its broker session for the rest of the run.
-            os.kill(self.process.pid, signal.SIGUSR1)  # a Fieldwatch command dumps its threads' stacks (faulthandler)
+            # A Fieldwatch command dumps its threads' stacks on SIGUSR1 (faulthandler), and so do the listener's
+            # worker processes, which write to the same log: often the one that does not stop.
+            for pid in (self.process.pid, *_children(self.process.pid)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR1)
             time.sleep(1)
-            output = self.output()[-8000:]
+            output = self.output()[-16000:]
             self.process.kill()
             self.process.wait(10)
-            raise AssertionError(f"{self.args[0]} did not stop within {timeout} s:\n{output}") from None
+            # Chained, not "from None": when the test failed first (this runs in its finally), its own error stays
+            # in the report, above this one.
+            raise AssertionError(f"{self.args[0]} did not stop within {timeout} s:\n{output}") from timed_out
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
