@@ -18,7 +18,9 @@ from the hourly rollups), then after building the site's stored hourly kWh and h
 (``site_energy.site_energy_refresh`` from nothing, timed as ``site_energy_build_s``; the heat-pump days alone
 rebuilt once more, timed as ``heat_pump_days_build_s``) on the stored path; the ratio stored / live is printed per
 page, and each preset's kWh, kWh before and cost, and each heat pump's 12-month heat, electricity, degree days and
-daily COP, are checked to be the same on both paths at one instant.
+daily COP, are checked to be the same on both paths at one instant. Last, one more heat pump is onboarded (a copy
+of a pump with its rollups) and the refresh that takes it in is timed (``refresh_after_one_heat_pump_added_ms``:
+only its hours and days computed); a database kept with ``--database-url`` keeps that pump.
 
 Generating the year of rollups takes most of a run: with ``--database-url`` (kept) and ``--reuse``, a database seeded
 by an earlier run is timed again as it is (its watermark and raw readings are those of that run), so two versions of
@@ -65,6 +67,13 @@ _RAW = """
            1000.0 + s.id + (2.0 + (s.id %% 7)) * (%(offset)s + g / 12.0)
     FROM telemetry_series s CROSS JOIN generate_series(0, %(points)s - 1) AS g
     WHERE s.id = ANY(%(ids)s)
+"""
+# A new series' hourly rollups copied from another's.
+_ROLLUPS_COPY = """
+    INSERT INTO telemetry_rollup_1h
+        (series_id, bucket, count, sum, sum_sq, min, max, first_ts, first_value, last_ts, last_value)
+    SELECT %s, bucket, count, sum, sum_sq, min, max, first_ts, first_value, last_ts, last_value
+    FROM telemetry_rollup_1h WHERE series_id = %s
 """
 # The year's site total by hand: each hour's advance plus the step from the hour before, registers only.
 _HAND_SQL = """
@@ -239,7 +248,7 @@ def _build_time(site) -> dict:
     # The heat-pump days alone: a digest that no longer matches rebuilds them (the hours have nothing new).
     from apps.telemetry.models import SiteEnergyState
 
-    SiteEnergyState.objects.filter(site=site).update(days_digest="")
+    SiteEnergyState.objects.filter(site=site).update(days_digest="", days_parts=None)
     tick = time.perf_counter()
     days = site_energy_refresh(site_id=site.id)
     days_s = time.perf_counter() - tick
@@ -254,6 +263,37 @@ def _build_time(site) -> dict:
         "site_energy_refresh_nothing_new_rows": again["rows"],
         "site_energy_refresh_nothing_new_days_rows": again["days_rows"],
     }
+
+
+def _onboarding_time(site) -> dict:
+    """One more heat pump onboarded on the site (a copy of a pump's device with its series' hourly rollups), then
+    the refresh timed: it computes only the new pump's hours and days (``site_energy``), where a changed site used to
+    be rebuilt (``site_energy_build_s``). Run last: the site keeps the new pump."""
+    from django.db import connection
+
+    from apps.devices.models import Device
+    from apps.telemetry.models import Series
+    from apps.telemetry.site_energy import site_energy_refresh
+
+    pump = Series.objects.filter(device__site=site, metric_key="heat_kwh").order_by("id").first().device
+    new = Device.objects.create(
+        uid=f"{pump.uid}-new-{Device.objects.count()}",
+        name=f"{pump.name} (new)",
+        site=site,
+        device_type=pump.device_type,
+    )
+    with connection.cursor() as cursor:
+        for series in Series.objects.filter(device=pump):
+            copy = Series.objects.create(device=new, metric_key=series.metric_key)
+            cursor.execute(_ROLLUPS_COPY, [copy.id, series.id])
+    tick = time.perf_counter()
+    done = site_energy_refresh(site_id=site.id)
+    added_s = time.perf_counter() - tick
+    assert done["mode"] == "add" and done["days_mode"] == "sources", done
+    log(
+        f"one heat pump onboarded: refresh {added_s * 1000:.0f} ms ({done['rows']} hour rows, {done['days_rows']} days)"
+    )
+    return {"refresh_after_one_heat_pump_added_ms": round(added_s * 1000, 1)}
 
 
 def main() -> None:
@@ -313,6 +353,7 @@ def main() -> None:
             name: round(result["pages"][name]["median_ms"] / result["pages_live"][name]["median_ms"], 3)
             for name in pages
         }
+        result.update(_onboarding_time(site))
         hand = []
         with psycopg.connect(scratch.url) as db:
             year_start = watermark - datetime.timedelta(days=365)

@@ -157,29 +157,44 @@ def kwh_daily_rollup_statements(
     )
 
 
+def _kind(definition) -> str:
+    return "register" if definition.is_energy_register else "power"
+
+
+def _digest(parts: list[str]) -> str:
+    return hashlib.sha256(",".join(sorted(parts)).encode()).hexdigest()
+
+
+def sources_parts(sources: list[tuple[int, object]]) -> dict[str, str]:
+    """What each source's hourly kWh is computed from: ``{series id: "kind:kWh factor"}`` (kind register or
+    power), for telling which sources a site gained since its hours were stored (``site_energy``)."""
+    return {str(series_id): f"{_kind(d)}:{kwh_factor(d)!r}" for series_id, d in sources}
+
+
 def sources_digest(sources: list[tuple[int, object]]) -> str:
     """What the site's hourly kWh is computed from, as a short string that changes when any of it does: each
-    source's series id, kind (register or power) and kWh factor, sorted."""
-    parts = sorted(
-        f"{series_id}:{'register' if d.is_energy_register else 'power'}:{kwh_factor(d)!r}" for series_id, d in sources
-    )
-    return hashlib.sha256(",".join(parts).encode()).hexdigest()
+    source's series id, kind (register or power) and kWh factor."""
+    return _digest([f"{series_id}:{part}" for series_id, part in sources_parts(sources).items()])
 
 
-def heat_pump_digest(pumps, tz: str) -> str:
-    """What a site's stored heat-pump days are computed from (``heat_pump_sources``), as a short string that changes
-    when any of it does: each heat and electrical source (series id, kind, kWh factor), each outdoor temperature
-    series, and the zone whose local days they are."""
-    parts = [f"tz:{tz}"]
+def heat_pump_parts(pumps) -> dict[str, str]:
+    """What each series of the heat-pump days (``heat_pump_sources``) is computed from: ``{series id:
+    "role:kind:kWh factor"}`` for heat and electrical sources, ``"outdoor"`` for outdoor temperatures."""
+    parts = {}
     for _, heat, electrical, outdoor_id in pumps:
         for role, source in (("heat", heat), ("electrical", electrical)):
             if source is not None:
                 series_id, d = source
-                kind = "register" if d.is_energy_register else "power"
-                parts.append(f"{role}:{series_id}:{kind}:{kwh_factor(d)!r}")
+                parts[str(series_id)] = f"{role}:{_kind(d)}:{kwh_factor(d)!r}"
         if outdoor_id is not None:
-            parts.append(f"outdoor:{outdoor_id}")
-    return hashlib.sha256(",".join(sorted(parts)).encode()).hexdigest()
+            parts[str(outdoor_id)] = "outdoor"
+    return parts
+
+
+def heat_pump_digest(pumps, tz: str) -> str:
+    """What a site's stored heat-pump days are computed from, as a short string that changes when any of it does:
+    each series' part (``heat_pump_parts``) and the zone whose local days they are."""
+    return _digest([f"tz:{tz}", *(f"{series_id}:{part}" for series_id, part in heat_pump_parts(pumps).items())])
 
 
 # ---------------------------------------------------------------------------------------------------------------------

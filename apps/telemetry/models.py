@@ -243,6 +243,10 @@ class SiteEnergyState(models.Model):
     # heat-pump sources and zone days_digest describes (``energy.heat_pump_digest``); dirty_from applies to them too.
     days_digest = models.CharField(max_length=64, blank=True)
     days_until = models.DateTimeField(null=True, blank=True)
+    # Each stored source's part of the digests (``energy.sources_parts``; ``{"tz", "series":
+    # energy.heat_pump_parts}``): a refresh that finds sources added computes only theirs instead of rebuilding.
+    sources_parts = models.JSONField(null=True, blank=True)
+    days_parts = models.JSONField(null=True, blank=True)
 
     class Meta:
         verbose_name = "site energy state"

@@ -18,18 +18,21 @@ concerned (``site_energy_mark_dirty``).
 
 Refresh (``site_energy_refresh``, every minute from beat and after each rollup run): if the site's sources
 (``energy.electrical_sources`` of its active devices, the report's own) no longer match the stored digest, the
-site is rebuilt from its first hourly rollup in one transaction; else rows are recomputed from ``dirty_from`` (if
-marked) or extended from ``complete_until``, up to the new final hour.
+site is rebuilt from its first hourly rollup in one transaction, unless sources were only added (each stored
+source's part, ``SiteEnergyState.sources_parts``, still there and the same): then only the new sources' kWh is
+computed and added to the stored hours (an hour's figure is the sum over the sources; a device onboarded on a site
+of 1,000 no longer recomputes a year of all of them). Then rows are recomputed from ``dirty_from`` (if marked) or
+extended from ``complete_until``, up to the new final hour.
 
 The heat-pump page's days (``SiteHeatPumpDay``) are kept by the same refresh, in the same transaction under the
 same state row: each heat pump's heat output and electrical input kWh per local day of the site (derived's rollup
 statements in 1d buckets of the site's zone, per series: ``energy.kwh_daily_rollup_statements``) and its outdoor
 temperature's degree days per local day (``energy.heating_degree_days_by_day_statement``), as ``INSERT ...
 SELECT``. A day is final when the whole local day ends before the final hour of the pumps' energy sources
-(``days_until``, a local midnight);
-``dirty_from`` recomputes days from the local day containing it; a changed digest (sources or the site's zone,
-``energy.heat_pump_digest``) rebuilds the days alone. A day's figure does not depend on where a range of whole local
-days is cut, for the same reasons as an hour's.
+(``days_until``, a local midnight); ``dirty_from`` recomputes days from the local day containing it. A changed
+digest (``energy.heat_pump_digest``) recomputes the rows of the series that changed (a pump added, removed or
+reconfigured: each series' rows are its own), or all days for another zone. A day's figure does not depend on where
+a range of whole local days is cut, for the same reasons as an hour's.
 
 Retention: hourly rollups are kept forever (``ROLLUP_RETENTION_DAYS["1h"]`` is None, retention.py), so stored rows
 are kept forever too and a rebuild recomputes the same history. Rollups of a purged device go with it; the digest
@@ -37,6 +40,7 @@ then differs and the site is rebuilt without it.
 """
 
 import datetime
+import json
 import time
 
 from django.db import connection, transaction
@@ -200,14 +204,16 @@ _STATE_ENSURE = f"""
     VALUES (%s, '', NULL, NULL, NULL, '', NULL) ON CONFLICT (site_id) DO NOTHING
 """
 _STATE_LOCK = f"""
-    SELECT sources_digest, complete_until, dirty_from, days_digest, days_until FROM {_STATE} WHERE site_id = %s
+    SELECT sources_digest, complete_until, dirty_from, days_digest, days_until, sources_parts, days_parts
+    FROM {_STATE} WHERE site_id = %s
     FOR UPDATE
 """
 _STATE_SAVE = f"""
-    UPDATE {_STATE} SET sources_digest = %s, complete_until = %s, days_digest = %s, days_until = %s, dirty_from = NULL,
-    refreshed_at = now()
+    UPDATE {_STATE} SET sources_digest = %s, complete_until = %s, days_digest = %s, days_until = %s,
+    sources_parts = %s::jsonb, days_parts = %s::jsonb, dirty_from = NULL, refreshed_at = now()
     WHERE site_id = %s
 """
+_DAYS_SERIES_DELETE = f"DELETE FROM {_DAYS} WHERE site_id = %s AND series_id = ANY(%s::int4[])"
 _ROWS_DELETE = f"DELETE FROM {_HOURS} WHERE site_id = %s AND hour >= %s"
 # Each kind's statement gives (NULL, hour, kWh); the second kind adds to the first's rows, as ``energy.kwh`` adds
 # them per bucket.
@@ -275,15 +281,16 @@ def heat_pump_sources(site_id: int, devices=None) -> list:
 
 def site_energy_refresh(*, site_id: int, watermark: datetime.datetime | None = None) -> dict:
     """Bring one site's stored hours up to the final hour of the hourly ``watermark`` (read if not given): rebuild
-    if its sources changed, else recompute from ``dirty_from`` and extend from ``complete_until``. Returns what was
-    done: ``{"mode": "rebuild" | "extend" | "none", "start", "until", "rows"}``."""
+    if its sources changed, compute only the new ones' hours if sources were only added, and recompute from
+    ``dirty_from`` and extend from ``complete_until``; the heat-pump days likewise (``_days_refresh``). Returns what
+    was done: ``{"mode": "rebuild" | "add" | "extend" | "none", "start", "until", "rows", "days_mode", ...}``."""
     watermark = watermark or _hourly_watermark()
     devices = _site_devices(site_id)
     sources = site_energy_sources(site_id, devices)
-    digest = energy.sources_digest(sources)
+    digest, parts = energy.sources_digest(sources), energy.sources_parts(sources)
     tz = Site.objects.filter(id=site_id).values_list("timezone", flat=True).first() or "UTC"
     pumps = heat_pump_sources(site_id, devices)
-    days_digest = energy.heat_pump_digest(pumps, tz)
+    days_digest, days_parts = energy.heat_pump_digest(pumps, tz), {"tz": tz, "series": energy.heat_pump_parts(pumps)}
     until = final_until(watermark, sources)
     days_final = final_until(watermark, [source for source in _days_series(pumps) if source[1] is not None])
     with transaction.atomic(), connection.cursor() as cursor:
@@ -292,26 +299,58 @@ def site_energy_refresh(*, site_id: int, watermark: datetime.datetime | None = N
         cursor.execute(_STATE_ENSURE, [site_id])
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_STATE_LOCK, [site_id])
-        stored_digest, complete_until, dirty_from, stored_days_digest, days_until = cursor.fetchone()
+        stored_digest, complete_until, dirty_from, stored_days_digest, days_until, stored_parts, stored_days_parts = (
+            cursor.fetchone()
+        )
+        # Django's cursor hands jsonb over as its text.
+        stored_parts, stored_days_parts = (
+            json.loads(value) if value else None for value in (stored_parts, stored_days_parts)
+        )
         if until is None:
             return {"mode": "none", "start": None, "until": None, "rows": 0, "days_mode": "none", "days_rows": 0}
-        if stored_digest != digest or complete_until is None:
+        rows = 0
+        added = _added(stored_parts, parts) if stored_digest != digest else []
+        if complete_until is None or (stored_digest != digest and not added):
             mode, start = "rebuild", _first_hour(cursor, sources) or until
             cursor.execute(_ROWS_DELETE, [site_id, _EPOCH])
         else:
-            mode, start = "extend", min(complete_until, dirty_from or complete_until)
+            # Not past the final hour: a power gauge among the new sources makes the hour before the watermark
+            # not final any more.
+            mode, start = ("add" if added else "extend"), min(complete_until, dirty_from or complete_until, until)
             cursor.execute(_ROWS_DELETE, [site_id, start])
-        rows = _rows_compute(cursor, site_id=site_id, sources=sources, start=start, end=until)
+            if added:
+                # Their kWh added to the stored hours before the recomputed ones: an hour's figure is the sum over
+                # the sources, and the new sources' hours are computed as a rebuild would.
+                sources_added = [source for source in sources if str(source[0]) in added]
+                first = _first_hour(cursor, sources_added)
+                rows += (
+                    _rows_compute(cursor, site_id=site_id, sources=sources_added, start=first, end=start)
+                    if (first is not None and first < start)
+                    else 0
+                )
+        rows += _rows_compute(cursor, site_id=site_id, sources=sources, start=start, end=until)
         days = _days_refresh(
             cursor,
             site_id=site_id,
             pumps=pumps,
             tz=tz,
-            rebuild=stored_days_digest != days_digest or days_until is None,
+            changed=_days_changed(stored_days_parts, days_parts) if stored_days_digest != days_digest else set(),
+            rebuild=days_until is None,
             start=min(days_until, dirty_from or days_until) if days_until is not None else None,
             until=days_final,
         )
-        cursor.execute(_STATE_SAVE, [digest, max(start, until), days_digest, days["until"], site_id])
+        cursor.execute(
+            _STATE_SAVE,
+            [
+                digest,
+                max(start, until),
+                days_digest,
+                days["until"],
+                json.dumps(parts),
+                json.dumps(days_parts),
+                site_id,
+            ],
+        )
     return {
         "mode": mode,
         "start": start,
@@ -324,20 +363,50 @@ def site_energy_refresh(*, site_id: int, watermark: datetime.datetime | None = N
     }
 
 
-def _days_refresh(cursor, *, site_id: int, pumps, tz: str, rebuild: bool, start, until: datetime.datetime) -> dict:
+def _added(stored: dict | None, parts: dict[str, str]) -> set[str]:
+    """The series of ``parts`` not among ``stored``, if the sources were only added to (every stored one still
+    there, the same); else (or nothing known of the stored ones) empty: the site's hours are rebuilt."""
+    if stored is None or any(parts.get(series_id) != part for series_id, part in stored.items()):
+        return set()
+    return set(parts) - set(stored)
+
+
+def _days_changed(stored: dict | None, parts: dict) -> set[str] | None:
+    """The series whose stored days no longer hold (gone, new or computed differently), or None where all of them
+    must be rebuilt (another zone, or nothing known of the stored ones)."""
+    if stored is None or stored.get("tz") != parts["tz"]:
+        return None
+    before, after = stored.get("series", {}), parts["series"]
+    return {series_id for series_id in before.keys() | after.keys() if before.get(series_id) != after.get(series_id)}
+
+
+def _days_refresh(
+    cursor, *, site_id: int, pumps, tz: str, changed: set[str] | None, rebuild: bool, start, until: datetime.datetime
+) -> dict:
     """The heat-pump days of the site brought up to the last local midnight before ``until`` (the final hour):
-    rebuilt from the local day of the pumps' first hourly rollup, or recomputed from the local day containing
-    ``start`` (``dirty_from`` or ``days_until``)."""
+    rebuilt from the local day of the pumps' first hourly rollup (``rebuild``, or ``changed`` None), or recomputed
+    from the local day containing ``start`` (``dirty_from`` or ``days_until``), the ``changed`` series' days
+    deleted and computed again before it (a new, moved or changed heat pump: its own rows only)."""
     end = energy.local_day_floor(until, tz)
-    if rebuild:
+    series = _days_series(pumps)
+    computed = 0
+    if rebuild or changed is None:
         mode = "rebuild"
-        start = energy.local_day_floor(_first_hour(cursor, _days_series(pumps)) or end, tz)
+        start = energy.local_day_floor(_first_hour(cursor, series) or end, tz)
         cursor.execute(_DAYS_DELETE, [site_id, _EPOCH])
     else:
-        mode, start = "extend", energy.local_day_floor(start, tz)
+        mode, start = ("sources" if changed else "extend"), min(energy.local_day_floor(start, tz), end)
         cursor.execute(_DAYS_DELETE, [site_id, start])
-    rows = _days_compute(cursor, site_id=site_id, pumps=pumps, tz=tz, start=start, end=end) if start < end else 0
-    return {"mode": mode, "start": start, "until": max(start, end), "rows": rows}
+        if changed:
+            cursor.execute(_DAYS_SERIES_DELETE, [site_id, [int(series_id) for series_id in changed]])
+            renewed = [source for source in series if str(source[0]) in changed]
+            first = _first_hour(cursor, renewed)
+            if first is not None and energy.local_day_floor(first, tz) < start:
+                first_day = energy.local_day_floor(first, tz)
+                computed += _days_compute(cursor, site_id=site_id, series=renewed, tz=tz, start=first_day, end=start)
+    if start < end:
+        computed += _days_compute(cursor, site_id=site_id, series=series, tz=tz, start=start, end=end)
+    return {"mode": mode, "start": start, "until": max(start, end), "rows": computed}
 
 
 def _days_series(pumps) -> list[tuple[int, object]]:
@@ -349,12 +418,12 @@ def _days_series(pumps) -> list[tuple[int, object]]:
     return series
 
 
-def _days_compute(cursor, *, site_id: int, pumps, tz: str, start: datetime.datetime, end: datetime.datetime) -> int:
-    """Insert the site's heat-pump days ``[start, end)`` (local midnights; none there yet): one ``INSERT ...
-    SELECT`` per kind of energy source (heat and electrical series together: each series' rows are its own) and
-    one for the degree days. Returns the rows written."""
-    energy_sources = [(series_id, d) for series_id, d in _days_series(pumps) if d is not None]
-    outdoor_ids = [series_id for series_id, d in _days_series(pumps) if d is None]
+def _days_compute(cursor, *, site_id: int, series, tz: str, start: datetime.datetime, end: datetime.datetime) -> int:
+    """Insert the days ``[start, end)`` (local midnights; none there yet) of ``series`` (``_days_series``): one
+    ``INSERT ... SELECT`` per kind of energy source (heat and electrical series together: each series' rows are its
+    own) and one for the degree days. Returns the rows written."""
+    energy_sources = [(series_id, d) for series_id, d in series if d is not None]
+    outdoor_ids = [series_id for series_id, d in series if d is None]
     factors = [(series_id, energy.kwh_factor(d)) for series_id, d in energy_sources]
     statements = [
         (statement, params, factors)

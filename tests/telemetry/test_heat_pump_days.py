@@ -393,12 +393,17 @@ def test_the_cop_shown_is_of_the_ranges_last_days_on_both_paths(bob, make_site, 
     assert all([day for day, _ in item.cop_days] == last_days for item in stored)
 
 
-def test_a_new_heat_pump_falls_back_to_the_live_path_until_the_refresh_rebuilds_the_days(
+def test_a_new_heat_pump_falls_back_to_the_live_path_until_the_refresh_computes_its_days(
     bob, make_site, berlin_site, pump_types
 ):
     site = make_site(AFTER_DATA)
     site_energy.site_energy_refresh(site_id=site.id)
     assert page_figures(bob, site, AFTER_DATA)[2] is not None
+    kept = SiteHeatPumpDay.objects.filter(
+        site=site, series_id=Series.objects.get(device__uid="hp-1", metric_key="heat").id
+    )
+    assert kept.update(value=F("value") + 1.0) > 0  # not what the computation gives: shows whether it is recomputed
+    tampered = sorted(kept.values_list("day", "value"))
 
     add_pump(berlin_site, pump_types, "power-heat", uid="hp-new", scale=2.0)
     roll_up(AFTER_DATA)
@@ -409,10 +414,32 @@ def test_a_new_heat_pump_falls_back_to_the_live_path_until_the_refresh_rebuilds_
     assert_same_figures(fallback, live)
 
     done = site_energy.site_energy_refresh(site_id=site.id)
-    assert done["days_mode"] == "rebuild" and done["mode"] == "rebuild"
-    rebuilt, _, rebuilt_until = page_figures(bob, site, AFTER_DATA)
-    assert rebuilt_until is not None
-    assert_same_figures(rebuilt, live)
+    # Only the new pump's series computed (all of its days), the hours only its electricity added.
+    assert done["days_mode"] == "sources" and done["mode"] == "add"
+    new_series = set(Series.objects.filter(device__uid="hp-new").values_list("id", flat=True))
+    assert done["days_rows"] == SiteHeatPumpDay.objects.filter(site=site, series_id__in=new_series).count() > 0
+    assert sorted(kept.values_list("day", "value")) == tampered  # the other pumps' rows left as they were
+    kept.update(value=F("value") - 1.0)
+    computed, _, computed_until = page_figures(bob, site, AFTER_DATA)
+    assert computed_until is not None
+    assert_same_figures(computed, live)
+    assert_running_sums(site)
+
+
+def test_a_removed_heat_pump_loses_its_rows_only(bob, make_site):
+    site = make_site(AFTER_DATA)
+    site_energy.site_energy_refresh(site_id=site.id)
+    rows = stored_days(site)
+    gone = set(Series.objects.filter(device__uid="hp-2").values_list("id", flat=True))
+    Device.objects.filter(uid="hp-2").update(is_active=False)
+
+    done = site_energy.site_energy_refresh(site_id=site.id)
+
+    assert done["days_mode"] == "sources" and done["days_rows"] == 0
+    assert stored_days(site) == {key: value for key, value in rows.items() if key[0] not in gone}
+    figures, _, stored_until = page_figures(bob, site, AFTER_DATA)
+    assert stored_until is not None and [item.device.uid for item in figures if item.device.uid == "hp-2"] == []
+    assert_same_figures(figures, live_figures(site, AFTER_DATA)[0])
 
 
 def test_a_changed_site_timezone_falls_back_to_the_live_path_and_rebuilds_the_days_in_the_new_zone(bob, make_site):
