@@ -309,7 +309,7 @@ def site_energy_refresh(*, site_id: int, watermark: datetime.datetime | None = N
         if until is None:
             return {"mode": "none", "start": None, "until": None, "rows": 0, "days_mode": "none", "days_rows": 0}
         rows = 0
-        added = _added(stored_parts, parts) if stored_digest != digest else []
+        added = _added(stored_parts, parts) if stored_digest != digest else set()
         if complete_until is None or (stored_digest != digest and not added):
             mode, start = "rebuild", _first_hour(cursor, sources) or until
             cursor.execute(_ROWS_DELETE, [site_id, _EPOCH])
@@ -323,11 +323,8 @@ def site_energy_refresh(*, site_id: int, watermark: datetime.datetime | None = N
                 # the sources, and the new sources' hours are computed as a rebuild would.
                 sources_added = [source for source in sources if str(source[0]) in added]
                 first = _first_hour(cursor, sources_added)
-                rows += (
-                    _rows_compute(cursor, site_id=site_id, sources=sources_added, start=first, end=start)
-                    if (first is not None and first < start)
-                    else 0
-                )
+                if first is not None and first < start:
+                    rows += _rows_compute(cursor, site_id=site_id, sources=sources_added, start=first, end=start)
         rows += _rows_compute(cursor, site_id=site_id, sources=sources, start=start, end=until)
         days = _days_refresh(
             cursor,
