@@ -326,13 +326,18 @@ def site_energy_refresh(*, site_id: int, watermark: datetime.datetime | None = N
                 if first is not None and first < start:
                     rows += _rows_compute(cursor, site_id=site_id, sources=sources_added, start=first, end=start)
         rows += _rows_compute(cursor, site_id=site_id, sources=sources, start=start, end=until)
+        if days_until is None:
+            days_changed = None  # none stored yet: built
+        elif stored_days_digest == days_digest:
+            days_changed = set()
+        else:
+            days_changed = _days_changed(stored_days_parts, days_parts)
         days = _days_refresh(
             cursor,
             site_id=site_id,
             pumps=pumps,
             tz=tz,
-            changed=_days_changed(stored_days_parts, days_parts) if stored_days_digest != days_digest else set(),
-            rebuild=days_until is None,
+            changed=days_changed,
             start=min(days_until, dirty_from or days_until) if days_until is not None else None,
             until=days_final,
         )
@@ -378,16 +383,17 @@ def _days_changed(stored: dict | None, parts: dict) -> set[str] | None:
 
 
 def _days_refresh(
-    cursor, *, site_id: int, pumps, tz: str, changed: set[str] | None, rebuild: bool, start, until: datetime.datetime
+    cursor, *, site_id: int, pumps, tz: str, changed: set[str] | None, start, until: datetime.datetime
 ) -> dict:
     """The heat-pump days of the site brought up to the last local midnight before ``until`` (the final hour):
-    rebuilt from the local day of the pumps' first hourly rollup (``rebuild``, or ``changed`` None), or recomputed
+    rebuilt from the local day of the pumps' first hourly rollup (``changed`` None: none stored, another zone, or
+    nothing known of the stored series), or recomputed
     from the local day containing ``start`` (``dirty_from`` or ``days_until``), the ``changed`` series' days
     deleted and computed again before it (a new, moved or changed heat pump: its own rows only)."""
     end = energy.local_day_floor(until, tz)
     series = _days_series(pumps)
     computed = 0
-    if rebuild or changed is None:
+    if changed is None:
         mode = "rebuild"
         start = energy.local_day_floor(_first_hour(cursor, series) or end, tz)
         cursor.execute(_DAYS_DELETE, [site_id, _EPOCH])
@@ -398,8 +404,8 @@ def _days_refresh(
             cursor.execute(_DAYS_SERIES_DELETE, [site_id, [int(series_id) for series_id in changed]])
             renewed = [source for source in series if str(source[0]) in changed]
             first = _first_hour(cursor, renewed)
-            if first is not None and energy.local_day_floor(first, tz) < start:
-                first_day = energy.local_day_floor(first, tz)
+            first_day = energy.local_day_floor(first, tz) if first is not None else start
+            if first_day < start:
                 computed += _days_compute(cursor, site_id=site_id, series=renewed, tz=tz, start=first_day, end=start)
     if start < end:
         computed += _days_compute(cursor, site_id=site_id, series=series, tz=tz, start=start, end=end)
